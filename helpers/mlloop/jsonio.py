@@ -1,0 +1,187 @@
+"""Strict JSON in, atomic JSON out.
+
+Reading: NaN/Infinity, numbers that overflow to infinity (``1e400``), duplicate keys, invalid
+UTF-8, empty and truncated files are each reported as a ``Problem`` with the file and the JSON
+path, never a traceback. Writing: ``allow_nan=False`` always, temp file in the same folder,
+then ``os.replace`` so a reader sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import Problem
+
+MAX_JSON_BYTES = 64 * 1024 * 1024  # an eval_score.json padded to this size is an attack, not data
+
+
+class JsonProblems(Exception):
+    """Raised by ``read_json`` with every problem found in one file."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__("; ".join(p.line() for p in problems))
+        self.problems = problems
+
+
+class _NonFinite:
+    __slots__ = ("token",)
+
+    def __init__(self, token: str):
+        self.token = token
+
+
+class _Pairs(list):
+    """An object as parsed: its key/value pairs in order, duplicates kept for reporting."""
+
+
+def json_path(parts: tuple | list) -> str:
+    out = "$"
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            out += f".{part}"
+        else:
+            out += "[" + json.dumps(part, ensure_ascii=False) + "]"
+    return out
+
+
+def _parse_float(text: str):
+    value = float(text)
+    return value if math.isfinite(value) else _NonFinite(text)
+
+
+def _finish(node: Any, parts: tuple, rel: str, problems: list[Problem]) -> Any:
+    """Turn the raw parse into plain Python values, recording what strict JSON forbids."""
+    if isinstance(node, _NonFinite):
+        problems.append(Problem(
+            "json.non_finite", rel,
+            f"{node.token} is not a finite number; JSON allows only finite numbers (write null for a missing value)",
+            json_path(parts)))
+        return None
+    if isinstance(node, _Pairs):
+        out: dict = {}
+        for key, value in node:
+            if key in out:
+                problems.append(Problem(
+                    "json.duplicate_key", rel,
+                    f"duplicate key {key!r}; each key may appear once (the later value would silently win)",
+                    json_path(parts + (key,))))
+            out[key] = _finish(value, parts + (key,), rel, problems)
+        return out
+    if isinstance(node, list):
+        return [_finish(v, parts + (i,), rel, problems) for i, v in enumerate(node)]
+    return node
+
+
+def parse_json_text(text: str, rel: str) -> Any:
+    """Parse ``text`` strictly; raise ``JsonProblems`` naming ``rel`` on any violation."""
+    if not text.strip():
+        raise JsonProblems([Problem("json.empty", rel, "the file is empty; it must hold one JSON document")])
+    try:
+        raw = json.loads(
+            text,
+            object_pairs_hook=_Pairs,
+            parse_constant=_NonFinite,
+            parse_float=_parse_float,
+        )
+    except json.JSONDecodeError as exc:
+        hint = " (the file looks truncated)" if exc.pos >= len(text.rstrip()) else ""
+        raise JsonProblems([Problem(
+            "json.invalid", rel,
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{hint}")]) from None
+    except RecursionError:
+        raise JsonProblems([Problem("json.invalid", rel, "invalid JSON: nested too deeply")]) from None
+    problems: list[Problem] = []
+    value = _finish(raw, (), rel, problems)
+    if problems:
+        raise JsonProblems(problems)
+    return value
+
+
+def read_json(path: Path, rel: str | None = None, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Read one strict JSON document from ``path``; ``rel`` is how problems name the file."""
+    rel = rel or str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise JsonProblems([Problem("file.missing", rel, "the file does not exist")]) from None
+    except OSError as exc:
+        raise JsonProblems([Problem("file.unreadable", rel, f"cannot read the file: {exc.strerror}")]) from None
+    if path.is_dir():
+        raise JsonProblems([Problem("file.not_a_file", rel, "expected a JSON file, found a folder")])
+    if size > max_bytes:
+        raise JsonProblems([Problem(
+            "json.too_large", rel, f"the file is {size} bytes; more than {max_bytes} is refused unread")])
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise JsonProblems([Problem("file.unreadable", rel, f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise JsonProblems([Problem(
+            "json.encoding", rel, f"the file is not valid UTF-8 (byte {exc.start}); save it as UTF-8")]) from None
+    return parse_json_text(text, rel)
+
+
+def dumps(obj: Any) -> str:
+    """The one JSON serialisation mlloop writes: indented, UTF-8, never NaN."""
+    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, dumps(obj))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON values from what writers tend to hold: NaN/inf become null (missing), numpy
+    and torch scalars become Python numbers, paths and tuples become strings and lists."""
+    if obj is None or isinstance(obj, (bool, str, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = sorted(obj, key=str) if isinstance(obj, (set, frozenset)) else obj
+        return [to_jsonable(v) for v in items]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    item = getattr(obj, "item", None)  # numpy / torch scalars, without importing either
+    if callable(item):
+        try:
+            return to_jsonable(item())
+        except (TypeError, ValueError):
+            pass
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return to_jsonable(tolist())
+    if getattr(obj, "__class__", None) and obj.__class__.__name__ in {"NAType", "NaTType"}:
+        return None
+    return str(obj)

@@ -1,0 +1,75 @@
+"""task_format.yaml: the one list of task types and the prepdata layout each one uses.
+
+The project's copy (``.claude/skills/build-baseline/task_format.yaml``) wins; the bundled copy
+is the fallback so that rules can be checked before ``mlloop init``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MlloopError
+from .layout import Project
+
+
+@dataclass(frozen=True)
+class TaskFormat:
+    path: Path
+    data: dict
+
+    @property
+    def meta(self) -> dict:
+        return self.data.get("meta") or {}
+
+    @property
+    def tasks(self) -> dict:
+        return self.data.get("supported_tasks") or {}
+
+    @property
+    def task_types(self) -> set[str]:
+        return set(self.tasks)
+
+    def task(self, name: str) -> dict | None:
+        return self.tasks.get(name)
+
+
+def task_format_path(project: Project | None) -> Path | None:
+    if project is not None and project.task_format_path.is_file():
+        return project.task_format_path
+    from .bundle import skills_dir
+
+    try:
+        bundled = skills_dir() / "build-baseline" / "task_format.yaml"
+    except MlloopError:
+        return None
+    return bundled if bundled.is_file() else None
+
+
+def load_task_format(project: Project | None = None, path: Path | None = None) -> TaskFormat:
+    """Load and sanity-check task_format.yaml; a clean ``MlloopError`` if it is unusable."""
+    import yaml  # light, but only needed here
+
+    path = path or task_format_path(project)
+    if path is None:
+        raise MlloopError("task_format.yaml was not found; run `mlloop init` to install it (build-baseline cannot run without it).")
+    shown = project.rel(path) if project else str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MlloopError(f"{shown}: cannot read task_format.yaml ({exc}).") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise MlloopError(f"{shown}: invalid YAML{where}; restore it with `mlloop init --force`.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("supported_tasks"), dict):
+        raise MlloopError(f"{shown}: task_format.yaml needs a supported_tasks mapping; restore it with `mlloop init --force`.")
+    return TaskFormat(path, data)
+
+
+def known_task_types(project: Project | None) -> set[str] | None:
+    """Task type names, or None when no usable task_format.yaml is found (then not checked)."""
+    try:
+        return load_task_format(project).task_types
+    except MlloopError:
+        return None
