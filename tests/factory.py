@@ -231,9 +231,17 @@ class ProjectFactory:
         return self
 
     def _parquet(self, rel: str, columns: list[str]) -> None:
-        # Parquet magic bytes around an empty body is enough for existence checks; tests that
-        # read parquet build real files with pyarrow themselves.
-        self.write(rel, b"PAR1\x00\x00\x00\x00PAR1")
+        # A real (tiny) parquet file: `mlloop check` reads its footer for the column names.
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [{"sample_id": sid, "source": "src_a", "category": None, "asset_paths": []}
+                for split in ("train", "valid") for sid in self.sample_ids(split)]
+        table = pa.table({c: pa.array([r.get(c) for r in rows],
+                                      pa.list_(pa.string()) if c == "asset_paths" else pa.string()) for c in columns})
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
 
     def training_outputs(self, vid: str, parent: str | None) -> "ProjectFactory":
         base = f"Models/Artifacts/{vid}"
@@ -339,3 +347,57 @@ class ProjectFactory:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---- the final report (added for the check tests) ------------------------------------------------
+
+def _report_rows(factory: "ProjectFactory") -> list[dict]:
+    """The versions' eval_score.json documents ranked as docs/contracts.md says (primary metric
+    in its direction, ties by version id), for a hand-built report."""
+    pt = factory.read_json(".claude/skills/progressive-training/user_defined_rules.json")
+    primary = pt["eval_config"]["primary_metric"]
+    higher = next(m["higher_is_better"] for m in pt["eval_config"]["metrics"] if m["name"] == primary)
+    docs = []
+    for folder in sorted((factory.root / "Models/Artifacts").glob("v[0-9][0-9][0-9]")):
+        score = folder / "eval_score.json"
+        if score.is_file():
+            doc = json.loads(score.read_text(encoding="utf-8"))
+            value = next(m["value"] for m in doc["metrics"] if m["name"] == primary)
+            docs.append((-value if higher else value, folder.name, doc))
+    return [{"version_id": vid, **doc} for _, vid, doc in sorted(docs)]
+
+
+def build_report(factory: "ProjectFactory", stamp: str = "2026-11-21_12-00") -> Path:
+    """``Models/Report/<stamp>/`` as `mlloop report` lays it out, built by hand."""
+    import csv
+    import shutil
+
+    rows = _report_rows(factory)
+    folder = factory.root / "Models/Report" / stamp
+    best = rows[0]["version_id"]
+    columns = []
+    for row in rows:
+        for m in row["metrics"]:
+            if f"metric__{m['name']}" not in columns:
+                columns.append(f"metric__{m['name']}")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["version_id", "dataset_id", "created_at", "latency_ms", "artifact_relpath"] + columns)
+    for row in rows:
+        vid = row["version_id"]
+        rel = f"Artifacts/{vid}/best.ckpt" if vid == best else f"../../Artifacts/{vid}/best.ckpt"
+        values = {f"metric__{m['name']}": m["value"] for m in row["metrics"]}
+        writer.writerow([vid, row["dataset_id"], row["created_at"], row["latency_ms"], rel]
+                        + [values.get(c, "") for c in columns])
+    factory.write(f"Models/Report/{stamp}/leaderboard.csv", out.getvalue())
+    factory.write(f"Models/Report/{stamp}/final-analysis.md",
+                  "# Final analysis\n## Ranking\n" + "\n".join(f"1. {r['version_id']}" for r in rows) +
+                  "\n<!-- mlloop:analysis:start -->\n## Why the top 3 ranked high\nLonger training helped.\n"
+                  "<!-- mlloop:analysis:end -->\n")
+    src = factory.root / "Models/Artifacts" / best
+    dst = folder / "Artifacts" / best
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / "best.ckpt", dst / "best.ckpt")
+    shutil.copyfile(src / "spec.json", dst / "spec.json")
+    shutil.copytree(src / "additional_assets", dst / "additional_assets")
+    return folder

@@ -51,7 +51,12 @@ def parse_iso8601(text: str) -> datetime | None:
 
 
 def _finite_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # a 400-digit integer: valid JSON, not a usable number
+        return False
 
 
 @dataclass
@@ -170,9 +175,10 @@ def _valid_metrics(raw, rel: str, findings: Findings) -> list[dict]:
     return good
 
 
-def provenance(project: Project, vid: str, score: EvalScore) -> tuple[str, str]:
+def provenance(project: Project, vid: str, score: EvalScore, sha256=sha256_file) -> tuple[str, str]:
     """``(state, reason)``: fresh, stale (inputs changed since), tampered (the score was edited
-    after it was written) or unknown (no provenance recorded)."""
+    after it was written) or unknown (no provenance recorded). ``sha256`` lets a caller that
+    checks many versions hash each file once (03_eval.py is shared by all of them)."""
     doc = score.doc
     if "score_sha256" in doc and isinstance(doc["score_sha256"], str) and doc["score_sha256"] != score_digest(doc):
         return TAMPERED, "eval_score.json was edited after 03_eval.py wrote it (score_sha256 does not match)"
@@ -182,11 +188,11 @@ def provenance(project: Project, vid: str, score: EvalScore) -> tuple[str, str]:
     ckpt = project.artifact_dir(vid) / "best.ckpt"
     if not ckpt.is_file():
         return STALE, "best.ckpt is missing"
-    if sha256_file(ckpt) != doc["checkpoint_sha256"]:
+    if sha256(ckpt) != doc["checkpoint_sha256"]:
         return STALE, "best.ckpt changed since this score was computed"
     if not project.eval_script.is_file():
         return STALE, "03_eval.py is missing"
-    if sha256_file(project.eval_script) != doc["eval_script_sha256"]:
+    if sha256(project.eval_script) != doc["eval_script_sha256"]:
         return STALE, "03_eval.py changed since this score was computed"
     return FRESH, ""
 

@@ -30,8 +30,35 @@ class TaskFormat:
     def task_types(self) -> set[str]:
         return set(self.tasks)
 
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Other names for an entry (the original README's names): alias -> task type."""
+        raw = self.data.get("task_aliases") or {}
+        return {str(k): str(v) for k, v in raw.items() if isinstance(v, str)} if isinstance(raw, dict) else {}
+
+    @property
+    def names(self) -> set[str]:
+        """Every name a rules file may use: the task types and their aliases."""
+        return self.task_types | set(self.aliases)
+
+    def canonical(self, name: str) -> str:
+        """The task type a name stands for (an alias resolved; anything else unchanged)."""
+        return self.aliases.get(name, name)
+
     def task(self, name: str) -> dict | None:
-        return self.tasks.get(name)
+        return self.tasks.get(self.canonical(name))
+
+    def path_fields(self, name: str) -> list[str]:
+        """The task's declared path fields (``inputs[].path`` names a field inside list items)."""
+        schema = (self.task(name) or {}).get("index_schema") or {}
+        declared = schema.get("path_fields") or []
+        return [str(f) for f in declared] if isinstance(declared, list) else []
+
+    @property
+    def path_field_suffix(self) -> str | None:
+        """Top-level fields ending with this suffix are path fields too (``_path``)."""
+        suffix = (self.meta.get("index_policy") or {}).get("path_field_suffix")
+        return suffix if isinstance(suffix, str) and suffix else None
 
 
 def task_format_path(project: Project | None) -> Path | None:
@@ -55,7 +82,8 @@ def load_task_format(project: Project | None = None, path: Path | None = None) -
         raise MlloopError("task_format.yaml was not found; run `mlloop init` to install it (build-baseline cannot run without it).")
     shown = project.rel(path) if project else str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's safe loader when present: the same result, ten times faster (every check loads this).
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, UnicodeDecodeError) as exc:
         raise MlloopError(f"{shown}: cannot read task_format.yaml ({exc}).") from None
     except yaml.YAMLError as exc:
@@ -68,8 +96,9 @@ def load_task_format(project: Project | None = None, path: Path | None = None) -
 
 
 def known_task_types(project: Project | None) -> set[str] | None:
-    """Task type names, or None when no usable task_format.yaml is found (then not checked)."""
+    """Task type names and their aliases, or None when no usable task_format.yaml is found (then
+    not checked)."""
     try:
-        return load_task_format(project).task_types
+        return load_task_format(project).names
     except MlloopError:
         return None

@@ -1,0 +1,199 @@
+"""What every check shares: the project, the resolved rules, the findings, and safe file access.
+
+A check reads each file at most once (JSON documents, hashes and the validation ids are
+cached here) and never opens a path that resolves outside the project: a symlink that
+leaves it is reported once, as ``path.symlink_escape``, and then treated as absent.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from ..errors import Findings, MlloopError
+from ..jsonio import JsonProblems, read_json
+from ..layout import Project
+from ..rules import Rules, resolve
+from ..scores import EvalScore, read_eval_score, sha256_file
+from ..stages import locked_dataset_id
+from ..taskformat import TaskFormat, load_task_format
+
+_UNSET = object()
+
+
+class Context:
+    def __init__(self, project: Project):
+        self.project = project
+        self.root = str(project.root)
+        self.out = Findings()
+        self.task_format: TaskFormat | None = None
+        self.task_format_error: str | None = None
+        try:
+            self.task_format = load_task_format(project)
+        except MlloopError as exc:
+            self.task_format_error = str(exc)
+        self.rules: Rules = resolve(project, task_types=self.task_format.names if self.task_format else None)
+        self.dataset_id, self.dataset_id_source = locked_dataset_id(project, self.rules.dataset_id)
+        self._hashes: dict[str, str] = {}
+        self._dir_ok: dict[str, bool] = {self.root: True}
+        self._escapes: set[str] = set()
+        self._scores: dict[str, tuple[EvalScore | None, Findings]] = {}
+        self._valid_ids: Any = _UNSET
+        self._draw: dict[tuple[int, int], list] = {}
+        self._prep_index: dict[str, tuple] = {}   # split -> (index path, records, problems)
+
+    # ---- reporting -------------------------------------------------------------------------
+    def rel(self, path) -> str:
+        return self.project.rel(path)
+
+    def problem(self, code: str, path, message: str, json_path: str | None = None) -> None:
+        self.out.problem(code, path if isinstance(path, str) else self.rel(path), message, json_path)
+
+    def warn(self, code: str, path, message: str, json_path: str | None = None) -> None:
+        self.out.warn(code, path if isinstance(path, str) else self.rel(path), message, json_path)
+
+    # ---- containment -----------------------------------------------------------------------
+    def _inside(self, path: Path) -> bool:
+        try:
+            real = os.path.realpath(path)
+        except (OSError, ValueError):
+            return False
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def _report_escape(self, path: Path) -> None:
+        # Name the link itself (the first component that is a symlink leaving the project).
+        link = path
+        p = Path(self.root)
+        for part in path.relative_to(self.root).parts if str(path).startswith(self.root) else ():
+            p = p / part
+            if p.is_symlink() and not self._inside(p):
+                link = p
+                break
+        rel = self.rel(link)
+        if rel in self._escapes:
+            return
+        self._escapes.add(rel)
+        try:
+            target = os.readlink(link)
+        except OSError:
+            target = "?"
+        self.problem("path.symlink_escape", rel,
+                     f"is a symbolic link that leaves the project (-> {target}); mlloop never follows it: "
+                     "put the real files inside the project")
+
+    def dir_ok(self, folder: Path) -> bool:
+        """True when ``folder`` resolves inside the project (reported once when it does not)."""
+        key = str(folder)
+        ok = self._dir_ok.get(key)
+        if ok is None:
+            # A real (non-link) folder inside a folder known to be inside is inside: one lstat
+            # instead of resolving the whole path again.
+            parent_ok = self._dir_ok.get(os.path.dirname(key))
+            ok = True if parent_ok and not os.path.islink(key) else self._inside(folder)
+            self._dir_ok[key] = ok
+            if not ok:
+                self._report_escape(folder)
+        return ok
+
+    def safe(self, path: Path) -> bool:
+        """May ``path`` be opened? Its folder must be inside and it must not be a link out."""
+        if not self.dir_ok(path.parent):
+            return False
+        if not os.path.islink(path):
+            return True
+        if self._inside(path):
+            return True
+        self._report_escape(path)
+        return False
+
+    def exists(self, path: Path) -> bool:
+        """Whether ``path`` is there (as anything, links not followed). A link out of the project
+        (or inside a folder that is one) counts as there: it is reported once, and every reader
+        here refuses to open it, so no "missing" problem is added on top."""
+        if not self.dir_ok(path.parent):
+            return True
+        if not os.path.lexists(path):
+            return False
+        self.safe(path)
+        return True
+
+    @property
+    def rules_unreadable(self) -> bool:
+        """A rules file could not be parsed: its values are defaults, so do not compare with them."""
+        return any(p.code.startswith("json.") or p.code == "rules.not_object" for p in self.rules.findings.problems)
+
+    # ---- reading ---------------------------------------------------------------------------
+    def read_json(self, path: Path) -> tuple[bool, Any]:
+        """``(True, value)`` for a strict JSON document; ``(False, None)`` with problems added."""
+        if not self.safe(path):
+            return False, None
+        try:
+            return True, read_json(path, self.rel(path))
+        except JsonProblems as exc:
+            self.out.problems.extend(exc.problems)
+            return False, None
+
+    def read_text(self, path: Path, code_prefix: str) -> str | None:
+        if not self.safe(path):
+            return None
+        try:
+            data = path.read_bytes()
+        except IsADirectoryError:
+            self.problem(f"{code_prefix}.not_a_file", path, "expected a file, found a folder")
+            return None
+        except OSError as exc:
+            self.problem(f"{code_prefix}.unreadable", path, f"cannot read the file: {exc.strerror}")
+            return None
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            self.problem(f"{code_prefix}.encoding", path, f"the file is not valid UTF-8 (byte {exc.start}); save it as UTF-8")
+            return None
+
+    def sha256(self, path: Path) -> str:
+        key = str(path)
+        if key not in self._hashes:
+            self._hashes[key] = sha256_file(path)
+        return self._hashes[key]
+
+    def eval_score(self, vid: str) -> tuple[EvalScore | None, Findings]:
+        """A version's eval_score.json, parsed and validated once (problems in the Findings)."""
+        if vid not in self._scores:
+            f = Findings()
+            path = self.project.artifact_dir(vid) / "eval_score.json"
+            score = None
+            if self.safe(path) and path.is_file():
+                score = read_eval_score(self.project, path, vid, primary_metric=self.rules.primary_metric,
+                                        dataset_id=self.dataset_id, findings=f)
+            self._scores[vid] = (score, f)
+        return self._scores[vid]
+
+    # ---- the validation split ---------------------------------------------------------------
+    def valid_ids(self) -> list | None:
+        """The ids of the prepdata valid index (None when it cannot be read; prepdata reports why)."""
+        if self._valid_ids is _UNSET:
+            from .prepdata import read_index_quiet
+
+            records = read_index_quiet(self, "valid")
+            self._valid_ids = None
+            if records is not None:
+                ids = [r.get("id") for r in records if isinstance(r, dict)]
+                if all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids):
+                    try:
+                        self._valid_ids = sorted(ids)
+                    except TypeError:  # a mix of str and int ids: compare as text
+                        self._valid_ids = sorted(ids, key=str)
+        return self._valid_ids
+
+    def seeded_draw(self, seed: int, k: int) -> list | None:
+        """``random.Random(seed).sample(sorted(valid_ids), k)``: the infer_samples ids, in order."""
+        ids = self.valid_ids()
+        if ids is None:
+            return None
+        k = min(k, len(ids))
+        key = (seed, k)
+        if key not in self._draw:
+            self._draw[key] = random.Random(seed).sample(ids, k)
+        return self._draw[key]
