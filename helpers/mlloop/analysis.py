@@ -1,0 +1,359 @@
+"""Step 3's result-analysis.md skeleton, and the reading of both analysis documents.
+
+``mlloop analyze vNNN`` fills in what code can compute (metric deltas against the parent and the
+previous version, the trivial-baseline floor, too-few-steps, the last training-log values, the
+infer_samples list) and leaves the judgement to the agent behind placeholders that
+``mlloop check`` rejects until they are replaced.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import markdown as md
+from .errors import Findings, MlloopError
+from .jsonio import write_text_atomic
+from .layout import BASELINE, Project, version_id, version_number
+from .scores import FRESH, EvalScore, Floor, provenance, read_eval_score, read_floor
+from .stages import ACTION_DOC, ANALYSIS_DOC, read_json_quiet
+
+RESULT_SECTIONS = ("Summary", "Metric deltas", "Evidence", "Hypotheses", "Next focus candidates")
+ACTION_FIELDS = ("Goal", "Change", "Where", "Expected impact", "Risk", "Verification")
+TEXT_SUFFIXES = {".txt", ".json", ".md", ".csv", ".tsv"}
+
+
+# ---- reading the two documents ------------------------------------------------------------
+
+def analysis_gaps(text: str) -> list[str]:
+    """What keeps a result-analysis.md from being complete (empty list: complete)."""
+    secs = md.sections(text)
+    gaps = []
+    for name in RESULT_SECTIONS:
+        found = md.find(secs, name, prefix=True)
+        if not found:
+            gaps.append(f"section {name!r} is missing")
+        elif all(md.is_placeholder(s.body) for s in found):
+            gaps.append(f"section {name!r} is empty or still a placeholder")
+    return gaps
+
+
+def read_action(text: str) -> tuple[dict[str, str], list[str]]:
+    """The Selected Action's six fields, and what is wrong with them (empty list: valid)."""
+    selected = md.find(md.sections(text), "Selected Action", prefix=True)
+    if not selected:
+        return {}, ["no 'Selected Action' heading"]
+    if len(selected) > 1:
+        return {}, [f"{len(selected)} 'Selected Action' headings; exactly one action is selected per version"]
+    fields, gaps = {}, []
+    for name in ACTION_FIELDS:
+        value = md.field_value(selected[0].body, name)
+        if value is None:
+            gaps.append(f"field {name!r} is missing")
+        elif md.is_placeholder(value):
+            gaps.append(f"field {name!r} is empty or still a placeholder")
+        else:
+            fields[name] = value
+    return fields, gaps
+
+
+def read_text_quiet(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def version_parent(project: Project, vid: str) -> str:
+    """A version's parent: its script header, else its spec.json, else the version before it."""
+    from .authoring import read_header
+
+    parent = read_header(project.script(vid)).get("parent")
+    if not parent:
+        spec = read_json_quiet(project.artifact_dir(vid) / "spec.json")
+        parent = spec.get("parent") if isinstance(spec, dict) and isinstance(spec.get("parent"), str) else None
+    if not parent:
+        n = version_number(vid)
+        parent = version_id(n - 1) if n and n > 1 else BASELINE
+    return parent
+
+
+# ---- the skeleton -------------------------------------------------------------------------
+
+@dataclass
+class AnalysisResult:
+    version: str
+    path: str
+    parent: str
+    previous: str
+    beats_floor: bool | None
+    floor_line: str
+    backup: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"ok": True, "version": self.version, "path": self.path, "parent": self.parent,
+                "previous": self.previous, "beats_floor": self.beats_floor, "floor": self.floor_line,
+                "backup": self.backup, "warnings": self.warnings,
+                "next": f"fill Summary, Evidence, Hypotheses and Next focus candidates in {self.path}, "
+                        f"then `mlloop check {self.version}`"}
+
+    def lines(self) -> list[str]:
+        out = [f"wrote {self.path} (metric deltas vs {self.parent}"
+               + ("" if self.previous == self.parent else f" and {self.previous}") + ", floor, infer_samples)"]
+        if self.backup:
+            out.append(f"the previous version is kept as {self.backup}")
+        out += [f"warning: {w}" for w in self.warnings]
+        out.append(f"next: fill Summary, Evidence, Hypotheses and Next focus candidates, then `mlloop check {self.version}`")
+        return out
+
+
+PLACEHOLDERS = {
+    "Summary": "_fill in: what this version changed and what happened, in two or three sentences._",
+    "Evidence": "_fill in: the failure patterns the samples below show, citing sample ids._",
+    "Hypotheses": "_fill in: why the metrics moved as they did; one hypothesis per bullet, each testable._",
+    "Next focus candidates": "_fill in: candidate changes for the next version, most promising first._",
+}
+
+
+def draft_analysis(project: Project, vid: str, force: bool = False) -> AnalysisResult:
+    from .rules import resolve
+    from .stages import locked_dataset_id
+
+    if version_number(vid) is None:
+        err = MlloopError(f"{vid!r} is not a version id; use vNNN, e.g. v001.")
+        err.exit_code = 2
+        raise err
+    folder = project.artifact_dir(vid)
+    score_path = folder / "eval_score.json"
+    if vid not in project.versions():
+        raise MlloopError(f"{vid} does not exist (no 02_train_{vid}.py, no Models/Artifacts/{vid}/); "
+                          "`mlloop status` lists the versions.")
+    if not score_path.is_file():
+        raise MlloopError(f"{project.rel(score_path)} does not exist: {vid} is not evaluated yet; "
+                          f"run `python 03_eval.py --version {vid}` first.")
+    rules = resolve(project)
+    dataset_id, _ = locked_dataset_id(project, rules.dataset_id)
+    findings = Findings()
+    score = read_eval_score(project, score_path, vid, primary_metric=rules.primary_metric,
+                            dataset_id=dataset_id, findings=findings)
+    if score is None:
+        raise MlloopError(f"{project.rel(score_path)} cannot be read; re-run `python 03_eval.py --version {vid}`.",
+                          problems=findings.problems)
+    target = folder / ANALYSIS_DOC
+    if target.exists() and not force:
+        raise MlloopError(f"{project.rel(target)} already exists; edit it, or pass --force to rewrite it "
+                          f"(the old one is kept as {ANALYSIS_DOC}.bak).")
+
+    n = version_number(vid)
+    parent = version_parent(project, vid)
+    previous = version_id(n - 1) if n > 1 else BASELINE
+    floor = read_floor(project, vid)
+    beats, floor_line = floor_sentence(vid, score, floor, rules.primary_metric)
+    warnings = [] if beats is not False else [floor_warning(vid, score, floor)]
+    state, why = provenance(project, vid, score)
+    if state != FRESH:
+        warnings.append(f"the score is {state} ({why}); these deltas may not hold: run "
+                        f"`python 03_eval.py --version {vid}`, then `mlloop analyze {vid} --force`")
+    spec = read_json_quiet(folder / "spec.json")
+    too_few = too_few_steps(spec)
+    if too_few:
+        warnings.append(too_few)
+
+    body = [f"# Result analysis — {vid}", "",
+            "## Summary", PLACEHOLDERS["Summary"], "",
+            f"## Metric deltas ({previous} → {vid})", ""]
+    body += delta_block(project, vid, score, parent, previous, rules)
+    body += ["", f"- {floor_line}"]
+    if too_few:
+        body.append(f"- **Too few steps**: {too_few}")
+    log_line = training_log_line(project, folder)
+    if log_line:
+        body.append(f"- {log_line}")
+    body += ["", "## Evidence", PLACEHOLDERS["Evidence"], ""]
+    body += samples_comment(project, folder)
+    body += ["", "## Hypotheses", PLACEHOLDERS["Hypotheses"], "",
+             "## Next focus candidates", PLACEHOLDERS["Next focus candidates"], ""]
+
+    backup = None
+    if target.exists():
+        backup_path = _free_name(folder / f"{ANALYSIS_DOC}.bak")
+        shutil.copy2(target, backup_path)
+        backup = project.rel(backup_path)
+    write_text_atomic(target, "\n".join(body))
+    return AnalysisResult(vid, project.rel(target), parent, previous, beats, floor_line, backup, warnings)
+
+
+def _free_name(path: Path) -> Path:
+    if not path.exists():
+        return path
+    k = 2
+    while path.with_name(f"{path.name}.{k}").exists():
+        k += 1
+    return path.with_name(f"{path.name}.{k}")
+
+
+def floor_sentence(vid: str, score: EvalScore, floor: Floor | None, primary: str) -> tuple[bool | None, str]:
+    """Whether ``vid`` beats its trivial floor, and the sentence that says so with the numbers."""
+    if floor is None:
+        return None, (f"Floor: unknown (no readable trivial_baselines.json); re-run `python 03_eval.py --version {vid}` "
+                      "to record the trivial baselines.")
+    value = score.value(floor.metric)
+    if value is None:
+        return None, f"Floor: {floor.metric} is not in eval_score.json, so the floor {fmt(floor.value)} cannot be compared."
+    beats = floor.beaten_by(value)
+    note = "" if floor.metric == primary else f" (the primary metric {primary} has no trivial predictor)"
+    if beats:
+        return True, (f"Floor: {floor.metric} {fmt(value)} beats the trivial baseline {floor.predictor} "
+                      f"({fmt(floor.value)}) by {fmt(abs(value - floor.value))}{note}.")
+    return False, (f"**Floor: {vid} does not beat the trivial baseline: {floor.metric} {fmt(value)} vs "
+                   f"{floor.predictor} {fmt(floor.value)}{note}.** The model has learned nothing a constant "
+                   "predictor does not know; check the steps per epoch, the learning rate and the loss/label "
+                   "pairing before changing the model.")
+
+
+def floor_warning(vid: str, score: EvalScore, floor: Floor) -> str:
+    return (f"{vid} does not beat the trivial baseline: {floor.metric} {fmt(score.value(floor.metric))} "
+            f"vs {floor.predictor} {fmt(floor.value)}")
+
+
+def too_few_steps(spec) -> str | None:
+    steps = spec.get("steps") if isinstance(spec, dict) else None
+    if not isinstance(steps, dict) or steps.get("too_few") is not True:
+        return None
+    if isinstance(steps.get("warning"), str) and steps["warning"].strip():
+        return steps["warning"].strip()
+    return (f"{steps.get('per_epoch', '?')} optimizer steps per epoch, {steps.get('total', '?')} in total "
+            f"(minimum {steps.get('min_steps_per_epoch', '?')} per epoch, {steps.get('min_total_steps', '?')} in total)")
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _other_score(project: Project, vid: str) -> EvalScore | None:
+    path = project.artifact_dir(vid) / "eval_score.json"
+    return read_eval_score(project, path, vid) if path.is_file() else None
+
+
+def delta_table(score: EvalScore, other: EvalScore, other_name: str, vid: str, primary: str) -> list[str]:
+    rows = [f"| metric | {other_name} | {vid} | delta | |", "|---|---|---|---|---|"]
+    seen = set()
+    for m in score.metrics:
+        name = m["name"]
+        if name in seen:
+            continue
+        seen.add(name)
+        before = other.value(name)
+        label = f"{name} (primary)" if name == primary else name
+        if before is None:
+            rows.append(f"| {label} | - | {fmt(m['value'])} | - | not measured in {other_name} |")
+            continue
+        delta = m["value"] - before
+        verdict = "same" if delta == 0 else ("better" if (delta > 0) == m["higher_is_better"] else "worse")
+        rows.append(f"| {label} | {fmt(before)} | {fmt(m['value'])} | {delta:+.6g} | {verdict} |")
+    return rows
+
+
+def delta_block(project: Project, vid: str, score: EvalScore, parent: str, previous: str, rules) -> list[str]:
+    out = []
+    targets = [(parent, "parent and previous version" if parent == previous else "parent")]
+    if previous != parent:
+        targets.append((previous, "previous version"))
+    for other, role in targets:
+        if other == BASELINE:
+            out += baseline_note(project, vid)
+            out += [f"| metric | {vid} |", "|---|---|"]
+            out += [f"| {m['name']}{' (primary)' if m['name'] == rules.primary_metric else ''} | {fmt(m['value'])} |"
+                    for m in score.metrics]
+            out.append("")
+            continue
+        other_score = _other_score(project, other)
+        out.append(f"vs {other} ({role}):")
+        out.append("")
+        if other_score is None:
+            out.append(f"{other} has no readable eval_score.json, so there are no deltas against it.")
+        else:
+            out += delta_table(score, other_score, other, vid, rules.primary_metric)
+        out.append("")
+    return out[:-1] if out and out[-1] == "" else out
+
+
+def baseline_note(project: Project, vid: str) -> list[str]:
+    """v001 against the baseline: the smoke run is another protocol, so only an indication."""
+    base = read_json_quiet(project.artifact_dir(BASELINE) / "spec.json")
+    mine = read_json_quiet(project.artifact_dir(vid) / "spec.json")
+    out = [f"vs baseline (parent): the baseline smoke run is a different protocol (subset, smoke) and has no "
+           f"eval_score.json, so deltas vs baseline are indicative only."]
+    b = base.get("best_checkpoint") if isinstance(base, dict) else None
+    m = mine.get("best_checkpoint") if isinstance(mine, dict) else None
+    if isinstance(b, dict) and isinstance(m, dict) and b.get("monitor") == m.get("monitor") and b.get("monitor"):
+        out += ["", f"| training monitor | baseline (smoke) | {vid} |", "|---|---|---|",
+                f"| best {b['monitor']} | {fmt(b.get('score'))} | {fmt(m.get('score'))} |"]
+    return out + [""]
+
+
+def training_log_line(project: Project, folder: Path) -> str | None:
+    """The last logged value of each column of the training log (version_0, else the latest)."""
+    logs = sorted((p for p in (folder / "logs").glob("version_*/metrics.csv") if p.is_file()),
+                  key=lambda p: (p.parent.name != "version_0", p.parent.name))
+    if not logs:
+        return None
+    try:
+        with open(logs[0], newline="", encoding="utf-8") as fh:
+            last: dict[str, str] = {}
+            for row in csv.DictReader(fh):
+                for key, value in row.items():
+                    if key and value not in (None, "") and key not in ("epoch", "step"):
+                        last[key] = value
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    if not last:
+        return None
+    values = ", ".join(f"{k} {v}" for k, v in last.items())
+    return f"Training log ({project.rel(logs[0])}, last logged values): {values}"
+
+
+def _text_of(folder: Path, stem: str) -> tuple[str | None, str]:
+    """(text, file name) of ``stem.*`` when it is a short text file; (None, name) otherwise."""
+    files = sorted(p for p in folder.glob(f"{stem}.*") if p.is_file())
+    if not files:
+        return None, "-"
+    path = files[0]
+    if path.suffix.lower() in TEXT_SUFFIXES and path.stat().st_size <= 4096:
+        text = read_text_quiet(path)
+        if text is not None:
+            return " ".join(text.split()), path.name
+    return None, path.name
+
+
+def _cell(text: str, limit: int = 60) -> str:
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    # Inside an HTML comment "--" would end it early; inside a table "|" splits a cell.
+    return text.replace("--", "- -").replace("|", "\\|") or '""'
+
+
+def samples_comment(project: Project, folder: Path) -> list[str]:
+    """The infer_samples as a table inside a comment: facts for the agent, not the evidence itself."""
+    samples = sorted(p for p in (folder / "infer_samples").glob("[0-9][0-9][0-9][0-9]") if p.is_dir())
+    if not samples:
+        return ["<!-- no infer_samples/ folders to cite -->"]
+    out = [f"<!-- mlloop analyze: {project.rel(folder / 'infer_samples')} (output vs gt). Keep it or delete it.",
+           "| sample | id | output | gt | |", "|---|---|---|---|---|"]
+    for sample in samples:
+        meta = read_json_quiet(sample / "meta.json")
+        sid = meta.get("sample_id") if isinstance(meta, dict) else None
+        out_text, out_name = _text_of(sample, "output")
+        gt_text, gt_name = _text_of(sample, "gt")
+        verdict = "" if out_text is None or gt_text is None else ("match" if out_text == gt_text else "differs")
+        out.append(f"| {sample.name} | {_cell(str(sid)) if sid is not None else '-'} | "
+                   f"{_cell(out_text) if out_text is not None else out_name} | "
+                   f"{_cell(gt_text) if gt_text is not None else gt_name} | {verdict} |")
+    out.append("-->")
+    return out
