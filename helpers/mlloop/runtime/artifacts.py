@@ -1,0 +1,179 @@
+"""Where a training script writes, and getting that folder ready.
+
+A script's version comes from its own file name (``mlloop.layout.version_of_script``), so a
+baseline copied to ``02_train_v001.py`` writes into ``Models/Artifacts/v001/``, never into the
+baseline's folder. Only rank 0 prepares folders or writes files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import MlloopError
+from ..jsonio import to_jsonable, write_json_atomic
+from ..layout import BASELINE, Project, reset_version_dir, version_of_script
+from ..stages import RETRY_REPORT, SMOKE_REPORT
+
+BEST, LAST, SPEC, ASSETS, LOGS, TESTS = "best.ckpt", "last.ckpt", "spec.json", "additional_assets", "logs", "_tests"
+VERSION_SMOKE_REPORT = "_tests/smoke_test_report.md"  # a vNNN script run with --SMOKE=True
+
+
+@dataclass(frozen=True)
+class VersionPaths:
+    """Every path one training run reads or writes."""
+
+    project: Project
+    vid: str
+    script: Path
+
+    @property
+    def dir(self) -> Path:
+        return self.project.artifact_dir(self.vid)
+
+    @property
+    def best(self) -> Path:
+        return self.dir / BEST
+
+    @property
+    def last(self) -> Path:
+        return self.dir / LAST
+
+    @property
+    def spec(self) -> Path:
+        return self.dir / SPEC
+
+    @property
+    def assets(self) -> Path:
+        return self.dir / ASSETS
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / LOGS
+
+    @property
+    def tests(self) -> Path:
+        return self.dir / TESTS
+
+    def smoke_report(self) -> Path:
+        return self.dir / (SMOKE_REPORT if self.vid == BASELINE else VERSION_SMOKE_REPORT)
+
+    @property
+    def retry_report(self) -> Path:
+        return self.dir / RETRY_REPORT
+
+    @property
+    def baseline_smoke_report(self) -> Path:
+        return self.project.artifact_dir(BASELINE) / SMOKE_REPORT
+
+    def prepdata(self, dataset_id: str) -> Path:
+        return self.project.prepdata(dataset_id)
+
+
+def paths_for_script(script_file: str | os.PathLike, project_root: str | os.PathLike | None = None) -> VersionPaths:
+    """Paths for the script at ``script_file`` (pass ``__file__``). The project is the script's
+    folder (scripts live in the project root and run from there) unless ``project_root`` is given."""
+    script = Path(script_file).resolve()
+    vid = version_of_script(script)
+    root = Path(project_root).resolve() if project_root is not None else script.parent
+    return VersionPaths(Project(root), vid, script)
+
+
+def global_rank() -> int:
+    """This process's rank before a Trainer exists (launchers set RANK, or NODE_RANK + LOCAL_RANK)."""
+    for key in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    local = int(os.environ["LOCAL_RANK"]) if os.environ.get("LOCAL_RANK", "").isdigit() else 0
+    node = int(os.environ["NODE_RANK"]) if os.environ.get("NODE_RANK", "").isdigit() else 0
+    return local if node == 0 else max(1, local + node)  # any process on another node is not rank 0
+
+
+def is_rank_zero() -> bool:
+    return global_rank() == 0
+
+
+def prepare_version_dir(paths: VersionPaths) -> Path | None:
+    """Make the version folder ready for a fresh training run (rank 0 only).
+
+    An evaluated version is refused. A folder holding anything besides ``_tests/`` (a previous or
+    failed run) is moved to ``Models/Artifacts/.trash/`` with ``_tests/`` kept in the fresh folder
+    (``mlloop.layout.reset_version_dir``). Returns where the old folder went, or None.
+    """
+    folder = paths.dir
+    if (folder / "eval_score.json").exists():
+        raise MlloopError(
+            f"{paths.project.rel(folder)}: this version was already evaluated and is never retrained in place; "
+            "author a new version with `mlloop new-version` instead.")
+    if folder.is_dir() and any(p.name != TESTS for p in folder.iterdir()):
+        return reset_version_dir(paths.project, paths.vid)
+    folder.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def save_asset(paths: VersionPaths, name: str, content: Any) -> Path:
+    """Write ``additional_assets/<name>``: JSON for dicts/lists, text for str, bytes as is."""
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise MlloopError(f"{name!r}: an asset name is a plain file name inside additional_assets/.")
+    target = paths.assets / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, (dict, list)):
+        write_json_atomic(target, to_jsonable(content))
+    elif isinstance(content, bytes):
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, target)
+    else:
+        from ..jsonio import write_text_atomic
+
+        write_text_atomic(target, str(content))
+    return target
+
+
+def assets_listing(paths: VersionPaths) -> list[str] | str:
+    """The names in ``additional_assets/`` for spec.json, or ``"not_required"`` when there are none."""
+    if not paths.assets.is_dir():
+        return "not_required"
+    names = sorted(p.name for p in paths.assets.iterdir() if p.is_file())
+    return names or "not_required"
+
+
+HEADER_PARENT_RE = re.compile(r"^#\s*parent:\s*(\S+)\s*$", re.MULTILINE)
+
+
+def parent_of(paths: VersionPaths) -> str | None:
+    """The parent named in the script's change-summary header; None for the baseline."""
+    if paths.vid == BASELINE:
+        return None
+    try:
+        head = paths.script.read_text(encoding="utf-8")[:4000]
+    except OSError:
+        return None
+    m = HEADER_PARENT_RE.search(head)
+    return m.group(1) if m else None
+
+
+def read_index(prepdata_dir: str | os.PathLike, split: str) -> list[dict]:
+    """The index records of ``<prepdata>/<split>/<split>.jsonl`` (or ``.parquet``), strict JSON."""
+    folder = Path(prepdata_dir) / split
+    jsonl, parquet = folder / f"{split}.jsonl", folder / f"{split}.parquet"
+    if jsonl.is_file():
+        from ..jsonio import JsonProblems, parse_json_text
+
+        rows = []
+        for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(parse_json_text(line, f"{jsonl.name} line {n}"))
+            except JsonProblems as exc:
+                raise MlloopError(f"{exc.problems[0].line()}; rerun 01_data_pipeline.py.") from None
+        return rows
+    if parquet.is_file():
+        import pyarrow.parquet as pq
+
+        return pq.read_table(parquet).to_pylist()
+    raise MlloopError(f"{folder}: no {split}.jsonl or {split}.parquet; run 01_data_pipeline.py first.")

@@ -1,0 +1,297 @@
+"""Writers for the training side's documents (docs/contracts.md): ``spec.json``, the smoke
+test report (``_tests/baseline_smoke_test_report.md``) and the retry history.
+
+All writes are atomic (``mlloop.jsonio``); JSON never holds NaN. Markdown keeps the machine-read
+lines as ``- key: value`` bullets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..jsonio import to_jsonable, write_json_atomic, write_text_atomic
+from ..scores import sha256_file
+
+SPEC_REQUIRED = ("version_id", "dataset_id", "parent", "seed", "task_type", "best_checkpoint", "additional_assets")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---- spec.json ------------------------------------------------------------------------------
+
+def write_spec(path: Path, *, version_id: str, dataset_id: str, parent: str | None, seed: int, task_type: str,
+               mode: str, script: Path, model: dict, training: dict, best_checkpoint: dict,
+               additional_assets: list[str] | str, steps: dict, libraries: dict, device: str,
+               device_name: str, num_devices: int, num_nodes: int, strategy: str, precision: str,
+               wall_time_s: float, peak_memory_mb: float, peak_memory_source: str, artifact_bytes: dict,
+               settings: dict | None = None, extra: dict | None = None) -> dict:
+    """Write ``spec.json`` (everything needed to reproduce the run) and return it."""
+    doc = {
+        "version_id": version_id, "dataset_id": dataset_id, "parent": parent, "seed": int(seed),
+        "task_type": task_type, "mode": mode, "script": script.name, "script_sha256": sha256_file(script),
+        "model": model, "training": training, "best_checkpoint": best_checkpoint,
+        "additional_assets": additional_assets, "steps": steps, "libraries": libraries,
+        "device": device, "device_name": device_name, "num_devices": int(num_devices), "num_nodes": int(num_nodes),
+        "strategy": strategy, "precision": precision, "wall_time_s": round(float(wall_time_s), 3),
+        "peak_memory_mb": round(float(peak_memory_mb), 1), "peak_memory_source": peak_memory_source,
+        "artifact_bytes": artifact_bytes, "created_at": now_iso(),
+    }
+    if settings is not None:
+        doc["settings"] = settings
+    doc.update(extra or {})
+    doc = to_jsonable(doc)
+    write_json_atomic(path, doc)
+    return doc
+
+
+# ---- retry history --------------------------------------------------------------------------
+
+ATTEMPT_RE = re.compile(r"^(#{2,3})\s+Attempt\s+(\d+)\s*$", re.MULTILINE)
+FIELDS = ("attempt", "error_summary", "root_cause_hypothesis", "code_change_summary", "status")
+
+
+@dataclass
+class Attempt:
+    attempt: int
+    error_summary: str
+    root_cause_hypothesis: str
+    code_change_summary: str
+    status: str
+
+    def markdown(self, level: int = 2) -> str:
+        lines = [f"{'#' * level} Attempt {self.attempt}"]
+        lines += [f"- {name}: {_one_line(str(getattr(self, name)))}" for name in FIELDS]
+        return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "none"
+
+
+def read_attempts(text: str) -> list[Attempt]:
+    """The attempts recorded in a retry report or in a smoke report's retry section."""
+    out = []
+    matches = list(ATTEMPT_RE.finditer(text or ""))
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        body = text[m.end():end]
+        values = {}
+        for line in body.splitlines():
+            fm = re.match(r"^\s*-\s*([a-z_]+):\s*(.*)$", line)
+            if fm and fm.group(1) in FIELDS:
+                values[fm.group(1)] = fm.group(2).strip()
+        out.append(Attempt(int(m.group(2)), values.get("error_summary", ""), values.get("root_cause_hypothesis", ""),
+                           values.get("code_change_summary", ""), values.get("status", "")))
+    return out
+
+
+def next_attempt(previous: list[Attempt], *, status: str, error: BaseException | str | None,
+                 cause: str | None, change: str | None) -> Attempt:
+    """The attempt this run is. Its error is its own (``none`` when it passed); the cause and
+    change are what the agent gave with ``--RETRY_CAUSE`` / ``--RETRY_CHANGE`` for this retry."""
+    n = (previous[-1].attempt if previous else 0) + 1
+    if error is None:
+        summary = "none"
+    elif isinstance(error, BaseException):
+        summary = error_summary(error)
+    else:
+        summary = str(error)
+    if n == 1:
+        default_cause = default_change = "none (first attempt)"
+    else:
+        default_cause = "not given (pass --RETRY_CAUSE=... when retrying)"
+        default_change = "not given (pass --RETRY_CHANGE=... when retrying)"
+    return Attempt(n, summary, cause or default_cause, change or default_change, status)
+
+
+def error_summary(exc: BaseException) -> str:
+    """``Type: first line of the message (script.py:LINE)`` — the innermost frame in a script."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = Path(tb.tb_frame.f_code.co_filename).name
+        if name.startswith("02_train_"):
+            where = f" ({name}:{tb.tb_lineno})"
+        tb = tb.tb_next
+    return f"{type(exc).__name__}: {text[:300]}{where}"
+
+
+def append_retry_report(path: Path, attempt: Attempt, version_id: str) -> None:
+    """Add one attempt to ``_tests/train_retry_report.md`` (versions)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else f"# Training retry report — {version_id}\n"
+    write_text_atomic(path, text.rstrip("\n") + "\n\n" + attempt.markdown(2))
+
+
+# ---- the smoke test report ------------------------------------------------------------------
+
+@dataclass
+class SmokeReport:
+    """What the smoke test found, step by step; unfilled parts print as "not run"."""
+
+    version_id: str
+    dataset_id: str
+    task_type: str
+    overall_result: str = "FAIL"
+    stopped_at: str = ""
+    error: str = ""
+    contract: Any = None          # contract.ContractResult
+    probe: Any = None             # probe.ProbeResult
+    search: Any = None            # batch_search.SearchResult
+    search_trials: list = field(default_factory=list)  # trials of a failed search
+    train_batch_size: int | None = None
+    train_batch_size_source: str = ""
+    smoke_run: dict = field(default_factory=dict)
+    steps: dict = field(default_factory=dict)
+    attempts: list = field(default_factory=list)
+    device: str = ""
+    precision: str = ""
+
+    def markdown(self) -> str:
+        out = ["# Baseline smoke test report" if self.version_id == "baseline" else f"# Smoke test report — {self.version_id}",
+               f"- overall_result: {self.overall_result}"]
+        if self.search is not None:
+            out.append(f"- optimal_batch_size: {self.search.batch_size}")
+        if self.train_batch_size is not None:
+            out.append(f"- train_batch_size: {self.train_batch_size}")
+        out += [f"- dataset_id: {self.dataset_id}", f"- version_id: {self.version_id}", f"- task_type: {self.task_type}",
+                f"- device: {self.device}", f"- precision: {self.precision}", f"- created_at: {now_iso()}"]
+        if self.stopped_at:
+            out.append(f"- stopped_at: {self.stopped_at}")
+        if self.error:
+            out.append(f"- error: {_one_line(self.error)}")
+        out += ["", "## Model contract"] + self._contract()
+        out += ["", "## Learnability probe"] + self._probe()
+        out += ["", "## Batch-size search"] + self._search()
+        out += ["", "## Smoke run"] + self._smoke_run()
+        out += ["", "## Steps per epoch"] + self._steps()
+        out += ["", "## Retry history"]
+        if self.attempts:
+            out += [a.markdown(3).rstrip("\n") + "\n" for a in self.attempts]
+        else:
+            out.append("none: passed on the first attempt" if self.overall_result == "PASS" else "none recorded yet")
+        return "\n".join(out).rstrip("\n") + "\n"
+
+    def _contract(self) -> list[str]:
+        c = self.contract
+        if c is None:
+            return ["- contract_result: NOT RUN"]
+        rows = ["- contract_result: " + c.overall_result,
+                f"- expected_tolerance: {c.tolerance:g}",
+                f"- expected_allow_missing_keys: {str(c.allow_missing).lower()}",
+                "", "expected_map:", "```json", json.dumps(to_jsonable(c.expected_map), indent=2, ensure_ascii=False), "```",
+                "", "observed_map:", "```json", json.dumps(to_jsonable(c.observed_map), indent=2, ensure_ascii=False), "```",
+                "", "validation_table:", "", "| key | expected | observed | status | reason |", "|---|---|---|---|---|"]
+        for r in c.validation_table:
+            rows.append(f"| {r['key']} | {_cell(r['expected'])} | {_cell(r['observed'])} | {r['status']} | {_md(r['reason'])} |")
+        if not c.validation_table:
+            rows.append("| (no expected_* keys in model_config) | | | SKIP | nothing was claimed |")
+        return rows
+
+    def _probe(self) -> list[str]:
+        p = self.probe
+        if p is None:
+            return ["- probe_result: NOT RUN"]
+        rows = [f"- probe_result: {p.status}"]
+        if p.status == "SKIP":
+            return rows + [f"- note: {p.note}"]
+        rows += [f"- samples: {p.samples} (seeded draw from the training split)",
+                 f"- steps: {p.steps} of at most {p.max_steps}, {p.seconds:.2f} s",
+                 f"- loss: {_num(p.initial_loss)} → {_num(p.final_loss)} "
+                 f"(drop {_num(p.loss_drop)}×, required ≥ {p.loss_drop_factor:g}×)"]
+        if p.metric:
+            op = "≥" if p.higher_is_better else "≤"
+            level = f" (required {op} {p.threshold:g})" if p.threshold is not None else " (no level for this metric)"
+            rows.append(f"- metric: {p.metric} {_num(p.metric_value)}{level}")
+        if p.note:
+            rows.append(f"- note: {p.note}")
+        if p.diagnosis:
+            rows.append(f"- diagnosis: {p.diagnosis}")
+        rows += ["", f"| step | loss | {p.metric or 'metric'} |", "|---|---|---|"]
+        rows += [f"| {s} | {_num(loss)} | {_num(m) if m is not None else ''} |" for s, loss, m in p.sampled_curve()]
+        return rows
+
+    def _search(self) -> list[str]:
+        s = self.search
+        trials = s.trials if s is not None else self.search_trials
+        if s is None and not trials:
+            return ["- search_result: NOT RUN"]
+        rows = [f"- search_result: {'PASS' if s is not None else 'FAIL'}"]
+        if s is not None:
+            rows += [f"- optimal_batch_size: {s.batch_size}",
+                     f"- candidates: {', '.join(map(str, s.candidates))} (powers of two, largest first, first success wins)",
+                     f"- search_seconds: {s.seconds:.2f}"]
+        rows += ["", "| batch_size | status | steps | seconds | error |", "|---|---|---|---|---|"]
+        rows += [f"| {t.batch_size} | {t.status} | {t.steps} | {t.seconds:.2f} | {_md(t.error)} |" for t in trials]
+        return rows
+
+    def _smoke_run(self) -> list[str]:
+        r = self.smoke_run
+        if not r:
+            return ["- smoke_run_result: NOT RUN"]
+        rows = [f"- smoke_run_result: {r.get('result', 'FAIL')}"]
+        for key in ("train_samples", "valid_samples"):
+            used, asked, available = r.get(f"{key}_used"), r.get(f"{key}_asked"), r.get(f"{key}_available")
+            if used is None:
+                continue
+            text = f"- {key}: {used}"
+            if asked is not None and available is not None and asked > available:
+                text += f" (asked for {asked}, the split has {available}: all of them are used)"
+            rows.append(text)
+        for key in ("batch_size", "epochs", "steps", "monitor", "best_score", "wall_time_s", "peak_memory_mb"):
+            if key in r and r[key] is not None:
+                rows.append(f"- {key}: {r[key] if not isinstance(r[key], float) else _num(r[key])}")
+        for name, size in (r.get("artifact_bytes") or {}).items():
+            rows.append(f"- artifact {name}: {size / 2 ** 20:.2f} MB")
+        return rows
+
+    def _steps(self) -> list[str]:
+        s = self.steps
+        if not s:
+            return ["- steps_per_epoch: not computed"]
+        rows = [f"- basis: {s.get('basis', '')}",
+                f"- train_batch_size: {s.get('batch_size')} ({self.train_batch_size_source})",
+                f"- steps_per_epoch: {s.get('per_epoch')}", f"- total_steps: {s.get('total')}",
+                f"- min_steps_per_epoch: {s.get('min_steps_per_epoch')}", f"- min_total_steps: {s.get('min_total_steps')}",
+                f"- too_few_steps: {str(s.get('too_few')).lower()}"]
+        if s.get("warning"):
+            rows.append(f"- steps_warning: {s['warning']}")
+        return rows
+
+
+def _num(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _cell(v) -> str:
+    return _md(json.dumps(to_jsonable(v), ensure_ascii=False)) if v is not None else ""
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def previous_smoke_attempts(path: Path) -> list[Attempt]:
+    """Attempts already in a smoke report's ``## Retry history`` (kept across resets in ``_tests/``)."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    idx = text.find("## Retry history")
+    return read_attempts(text[idx:]) if idx >= 0 else []
+
+
+def write_smoke_report(path: Path, report: SmokeReport) -> str:
+    text = report.markdown()
+    write_text_atomic(path, text)
+    return text

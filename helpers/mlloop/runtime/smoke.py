@@ -1,0 +1,164 @@
+"""build-baseline Step 2: model contract → learnability probe → batch-size search → subset run.
+
+Each stage must pass before the next starts; the first failure stops the smoke test, and the
+report (``_tests/baseline_smoke_test_report.md``) says where and why, with the retry history
+carried over from earlier attempts. The subset run trains on the seeded draw of
+``train_samples`` / ``valid_samples`` for ``epoch`` epochs with the memory-fit batch size, and
+writes every artifact a version writes (best.ckpt, last.ckpt, spec.json, logs/, assets).
+
+The training batch size for the versions is its own setting (issue 7): ``training_config.batch_size``
+if the rules set it, else derived from the memory fit so that an epoch still has
+``min_steps_per_epoch`` steps and the run ``min_total_steps``; the report shows the numbers and
+warns when even that is too few.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from . import batch_search, contract, probe, reports
+from .seeding import seed_everything
+from .training import count_steps, fit as fit_once, resolve_devices, torch_device
+
+# Under DDP, Lightning re-runs the script for ranks 1..N-1; they take rank 0's batch size from here
+# instead of searching again (the search ran once, before the processes were started).
+ENV_BATCH = "MLLOOP_SMOKE_BATCH_SIZE"
+
+
+def _new_report(run) -> reports.SmokeReport:
+    report = reports.SmokeReport(run.vid, run.dataset_id, run.task_type, device=run.devices.label,
+                                 precision=run.precision)
+    report.attempts = reports.previous_smoke_attempts(run.paths.smoke_report())
+    return report
+
+
+def _finish_attempts(run, report: reports.SmokeReport, status: str, exc: BaseException | None) -> None:
+    if status == "PASS" and not report.attempts:
+        return  # passed on the first attempt: nothing to retry
+    report.attempts.append(reports.next_attempt(report.attempts, status=status, error=exc,
+                                                cause=run.switches.get("RETRY_CAUSE"),
+                                                change=run.switches.get("RETRY_CHANGE")))
+
+
+def write_failed_report(run, exc: BaseException, stage: str, report: reports.SmokeReport | None = None) -> None:
+    report = report or _new_report(run)
+    report.overall_result = "FAIL"
+    report.stopped_at = stage
+    report.error = reports.error_summary(exc)
+    _finish_attempts(run, report, "FAIL", exc)
+    reports.write_smoke_report(run.paths.smoke_report(), report)
+    run.failure_recorded = True
+
+
+def planned_steps(run, optimal: int):
+    """Batch size and steps of the full training the versions will run (not of this subset run)."""
+    from ..errors import MlloopError
+
+    tc = run.training_config
+    try:
+        devices = resolve_devices(tc.get("num_gpus"), tc.get("num_nodes", 1), run.switches["CPU_DEVICES"])
+    except MlloopError:
+        devices = run.devices  # training runs elsewhere (more GPUs than here): count for this machine
+    n_train = len(run.full_index("train"))
+    bs, source, _ = run.choose_batch_size(n_train, optimal, devices)
+    steps = count_steps(n_train, bs, int(tc["epochs"]), int(tc["min_steps_per_epoch"]), int(tc["min_total_steps"]),
+                        devices.world_size)
+    basis = (f"planned training of the versions: {n_train} training samples, batch {bs}, {tc['epochs']} epoch(s), "
+             f"{devices.world_size} device(s)")
+    return bs, source, {**steps.to_dict(), "basis": basis}
+
+
+def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor: str = "val_loss",
+              mode: str = "min") -> dict:
+    report = _new_report(run)
+    stage = "data set-up"
+    sc = run.smoke_config
+    device = torch_device(run.devices)
+    child = not run.rank_zero and os.environ.get(ENV_BATCH, "").isdigit()
+    try:
+        datamodule.setup("fit")
+        train_ds = datamodule.train_dataset
+        collate = getattr(datamodule, "collate_fn", None)
+        if child:
+            optimal = int(os.environ[ENV_BATCH])
+        else:
+            stage = "model contract"
+            observed = observe(module) if observe is not None else {}
+            report.contract = contract.check(run.model_config, observed)
+            run.log(report.contract.summary())
+            contract.enforce(report.contract)
+
+            stage = "learnability probe"
+            pc = sc.get("learnability_probe") or {}
+            report.probe = probe.run_probe(
+                module, train_ds, samples=int(pc.get("samples", 8)), max_steps=int(pc.get("max_steps", 300)),
+                loss_drop_factor=float(pc.get("loss_drop_factor", 10.0)), metric_threshold=pc.get("metric_threshold"),
+                seed=run.seed, device=device, precision=run.precision, collate_fn=collate,
+                enabled=bool(pc.get("enabled", True)), log=run.log)
+            probe.enforce(report.probe)
+
+            stage = "batch-size search"
+            train_steps, _keeper = batch_search.module_trainer(module, train_ds, device, run.precision, collate)
+            report.search = batch_search.search(train_steps, int(sc["min_batch_size"]), int(sc["max_batch_size"]),
+                                                steps=int(sc.get("search_steps", 10)), log=run.log)
+            optimal = report.search.batch_size
+
+        stage = "training batch size"
+        report.train_batch_size, report.train_batch_size_source, report.steps = planned_steps(run, optimal)
+        if report.steps.get("warning"):
+            run.log(f"WARNING: {report.steps['warning']}")
+
+        stage = "smoke run"
+        seed_everything(run.seed, deterministic=bool(run.switches["DETERMINISTIC"]))  # same start whatever the search did
+        epochs = int(sc["epoch"])
+        datamodule.batch_size = optimal
+        smoke_steps = count_steps(len(train_ds), optimal, epochs, 1, 1, run.devices.world_size)
+        if run.devices.world_size > 1:
+            os.environ[ENV_BATCH] = str(optimal)
+        try:
+            outcome = fit_once(run.paths.dir, module, datamodule, epochs=epochs, devices=run.devices,
+                               precision=run.precision, monitor=monitor, mode=mode,
+                               steps_per_epoch=smoke_steps.per_epoch, deterministic=bool(run.switches["DETERMINISTIC"]))
+        finally:
+            if run.rank_zero:
+                os.environ.pop(ENV_BATCH, None)
+        if not outcome.is_global_zero:
+            return {"version_id": run.vid, "rank": outcome.trainer.global_rank}
+
+        counts = run.data_counts
+        training = {"epochs": epochs, "batch_size": optimal, "optimal_batch_size": optimal,
+                    "train_batch_size": report.train_batch_size, "train_batch_size_source": report.train_batch_size_source,
+                    "train_samples": len(train_ds), "valid_samples": len(datamodule.valid_dataset),
+                    "lr": run.settings.get("LR"), "global_step": outcome.global_step,
+                    "fit_wall_time_s": outcome.wall_time_s, "devices": run.devices.to_dict()}
+        spec = run.spec(module=module, outcome=outcome, training=training, steps=report.steps,
+                        extra={"smoke_test": {
+                            "train_samples": counts.get("train"), "valid_samples": counts.get("valid"),
+                            "steps": {"per_epoch": smoke_steps.per_epoch, "total": smoke_steps.total},
+                            "contract": report.contract.overall_result,
+                            "probe": report.probe.to_dict() if report.probe else None,
+                            "batch_search": report.search.to_dict() if report.search else None}})
+        report.smoke_run = {
+            "result": "PASS", "batch_size": optimal, "epochs": epochs, "steps": outcome.global_step,
+            "monitor": f"{monitor} ({mode})", "best_score": outcome.best.get("score"),
+            "wall_time_s": round(outcome.wall_time_s, 2), "peak_memory_mb": spec["peak_memory_mb"],
+            "artifact_bytes": spec["artifact_bytes"],
+            **{f"{split}_samples_{k}": v for split in ("train", "valid") for k, v in (counts.get(split) or {}).items()}}
+        report.overall_result = "PASS"
+        _finish_attempts(run, report, "PASS", None)
+        reports.write_smoke_report(run.paths.smoke_report(), report)
+        return run.summary({
+            "version_id": run.vid, "mode": "smoke", "overall_result": "PASS",
+            "contract": report.contract.overall_result, "probe": report.probe.status,
+            "optimal_batch_size": optimal, "train_batch_size": report.train_batch_size,
+            "too_few_steps": bool(report.steps.get("too_few")), "monitor": monitor,
+            "best_score": outcome.best.get("score"), "wall_time_s": spec["wall_time_s"],
+            "peak_memory_mb": spec["peak_memory_mb"], "precision": run.precision,
+            "report": run.paths.project.rel(run.paths.smoke_report())})
+    except Exception as exc:
+        if run.rank_zero and not child:
+            if isinstance(exc, batch_search.BatchSearchError):
+                report.search_trials = exc.trials
+            write_failed_report(run, exc, stage, report)
+        raise

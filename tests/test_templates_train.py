@@ -1,0 +1,289 @@
+"""The training templates end to end on tiny generated data, on CPU, offline (pretrained=False).
+
+Each template: smoke test as 02_train_baseline.py -> copied to 02_train_v001.py, 1 epoch ->
+evaluated by the shared harness (03_eval's evaluate_version) -> `mlloop check`. Then the ways the
+smoke test must stop (contract, probe), the retry history, too few steps, and DDP on 2 CPU processes.
+"""
+
+import ast
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlloop.errors import MlloopError
+from mlloop.layout import Project
+from mlloop.markdown import bullets
+from mlloop.runtime.checkpoint import load_checkpoint
+from mlloop.runtime.contract import ContractError
+from mlloop.runtime.run import entry
+from train_fixture import (TEMPLATES, image_prepdata, install_script, load_script, ocr_prepdata, one_thread,  # noqa: F401
+                           tabular_prepdata, v001_header, write_rules)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+INTERFACE = ("load_for_eval", "eval_records", "make_batch", "predict", "write_sample", "main")
+SPEC_KEYS = {"version_id", "dataset_id", "parent", "seed", "task_type", "mode", "script", "script_sha256", "model",
+             "training", "best_checkpoint", "additional_assets", "steps", "libraries", "device", "num_devices",
+             "num_nodes", "precision", "wall_time_s", "peak_memory_mb", "artifact_bytes", "created_at"}
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def digests(folder: Path) -> dict:
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in files(folder)}
+
+
+def report_of(root: Path) -> str:
+    return (root / "Models/Artifacts/baseline/_tests/baseline_smoke_test_report.md").read_text(encoding="utf-8")
+
+
+def spec_of(root: Path, vid: str) -> dict:
+    return json.loads((root / f"Models/Artifacts/{vid}/spec.json").read_text(encoding="utf-8"))
+
+
+# ---- the files themselves ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["image_classification", "ocr_recognition", "tabular"])
+def test_template_is_a_plain_importable_script(name):
+    source = (TEMPLATES / f"{name}.py").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    assert len(source.splitlines()) <= 300
+    assert "Usage" in ast.get_docstring(tree) and "02_train_baseline.py" in ast.get_docstring(tree)
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert set(INTERFACE) <= defined
+    for node in tree.body:  # no work at import: only imports, constants, defs, classes and the guard
+        assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.FunctionDef, ast.ClassDef, ast.If, ast.Expr)), \
+            ast.dump(node)[:80]
+        if isinstance(node, ast.If):
+            assert ast.unparse(node.test) == "__name__ == '__main__'"
+    for line in source.splitlines():  # every setting says why
+        if line[:1].isupper() and " = " in line and line.split(" = ")[0].isupper() and \
+                line.split(" = ")[0] not in ("TASK_TYPES", "FROM_RULES", "MEAN, STD"):
+            assert "#" in line, f"{name}: setting without a reason: {line}"
+    assert "{{" not in source and "{%" not in source  # no Jinja
+
+
+# ---- end to end ------------------------------------------------------------------------------------
+
+def run_loop(root: Path, template: str, extra=()):
+    """Smoke test, then v001 for one epoch, then the frozen evaluation; returns both summaries."""
+    baseline = load_script(install_script(root, template), f"t_{template}_baseline")
+    smoke = baseline.main(["--NUM_WORKERS=0", *extra])
+    before = digests(root / "Models/Artifacts/baseline")
+    v001 = load_script(install_script(root, template, "02_train_v001.py", v001_header()), f"t_{template}_v001")
+    trained = v001.main(["--NUM_WORKERS=0", *extra])
+    assert digests(root / "Models/Artifacts/baseline") == before  # the copy wrote into v001, not the baseline
+    from mlloop.runtime.evaluation import evaluate_version
+
+    evaluated = evaluate_version(root, "v001", eval_script=root / "03_eval.py", latency_warmup=1, latency_runs=2)
+    return smoke, trained, evaluated
+
+
+def check_training_outputs(root: Path, vid: str, asset: str):
+    folder = root / "Models/Artifacts" / vid
+    names = files(folder)
+    assert {"best.ckpt", "last.ckpt", "spec.json", "logs/version_0/metrics.csv", "logs/version_0/hparams.yaml",
+            f"additional_assets/{asset}"} <= set(names)
+    assert not any(n.startswith("logs/version_1") or "-v1" in n for n in names)
+    spec = spec_of(root, vid)
+    assert SPEC_KEYS <= set(spec) and spec["version_id"] == vid and spec["dataset_id"] == "v1"
+    assert spec["additional_assets"] == [asset] and spec["best_checkpoint"]["monitor"] == "val_loss"
+    assert spec["precision"] == "32-true" and spec["device"] == "cpu"
+    assert spec["artifact_bytes"]["best.ckpt"] < spec["artifact_bytes"]["last.ckpt"]
+    best = load_checkpoint(folder / "best.ckpt")  # the evaluation's own loader: weights only, no fallback
+    assert type(best["hyper_parameters"]) is dict
+    assert "optimizer_states" in torch.load(folder / "last.ckpt", weights_only=True)
+    return spec
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "03_eval.py").write_text((TEMPLATES.parent / "03_eval.py").read_text(encoding="utf-8"), encoding="utf-8")
+    return root
+
+
+def test_image_classification_end_to_end(project):
+    write_rules(project, "image-classification",
+                {"backbone": "test_resnet", "image_size": 16, "expected_num_classes": 3, "expected_stride": 16},
+                metrics=["loss", "accuracy"], primary="accuracy")
+    image_prepdata(project)
+    smoke, trained, evaluated = run_loop(project, "image_classification")
+    assert smoke["overall_result"] == "PASS" and smoke["optimal_batch_size"] == 8
+    report = report_of(project)
+    fields = bullets(report)
+    assert (fields["overall_result"], fields["contract_result"], fields["probe_result"]) == ("PASS", "PASS", "PASS")
+    assert fields["optimal_batch_size"] == "8" and fields["train_batch_size"] == "8"
+    assert "| num_classes | 3 | 3 | PASS |" in report and "| stride | 16 | 16 | PASS |" in report
+    assert "| 8 | PASS | 2 |" in report  # the search's trial: batch 8, 2 steps (search_steps)
+    spec = check_training_outputs(project, "baseline", "label_map.json")
+    assert spec["mode"] == "smoke" and spec["parent"] is None and spec["smoke_test"]["probe"]["status"] == "PASS"
+    spec = check_training_outputs(project, "v001", "label_map.json")
+    assert spec["mode"] == "train" and spec["parent"] == "baseline" and spec["training"]["batch_size"] == 8
+    assert spec["settings"]["BACKBONE"] == {"value": "test_resnet", "source": "rules:model_config.backbone"}
+    assert trained["version_id"] == "v001" and evaluated["num_samples"] == 12
+    names = {m["name"] for m in evaluated["metrics"]}
+    assert names == {"loss", "accuracy"}
+    sample = project / "Models/Artifacts/v001/infer_samples/0001"
+    assert {"input.png", "output.txt", "gt.txt", "meta.json"} <= {p.name for p in sample.iterdir()}
+    from mlloop.checks import run_check
+
+    for target in ("baseline", "v001"):
+        findings = run_check(Project(project.resolve()), target)
+        assert findings.ok, [p.line() for p in findings.problems]
+
+
+def test_ocr_recognition_end_to_end(project):
+    write_rules(project, "ocr-recognition",
+                {"vision_backbone": "test_efficientnet", "vision_backbone_out_indices": [1], "H_TARGET": 16,
+                 "W_BUCKETS": [32, 48], "MAX_TOKENS": 4, "expected_stride": 4, "expected_channels": 24,
+                 "expected_seq_len": 8},
+                smoke={"train_samples": 16, "valid_samples": 12}, metrics=["loss", "cer", "exact_match"], primary="cer")
+    ocr_prepdata(project, n_train=20, n_valid=8)
+    smoke, _, evaluated = run_loop(project, "ocr_recognition")
+    report = report_of(project)
+    assert smoke["probe"] == "PASS" and "| channels | 24 | 24 | PASS |" in report
+    assert "- valid_samples: 8 (asked for 12, the split has 8: all of them are used)" in report
+    assert bullets(report)["metric"].startswith("cer ")
+    spec = check_training_outputs(project, "v001", "charset.json")
+    charset = json.loads((project / "Models/Artifacts/v001/additional_assets/charset.json").read_text())
+    assert charset["blank_index"] == 0 and set(charset["charset"]) <= set("0123456789")
+    assert spec["model"]["vision_backbone"] == "test_efficientnet" and spec["model"]["out_indices"] == [1]
+    assert {m["name"] for m in evaluated["metrics"]} == {"loss", "cer", "exact_match"}
+    first = project / "Models/Artifacts/v001/infer_samples/0001"
+    assert (first / "input.png").is_file() and (first / "gt.txt").read_text().strip().isdigit()
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_tabular_end_to_end(project, regression):
+    task = "tabular-regression" if regression else "tabular-classification"
+    write_rules(project, task, {"expected_num_outputs": 1 if regression else 2},
+                metrics=["loss", "rmse", "r2"] if regression else ["loss", "accuracy"],
+                primary="rmse" if regression else "accuracy")
+    tabular_prepdata(project, regression=regression)
+    smoke, trained, evaluated = run_loop(project, "tabular")
+    assert smoke["probe"] == "PASS"
+    assert bullets(report_of(project))["metric"].startswith("r2 " if regression else "accuracy ")
+    check_training_outputs(project, "v001", "feature_encoding.json")
+    predictions = [json.loads(line) for line in
+                   (project / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()]
+    assert all(isinstance(p["prediction"], float if regression else str) for p in predictions)
+    assert evaluated["num_samples"] == 12
+
+
+# ---- where the smoke test stops, and the retry history -------------------------------------------
+
+def test_a_contract_fail_stops_before_the_probe_and_the_search(project):
+    write_rules(project, "image-classification", {"backbone": "test_resnet", "image_size": 16, "expected_num_classes": 5})
+    image_prepdata(project, n_train=12, n_valid=6)
+    script = load_script(install_script(project, "image_classification"), "t_contract_fail")
+    with pytest.raises(ContractError, match=r"model contract FAIL: num_classes: observed 3, expected 5; fix the model"):
+        script.main(["--NUM_WORKERS=0"])
+    report = report_of(project)
+    fields = bullets(report)
+    assert (fields["overall_result"], fields["contract_result"]) == ("FAIL", "FAIL")
+    assert (fields["probe_result"], fields["search_result"], fields["smoke_run_result"]) == ("NOT RUN",) * 3
+    assert fields["stopped_at"] == "model contract"
+    assert "| num_classes | 5 | 3 | FAIL | observed 3, expected 5 |" in report
+    assert not any(name.endswith(".ckpt") or name == "spec.json" for name in files(project / "Models/Artifacts/baseline"))
+
+
+def test_a_pipeline_that_cannot_learn_fails_the_probe_then_the_retry_passes(project, capsys):
+    write_rules(project, "tabular-classification", smoke={"learnability_probe": {"max_steps": 30}})
+    tabular_prepdata(project)
+    script = load_script(install_script(project, "tabular"), "t_probe_fail")
+    assert entry(script.main, ["--LR=0.0"]) == 1  # the __main__ guard: one Error line, exit 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: learnability probe FAIL after 30 steps on 8 samples") and "learning rate is 0" in err
+    report = report_of(project)
+    fields = bullets(report)
+    assert (fields["overall_result"], fields["probe_result"], fields["search_result"]) == ("FAIL", "FAIL", "NOT RUN")
+    assert fields["diagnosis"].startswith("the optimizer's learning rate is 0")
+    assert "### Attempt 1\n- attempt: 1\n- error_summary: ProbeError: learnability probe FAIL" in report
+    assert not (project / "Models/Artifacts/baseline/best.ckpt").exists()
+
+    summary = script.main(["--RETRY_CAUSE=LR was 0, nothing could change", "--RETRY_CHANGE=LR 0.0 -> 3e-3"])
+    assert summary["overall_result"] == "PASS"
+    report = report_of(project)
+    assert bullets(report)["overall_result"] == "PASS"
+    assert "### Attempt 1" in report and "- status: FAIL" in report  # the history survived the rerun
+    assert ("### Attempt 2\n- attempt: 2\n- error_summary: none\n- root_cause_hypothesis: LR was 0, nothing could "
+            "change\n- code_change_summary: LR 0.0 -> 3e-3\n- status: PASS") in report
+
+
+def test_a_failed_version_keeps_its_retry_report_across_the_reset(project):
+    write_rules(project, "tabular-classification", training={"batch_size": 8})
+    tabular_prepdata(project)
+    script = load_script(install_script(project, "tabular", "02_train_v001.py", v001_header()), "t_v001_retry")
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        script.main(["--LR=-1.0"])
+    retry = project / "Models/Artifacts/v001/_tests/train_retry_report.md"
+    assert "- status: FAIL" in retry.read_text() and "ValueError: Invalid learning rate: -1.0" in retry.read_text()
+    script.main(["--RETRY_CAUSE=negative LR", "--RETRY_CHANGE=LR -1.0 -> 3e-3"])
+    text = retry.read_text()
+    assert "## Attempt 1" in text and "## Attempt 2\n- attempt: 2\n- error_summary: none" in text
+    assert (project / "Models/Artifacts/v001/best.ckpt").is_file()
+
+
+def test_too_few_steps_are_reported_with_the_numbers(project):
+    write_rules(project, "tabular-classification", training={"batch_size": 32, "epochs": 2, "min_steps_per_epoch": 10,
+                                                             "min_total_steps": 100})
+    tabular_prepdata(project)
+    load_script(install_script(project, "tabular"), "t_few_base").main([])
+    fields = bullets(report_of(project))
+    assert fields["train_batch_size"] == "32" and fields["too_few_steps"] == "true"
+    warning = ("2 optimizer steps per epoch is below min_steps_per_epoch=10 and 4 optimizer steps in total is below "
+               "min_total_steps=100 (batch 32, 40 training samples, 2 epoch(s))")
+    assert fields["steps_warning"].startswith(warning)
+    assert spec_of(project, "baseline")["steps"]["too_few"] is True
+    load_script(install_script(project, "tabular", "02_train_v001.py", v001_header()), "t_few_v001").main([])
+    steps = spec_of(project, "v001")["steps"]
+    assert (steps["per_epoch"], steps["total"], steps["too_few"]) == (2, 4, True)
+    assert steps["warning"].startswith(warning)
+
+
+def test_a_version_without_a_smoke_test_or_batch_size_is_told_what_to_do(project):
+    write_rules(project, "tabular-classification")
+    tabular_prepdata(project)
+    script = load_script(install_script(project, "tabular", "02_train_v001.py", v001_header()), "t_no_bs")
+    with pytest.raises(MlloopError, match="has no optimal_batch_size: run 02_train_baseline.py"):
+        script.main([])
+
+
+def test_wrong_task_type_and_missing_prepdata_are_clean_errors(project):
+    write_rules(project, "tabular-classification")
+    script = load_script(install_script(project, "tabular"), "t_no_prep")
+    with pytest.raises(MlloopError, match=r"dataset/prepdata/v1: prepdata for dataset_id 'v1' does not exist"):
+        script.main([])
+    image = load_script(install_script(project, "image_classification"), "t_wrong_task")
+    with pytest.raises(MlloopError, match="trains image-classification, but the rules say task_type 'tabular-classification'"):
+        image.main([])
+
+
+def test_ddp_on_two_cpu_processes_writes_the_artifacts_once(project):
+    write_rules(project, "tabular-classification", training={"batch_size": 4})
+    tabular_prepdata(project)
+    install_script(project, "tabular", "02_train_v001.py", v001_header())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    out = subprocess.run([sys.executable, "02_train_v001.py", "--CPU_DEVICES=2"], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("version_id:") == 1  # the summary comes from rank 0 only
+    folder = project / "Models/Artifacts/v001"
+    assert files(folder) == ["additional_assets/feature_encoding.json", "best.ckpt", "last.ckpt",
+                             "logs/version_0/hparams.yaml", "logs/version_0/metrics.csv", "spec.json"]
+    spec = spec_of(project, "v001")
+    assert (spec["num_devices"], spec["strategy"], spec["training"]["devices"]["world_size"]) == (2, "ddp", 2)
+    # 40 rows over 2 processes, batch 4 per process: 5 optimizer steps per epoch
+    assert (spec["steps"]["per_epoch"], spec["training"]["global_step"]) == (5, 5)
+    assert not (project / "Models/Artifacts/.trash").exists()

@@ -1,0 +1,162 @@
+"""Tiny prepdata trees (docs/contracts.md "prepdata") and rules for the training tests.
+
+Everything is generated here, offline and seeded: 16×16 colour images whose class is their
+colour, short digit strings drawn with PIL's built-in bitmap font, and tabular rows whose label
+is a simple function of the features, so a working pipeline can learn them in a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "templates" / "train"
+COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (50, 60, 210)}
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def write_rules(root: Path, task_type: str, model_config: dict | None = None, smoke: dict | None = None,
+                training: dict | None = None, metrics: list | None = None, primary: str = "loss",
+                dataset_id: str = "v1") -> None:
+    bb = {"seed": 42,
+          "dataset_config": {"dataset_id": dataset_id, "task_type": task_type},
+          "model_config": model_config or {},
+          "baseline_smoke_test": {"num_gpus": 0, "epoch": 1, "train_samples": 24, "valid_samples": 12,
+                                  "min_batch_size": 2, "max_batch_size": 8, "search_steps": 2, **(smoke or {})}}
+    pt = {"seed": 42, "dataset_config": {"dataset_id": dataset_id},
+          "training_config": {"num_gpus": 0, "epochs": 1, "min_steps_per_epoch": 2, "min_total_steps": 2,
+                              **(training or {})},
+          "eval_config": {"primary_metric": primary, "metrics": metrics or ["loss"], "infer_samples": 3}}
+    write_json(root / ".claude/skills/build-baseline/user_defined_rules.json", bb)
+    write_json(root / ".claude/skills/progressive-training/user_defined_rules.json", pt)
+
+
+def _index(root: Path, dataset_id: str, task_type: str, splits: dict[str, list[dict]], common: dict | None = None) -> Path:
+    base = root / "dataset" / "prepdata" / dataset_id
+    for split, rows in splits.items():
+        (base / split).mkdir(parents=True, exist_ok=True)
+        (base / split / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    for name, obj in (common or {}).items():
+        write_json(base / "common" / name, obj)
+    write_json(base / "stats.json", {"dataset_id": dataset_id, "task_type": task_type, "seed": 42,
+                                     "split_strategy": "random", "valid_ratio": 0.2,
+                                     "counts": {s: len(r) for s, r in splits.items()}, "sources": {},
+                                     "created_at": "2026-11-21T10:00:00+00:00"})
+    return base
+
+
+def image_prepdata(root: Path, n_train: int = 30, n_valid: int = 12, size: int = 16, dataset_id: str = "v1") -> Path:
+    from PIL import Image
+
+    rng = random.Random(0)
+    names = sorted(COLOURS)
+    splits = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            label = names[i % len(names)]
+            sid = f"{split}-{i:03d}"
+            base = COLOURS[label]
+            pixels = [tuple(max(0, min(255, c + rng.randint(-30, 30))) for c in base) for _ in range(size * size)]
+            image = Image.new("RGB", (size, size))
+            image.putdata(pixels)
+            path = root / "dataset" / "prepdata" / dataset_id / split / "image" / f"{sid}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+            rows.append({"id": sid, "image_path": f"image/{sid}.png", "label": label, "source": "gen"})
+        splits[split] = rows
+    return _index(root, dataset_id, "image-classification", splits,
+                  {"label_map.json": {n: i for i, n in enumerate(names)}})
+
+
+def ocr_prepdata(root: Path, n_train: int = 24, n_valid: int = 8, height: int = 16, dataset_id: str = "v1") -> Path:
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = random.Random(1)
+    font = ImageFont.load_default()
+    splits = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            text = "".join(rng.choice("0123456789") for _ in range(rng.randint(2, 4)))
+            sid = f"{split}-{i:03d}"
+            image = Image.new("L", (8 * len(text) + 8, height), 255)
+            ImageDraw.Draw(image).text((4, 2), text, fill=0, font=font)
+            path = root / "dataset" / "prepdata" / dataset_id / split / "image" / f"{sid}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+            rows.append({"id": sid, "image_path": f"image/{sid}.png", "target": text, "source": "gen"})
+        splits[split] = rows
+    return _index(root, dataset_id, "ocr-recognition", splits)
+
+
+def tabular_prepdata(root: Path, regression: bool = False, n_train: int = 40, n_valid: int = 12,
+                     dataset_id: str = "v1") -> Path:
+    rng = random.Random(2)
+    splits = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            x1, x2 = rng.uniform(-2, 2), rng.uniform(-2, 2)
+            colour = rng.choice(["red", "blue"])
+            features = {"x1": round(x1, 4), "x2": round(x2, 4), "colour": colour,
+                        "maybe": None if i % 7 == 0 else round(rng.uniform(0, 1), 3)}
+            row = {"id": f"{split}-{i:03d}", "features": features, "source": "gen"}
+            if regression:
+                row["target"] = round(3 * x1 - 2 * x2 + (1.5 if colour == "red" else 0.0) + 10, 4)
+            else:
+                row["label"] = "pos" if x1 + x2 + (0.5 if colour == "red" else -0.5) > 0 else "neg"
+            rows.append(row)
+        splits[split] = rows
+    task = "tabular-regression" if regression else "tabular-classification"
+    common = {} if regression else {"label_map.json": {"neg": 0, "pos": 1}}
+    return _index(root, dataset_id, task, splits, common)
+
+
+def install_script(root: Path, template: str, name: str = "02_train_baseline.py", header: str = "") -> Path:
+    """Copy ``templates/train/<template>.py`` into the project as ``name`` (with an optional header)."""
+    target = root / name
+    text = (TEMPLATES / f"{template}.py").read_text(encoding="utf-8")
+    target.write_text(header + text, encoding="utf-8")
+    return target
+
+
+def v001_header(parent: str = "baseline") -> str:
+    return ("# === mlloop change summary ===\n# version: v001\n# parent: " + parent + "\n# action_source: none\n"
+            "# goal: start the loop from the baseline\n# change: none (copy of the baseline, Step 0)\n"
+            "# where: -\n# === end change summary ===\n")
+
+
+def load_script(path: Path, name: str | None = None):
+    """Import a training script by path (as 03_eval.py does), without running main."""
+    from mlloop.runtime.checkpoint import import_script
+
+    return import_script(path, name)
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+try:
+    import pytest
+
+    @pytest.fixture(autouse=False)
+    def one_thread():
+        """One torch thread: on a shared 2-core machine two spinning threads are many times slower."""
+        import torch
+
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(n)
+except ImportError:  # pragma: no cover - the fixture is only for pytest
+    pass
