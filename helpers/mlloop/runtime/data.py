@@ -1,0 +1,537 @@
+"""Data helpers for ``01_data_pipeline.py``: records, df_meta facts, filters, the Step 0 load
+test, seeded splits, ``max_train_samples`` and leakage checks. ``mlloop.runtime.prepdata``
+writes and verifies the folder (docs/contracts.md, "prepdata").
+
+The pipeline's own code (the parse region of the template) returns one *record* per sample, a
+plain dict (a pandas DataFrame's rows are accepted too; NaN becomes None):
+
+    sample_id   str, unique over all sources, file-name safe (``make_id`` builds one)
+    source      the folder under dataset/rawdata/
+    category    the stratification value (the label, for classification), or None
+    assets      {"image_path": "<ref>", ...}: index path field -> raw asset reference, where a
+                reference is a path relative to dataset/rawdata/, or "<zip path>::<member>" for a
+                zip member read without extracting. ``asset_paths`` (a list) is accepted instead
+                when the task has one path field.
+    group_id    optional (the rules' ``group_key`` names the field)
+    ...         the task's other index fields (target, label, features, line_id, ...)
+    meta        optional dict copied into the index record
+
+Everything random takes the rules' seed. Nothing here is imported by the CLI; it may use
+pyarrow (parquet) and Pillow (image sizes), each imported where needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import random
+import re
+import zipfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..errors import Findings, MlloopError
+from ..jsonio import to_jsonable
+from ..layout import resolve_inside
+
+ZIP_SEP = "::"
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$")
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+TYPE_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+TARGET_FIELDS = {"label", "target", "tags", "answer", "positive", "negative", "target_item", "horizon"}
+META_COLUMNS = ("sample_id", "source", "category", "asset_paths", "group_id", "length", "width", "height",
+                "hash", "label_summary", "split", "drop_reason")
+
+
+class PipelineError(MlloopError):
+    """The pipeline cannot go on; the message says what, where and what to do."""
+
+
+# ---- settings -------------------------------------------------------------------------------
+
+def parse_settings(namespace: dict, argv: list[str] | None) -> dict:
+    """The script's UPPER_CASE settings with ``--KEY=VALUE`` overrides (the same parser as the
+    training scripts: ``mlloop.runtime.config``). Unknown keys and wrong types are errors."""
+    from .config import parse_overrides, script_settings
+
+    settings = script_settings(namespace)
+    settings.update(parse_overrides(argv, settings))
+    return settings
+
+
+# ---- task format ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What task_format.yaml says one task's prepdata looks like."""
+
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    mode: str = "index_only"
+    index_format: str = "jsonl"
+    declared_paths: tuple[str, ...] | None = None   # index_schema.path_fields, when given
+    target: str | None = None                       # index_schema.target_field, when given
+    types: tuple[tuple[str, str], ...] = ()          # index_schema.types as pairs
+
+    @property
+    def path_fields(self) -> tuple[str, ...]:
+        if self.declared_paths is not None:
+            return tuple(f for f in self.declared_paths if "[]." not in f)
+        return tuple(f for f in self.required + self.optional if f.endswith("_path"))
+
+    @property
+    def required_path_fields(self) -> tuple[str, ...]:
+        return tuple(f for f in self.path_fields if f in self.required)
+
+    @property
+    def label_field(self) -> str | None:
+        if self.target:
+            return self.target
+        return next((f for f in ("label", "target") if f in self.required), None)
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        """Fields that make up a sample's input (content hash of index-only tasks)."""
+        skip = {"id", self.label_field} | TARGET_FIELDS | set(self.path_fields)
+        return tuple(f for f in self.required if f not in skip)
+
+    @property
+    def is_classification(self) -> bool:
+        return self.name.endswith("classification") and self.label_field == "label"
+
+
+def task_spec(task_format, task_type: str) -> TaskSpec:
+    """The TaskSpec of ``task_type`` (an alias resolved) from a loaded task_format
+    (``mlloop.taskformat.load_task_format``)."""
+    entry = task_format.task(task_type)
+    if not isinstance(entry, dict):
+        known = ", ".join(sorted(task_format.task_types))
+        raise PipelineError(f"task_type {task_type!r} is not in task_format.yaml ({known}); fix dataset_config.task_type.")
+    name = task_format.canonical(task_type) if hasattr(task_format, "canonical") else task_type
+    schema = entry.get("index_schema") or {}
+    required = tuple(str(f) for f in schema.get("required") or ["id"])
+    if "id" not in required:
+        required = ("id",) + required
+    optional = tuple(str(f) for f in schema.get("optional") or [] if f not in required)
+    declared = schema.get("path_fields")
+    types = schema.get("types") if isinstance(schema.get("types"), dict) else {}
+    policy = (task_format.meta.get("index_policy") or {}) if isinstance(task_format.meta, dict) else {}
+    preferred = policy.get("preferred", "jsonl")
+    return TaskSpec(name, required, optional, str((entry.get("split_layout") or {}).get("mode", "index_only")),
+                    preferred if preferred in ("jsonl", "parquet") else "jsonl",
+                    tuple(str(f) for f in declared) if isinstance(declared, list) else None,
+                    str(schema["target_field"]) if isinstance(schema.get("target_field"), str) else None,
+                    tuple((str(k), str(v)) for k, v in types.items()))
+
+
+# ---- records ---------------------------------------------------------------------------------
+
+def make_id(*parts: Any) -> str:
+    """A file-name-safe sample id from parts (``make_id("scans", "img 01.png")`` -> ``scans-img_01.png``)."""
+    text = "-".join(str(p) for p in parts if p is not None and str(p) != "")
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "sample"
+    if len(text) > 160:
+        text = text[:143] + "-" + hashlib.sha1(text.encode()).hexdigest()[:16]
+    return text
+
+
+def zip_ref(zip_relpath: str, member: str) -> str:
+    """The asset reference of a zip member (read later without extracting the archive)."""
+    return f"{zip_relpath}{ZIP_SEP}{member}"
+
+
+def as_records(rows: Any) -> list[dict]:
+    """Plain dicts from what a parse function returns (a list of dicts or a DataFrame); NaN,
+    pandas NA and numpy scalars become JSON values (None for missing)."""
+    if hasattr(rows, "to_dict") and hasattr(rows, "columns"):
+        rows = rows.to_dict("records")
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise PipelineError(f"record {i}: the parse function must return dicts, got {type(row).__name__}.")
+        out.append({str(k): _clean(v) for k, v in row.items()})
+    return out
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple, dict)) or hasattr(value, "item") or hasattr(value, "tolist"):
+        return to_jsonable(value)
+    if type(value).__name__ in {"NAType", "NaTType"}:
+        return None
+    return value
+
+
+def validate_records(records: list[dict], spec: TaskSpec) -> None:
+    """Structural problems in the parsed records (one line each) raise a PipelineError."""
+    problems, seen, folded = [], {}, {}
+    for i, r in enumerate(records):
+        sid, where = r.get("sample_id"), f"record {i} (source {r.get('source')!r})"
+        if not isinstance(sid, str) or not ID_RE.match(sid):
+            problems.append(f"{where}: sample_id {sid!r} must be a file-name-safe string (letters, digits, . _ -); build it with make_id().")
+        elif sid in seen:
+            problems.append(f"{where}: sample_id {sid!r} repeats record {seen[sid]}; ids must be unique over all sources.")
+        elif sid.lower() in folded:
+            # asset files are named after ids: on macOS and Windows these two would be one file
+            problems.append(f"{where}: sample_id {sid!r} differs from record {folded[sid.lower()]} only by case; make it unique.")
+        else:
+            seen[sid], folded[sid.lower()] = i, i
+        if not isinstance(r.get("source"), str) or not r["source"]:
+            problems.append(f"{where}: source must be the folder name under dataset/rawdata/.")
+        need = [f for f in spec.required_path_fields if f not in asset_map(r, spec)]
+        if need:
+            problems.append(f"{where}: no asset for {', '.join(need)}; set record['assets'] = {{'{need[0]}': '<raw ref>'}}.")
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise PipelineError(f"{len(problems)} problem(s) in the parsed records:\n" + "\n".join(shown))
+
+
+def asset_map(record: dict, spec: TaskSpec) -> dict[str, str]:
+    """The record's {index path field: raw reference}."""
+    assets = record.get("assets")
+    if isinstance(assets, dict) and assets:
+        return {str(k): str(v) for k, v in assets.items() if v is not None}
+    paths = record.get("asset_paths")
+    if isinstance(paths, str):
+        paths = [paths]
+    if isinstance(paths, list) and paths:
+        return {f: str(p) for f, p in zip(spec.path_fields, paths)}
+    return {}
+
+
+class AssetReader:
+    """Reads raw assets by reference: plain files, or zip members without extracting."""
+
+    def __init__(self, rawdata: Path):
+        self.rawdata = Path(rawdata)
+        self._zips: dict[str, zipfile.ZipFile] = {}
+
+    def __enter__(self) -> "AssetReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for z in self._zips.values():
+            z.close()
+        self._zips.clear()
+
+    def _locate(self, ref: str) -> tuple[Path, zipfile.ZipFile | None, str]:
+        path_part, _, member = ref.partition(ZIP_SEP)
+        path = resolve_inside(self.rawdata, path_part)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(ref)
+        if not member:
+            return path, None, ""
+        z = self._zips.get(path_part)
+        if z is None:
+            try:
+                z = self._zips[path_part] = zipfile.ZipFile(path)
+            except zipfile.BadZipFile:
+                raise FileNotFoundError(ref) from None
+        return path, z, member
+
+    def read(self, ref: str) -> bytes:
+        """The asset's bytes; FileNotFoundError when it does not exist or escapes rawdata."""
+        path, z, member = self._locate(ref)
+        if z is None:
+            return path.read_bytes()
+        try:
+            return z.read(member)
+        except KeyError:
+            raise FileNotFoundError(ref) from None
+
+    def check(self, ref: str) -> None:
+        """FileNotFoundError unless the asset exists (no bytes read)."""
+        _, z, member = self._locate(ref)
+        if z is not None:
+            try:
+                z.getinfo(member)
+            except KeyError:
+                raise FileNotFoundError(ref) from None
+
+
+def suffix_of(ref: str) -> str:
+    name = ref.rpartition(ZIP_SEP)[2] if ZIP_SEP in ref else ref
+    suffix = Path(name).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ".bin"
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an image, fully decoded (a truncated file raises)."""
+    from PIL import Image  # lazy: only pipelines with images pay for it
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.size
+
+
+def content_hash(record: dict, spec: TaskSpec, reader: AssetReader | None = None) -> str:
+    """sha256 of the sample's input: its asset bytes, else its input fields as canonical JSON."""
+    h = hashlib.sha256()
+    assets = asset_map(record, spec)
+    if assets and reader is not None:
+        for name in sorted(assets):
+            h.update(name.encode() + b"\0" + reader.read(assets[name]) + b"\0")
+    else:
+        payload = {f: record.get(f) for f in spec.input_fields}
+        h.update(json.dumps(to_jsonable(payload), sort_keys=True, ensure_ascii=False, allow_nan=False).encode())
+    return h.hexdigest()
+
+
+def enrich(records: list[dict], spec: TaskSpec, reader: AssetReader) -> list[dict]:
+    """Fill asset_paths, hash, width/height (first image), length and label_summary; a record
+    whose asset is missing or does not decode gets ``drop_reason`` instead."""
+    for r in records:
+        assets = asset_map(r, spec)
+        r["asset_paths"] = list(assets.values())
+        try:
+            for ref in assets.values():
+                reader.check(ref)
+            if r.get("hash") is None:
+                r["hash"] = content_hash(r, spec, reader)
+            image_refs = [ref for ref in assets.values() if suffix_of(ref) in IMAGE_EXTS]
+            if image_refs and (r.get("width") is None or r.get("height") is None):
+                r["width"], r["height"] = image_size(reader.read(image_refs[0]))
+        except FileNotFoundError as exc:
+            r["drop_reason"] = f"missing_asset: {exc.args[0]}"
+            continue
+        except Exception as exc:  # Pillow raises many types for a broken image
+            r["drop_reason"] = f"unreadable_asset: {type(exc).__name__}"
+            continue
+        label = r.get(spec.label_field) if spec.label_field else r.get("category")
+        if spec.label_field == "target" and isinstance(label, str) and r.get("length") is None:
+            r["length"] = len(label)
+        if r.get("label_summary") is None and label is not None:
+            r["label_summary"] = str(label)[:80]
+        missing = [f for f in spec.required if f not in ("id",) and f not in spec.path_fields and r.get(f) is None]
+        wrong = [f"{f} (expected {t})" for f, t in spec.types
+                 if r.get(f) is not None and t in TYPE_CHECKS and not TYPE_CHECKS[t](r[f])]
+        if missing:
+            r["drop_reason"] = f"missing_field: {', '.join(missing)}"
+        elif wrong:
+            r["drop_reason"] = f"wrong_type: {', '.join(wrong)}"
+    return records
+
+
+def apply_filter(records: list[dict], drop_reason: Callable[[dict], str | None] | None) -> None:
+    """Run the pipeline's own filter on records not yet dropped; its reason is recorded."""
+    for r in records:
+        if r.get("drop_reason") or drop_reason is None:
+            continue
+        reason = drop_reason(r)
+        if reason:
+            r["drop_reason"] = str(reason)
+
+
+def deduplicate(records: list[dict]) -> None:
+    """Keep one record per content hash (the smallest sample_id): a duplicate in both splits
+    would leak; a duplicate in one split would count twice."""
+    first: dict[str, str] = {}
+    for r in sorted(kept(records), key=lambda r: r["sample_id"]):
+        h = r.get("hash")
+        if h in first:
+            r["drop_reason"] = f"duplicate: same content as {first[h]}"
+        elif h is not None:
+            first[h] = r["sample_id"]
+
+
+def kept(records: Iterable[dict]) -> list[dict]:
+    return [r for r in records if not r.get("drop_reason")]
+
+
+def drop_counts(records: Iterable[dict]) -> dict[str, int]:
+    """Dropped records per reason (the part before ':')."""
+    return dict(sorted(Counter(r["drop_reason"].split(":")[0] for r in records if r.get("drop_reason")).items()))
+
+
+def load_test(records: list[dict], spec: TaskSpec, rawdata: Path, seed: int, n: int = 10,
+              allowed_defects: Iterable[str] = ()) -> dict[str, dict]:
+    """Build-baseline Step 0's load test, per source: a seeded draw of ``n`` parsed records whose
+    assets must open and decode and whose required fields must be set. A defect whose kind is in
+    ``allowed_defects`` (e.g. ``missing_asset``, documented under Edge cases and dropped by the
+    pipeline) does not fail the test; it is named in the line."""
+    by_source: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_source[str(r.get("source"))].append(r)
+    allowed, out = set(allowed_defects), {}
+    with AssetReader(rawdata) as reader:
+        for source in sorted(by_source):
+            pool = sorted(by_source[source], key=lambda r: str(r.get("sample_id")))
+            draw = [dict(r) for r in random.Random(seed).sample(pool, min(n, len(pool)))]
+            for r in draw:
+                r.pop("drop_reason", None)
+            enrich(draw, spec, reader)
+            defects = Counter(r["drop_reason"].split(":")[0] for r in draw if r.get("drop_reason"))
+            loaded = len(draw) - sum(defects.values())
+            passed = bool(draw) and all(kind in allowed for kind in defects)
+            detail = f"{loaded}/{len(draw)} samples, seed {seed}"
+            if defects:
+                detail += "; " + ", ".join(f"{k} x{v}" + (" (documented edge case)" if k in allowed else "")
+                                           for k, v in sorted(defects.items()))
+            out[source] = {"passed": passed, "drawn": len(draw), "loaded": loaded, "defects": dict(defects),
+                           "line": f"- load_test: {'PASS' if passed else 'FAIL'} ({detail})"}
+    return out
+
+
+def distribution(records: Iterable[dict], key: str) -> dict[str, int]:
+    return dict(sorted(Counter("null" if r.get(key) is None else str(r.get(key)) for r in records).items()))
+
+
+# ---- splits ------------------------------------------------------------------------------------
+
+def _n_valid(n: int, valid_ratio: float) -> int:
+    if n < 2:
+        raise PipelineError(f"{n} sample(s) left after filtering; a split needs at least 2.")
+    return min(n - 1, max(1, round(n * valid_ratio)))
+
+
+def random_split(ids: list[str], valid_ratio: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, valid), both sorted: a seeded shuffle of the sorted ids, the first part valid."""
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    k = _n_valid(len(order), valid_ratio)
+    return sorted(order[k:]), sorted(order[:k])
+
+
+def stratified_split(ids: list[str], strata: list[Any], valid_ratio: float, seed: int) -> tuple[list[str], list[str]]:
+    """Each stratum contributes its share of the valid pool (largest remainder), keeping at least
+    one sample of every stratum in train; a missing value is its own stratum."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for sid, s in zip(ids, strata):
+        groups["\0missing" if s is None else str(s)].append(sid)
+    target = _n_valid(len(ids), valid_ratio)
+    quota = {k: len(v) * target / len(ids) for k, v in groups.items()}
+    take = {k: min(int(q), max(len(groups[k]) - 1, 0)) for k, q in quota.items()}
+    for k in sorted(groups, key=lambda k: (-(quota[k] - int(quota[k])), k)):
+        if sum(take.values()) >= target:
+            break
+        if take[k] < len(groups[k]) - 1:
+            take[k] += 1
+    rng = random.Random(seed)
+    train, valid = [], []
+    for k in sorted(groups):
+        members = sorted(groups[k])
+        rng.shuffle(members)
+        valid += members[:take[k]]
+        train += members[take[k]:]
+    if not valid:
+        raise PipelineError("stratified split: every stratum has a single sample, so none can go to valid; use split_strategy random.")
+    return sorted(train), sorted(valid)
+
+
+def group_split(ids: list[str], groups: list[Any], valid_ratio: float, seed: int) -> tuple[list[str], list[str]]:
+    """Whole groups go to valid (seeded order) until it holds its share; a sample without a
+    group is a group of its own. No group is ever in both splits."""
+    members: dict[str, list[str]] = defaultdict(list)
+    for sid, g in zip(ids, groups):
+        members[f"\0{sid}" if g is None else str(g)].append(sid)
+    if len(members) < 2:
+        raise PipelineError("group split: all samples share one group, so train and valid cannot be separated; check group_key.")
+    target = _n_valid(len(ids), valid_ratio)
+    order = sorted(members)
+    random.Random(seed).shuffle(order)
+    valid_groups, n = [], 0
+    for g in order:
+        if n >= target:
+            break
+        if n + len(members[g]) > max(target * 1.5, 1):
+            continue  # a big group would overshoot; try smaller ones
+        valid_groups.append(g)
+        n += len(members[g])
+    if not valid_groups:  # every group is bigger than the valid share: take the smallest
+        valid_groups = [min(order, key=lambda g: len(members[g]))]
+    if len(valid_groups) == len(members):
+        valid_groups.pop()
+    chosen = set(valid_groups)
+    valid = [s for g in chosen for s in members[g]]
+    train = [s for g in members if g not in chosen for s in members[g]]
+    return sorted(train), sorted(valid)
+
+
+def split_records(records: list[dict], strategy: str, valid_ratio: float, seed: int,
+                  stratify_key: str = "category", group_key: str = "group_id") -> tuple[list[dict], list[dict]]:
+    """(train, valid) records by the rules' split_strategy; each record's ``split`` is set."""
+    ids = [r["sample_id"] for r in records]
+    if strategy == "random":
+        train_ids, valid_ids = random_split(ids, valid_ratio, seed)
+    elif strategy == "stratified":
+        train_ids, valid_ids = stratified_split(ids, [r.get(stratify_key) for r in records], valid_ratio, seed)
+    elif strategy == "group":
+        for r in records:  # a sample without a group is its own group, written as such
+            if r.get(group_key) is None:
+                r[group_key] = r["sample_id"]
+        train_ids, valid_ids = group_split(ids, [r[group_key] for r in records], valid_ratio, seed)
+    else:
+        raise PipelineError(f"split_strategy {strategy!r} is not one of random, stratified, group.")
+    by_id = {r["sample_id"]: r for r in records}
+    for sid in train_ids:
+        by_id[sid]["split"] = "train"
+    for sid in valid_ids:
+        by_id[sid]["split"] = "valid"
+    return [by_id[s] for s in train_ids], [by_id[s] for s in valid_ids]
+
+
+def cap_train(train: list[dict], max_train_samples: int | None, seed: int, source_key: str = "source") -> tuple[list[dict], list[dict]]:
+    """(kept, unused): at most ``max_train_samples`` train records, drawn after the valid pool is
+    fixed, seeded, with an equal share per source (a small source gives its spare share to the
+    others). Unused records get split ``unused``."""
+    if not max_train_samples or len(train) <= max_train_samples:
+        return list(train), []
+    by_source: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(train, key=lambda r: r["sample_id"]):
+        by_source[str(r.get(source_key))].append(r)
+    quota, left = {}, max_train_samples
+    pending = sorted(by_source, key=lambda s: (len(by_source[s]), s))
+    while pending:  # water-filling: a source smaller than its share gives the rest to the others
+        share = left // len(pending)
+        if len(by_source[pending[0]]) <= share:
+            s = pending.pop(0)
+            quota[s] = len(by_source[s])
+            left -= quota[s]
+            continue
+        extra = left - share * len(pending)
+        for i, s in enumerate(sorted(pending)):
+            quota[s] = share + (1 if i < extra else 0)
+        break
+    keep = []
+    for s in sorted(by_source):
+        keep += random.Random(f"{seed}:{s}").sample(by_source[s], quota[s])
+    chosen = {r["sample_id"] for r in keep}
+    unused = [r for r in train if r["sample_id"] not in chosen]
+    for r in unused:
+        r["split"] = "unused"
+    return sorted(keep, key=lambda r: r["sample_id"]), unused
+
+
+def leakage_findings(train: list[dict], valid: list[dict], group_key: str | None = "group_id",
+                     groups_must_separate: bool = False, where: str = "") -> Findings:
+    """Samples shared by both splits: same id or same content hash (problems), same group
+    (a problem when the split is by group, else a warning)."""
+    f = Findings()
+    for key, code, label in (("sample_id", "prepdata.leak_id", "id"), ("hash", "prepdata.leak_hash", "content hash")):
+        both = {r.get(key) for r in train} & {r.get(key) for r in valid} - {None}
+        if both:
+            f.problem(code, where, f"{len(both)} {label}(s) in both train and valid (e.g. {sorted(both)[0]!r})")
+    if group_key:
+        both = {r.get(group_key) for r in train} & {r.get(group_key) for r in valid} - {None}
+        if both:
+            message = f"{len(both)} {group_key} value(s) in both train and valid (e.g. {sorted(map(str, both))[0]!r})"
+            (f.problem if groups_must_separate else f.warn)("prepdata.leak_group", where, message)
+    return f

@@ -1,0 +1,362 @@
+"""Writing and verifying ``dataset/prepdata/<dataset_id>/`` (docs/contracts.md, "prepdata").
+
+Used by ``01_data_pipeline.py`` after ``mlloop.runtime.data`` has parsed, filtered and split the
+records: split folders with assets and indexes, ``common/`` (df_meta, manifests, label_map or
+feature_stats), ``stats.json``, then the pipeline's own tests, read back from disk, for
+``_tests/pipeline_test_report.md``. JSON is strict (NaN becomes null); parquet via pyarrow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from ..jsonio import to_jsonable, write_json_atomic, write_text_atomic
+from ..layout import is_inside, resolve_inside
+from .data import (IMAGE_EXTS, META_COLUMNS, TYPE_CHECKS, AssetReader, PipelineError, TaskSpec, asset_map,
+                   distribution, drop_counts, image_size, leakage_findings, suffix_of)
+
+
+# ---- writers ---------------------------------------------------------------------------------
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> int:
+    """One strict JSON object per line (NaN -> null, allow_nan=False), written atomically."""
+    lines = [json.dumps(to_jsonable(r), ensure_ascii=False, allow_nan=False) for r in records]
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def write_parquet(path: Path, rows: list[dict], columns: Iterable[str]) -> None:
+    """A parquet table with typed columns (lists stay lists, missing values are null)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays, names = [], []
+    for col in columns:
+        values = [to_jsonable(r.get(col)) for r in rows]
+        present = [v for v in values if v is not None]
+        if col == "asset_paths" or (present and all(isinstance(v, list) for v in present)):
+            typ = pa.list_(pa.string())
+            values = [None if v is None else [str(x) for x in v] for v in values]
+        elif present and all(isinstance(v, bool) for v in present):
+            typ = pa.bool_()
+        elif present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            typ = pa.int64()
+        elif present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+            typ = pa.float64()
+        else:
+            typ = pa.string()
+            values = [None if v is None else v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values]
+        arrays.append(pa.array(values, type=typ))
+        names.append(col)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_arrays(arrays, names=names), tmp)
+    os.replace(tmp, path)
+
+
+def index_record(r: dict, spec: TaskSpec, paths: dict[str, str], group_key: str | None) -> dict:
+    """The split index line of one record: id, the task's fields, source, group, meta."""
+    out: dict = {"id": r["sample_id"]}
+    for f in spec.required + spec.optional:
+        if f == "id":
+            continue
+        if f in paths:
+            out[f] = paths[f]
+        elif f in r and (f in spec.required or r[f] is not None):
+            out[f] = r[f]
+    out["source"] = r.get("source")
+    if group_key and r.get(group_key) is not None:
+        out[group_key] = r[group_key]
+    if isinstance(r.get("meta"), dict):
+        out["meta"] = r["meta"]
+    return out
+
+
+def write_split(split_dir: Path, split: str, records: list[dict], spec: TaskSpec, reader: AssetReader,
+                group_key: str | None) -> list[dict]:
+    """Copy each record's assets to ``<split>/<field folder>/<id><ext>`` and write the index;
+    returns the index records (paths relative to the split folder)."""
+    index = []
+    for r in records:
+        paths = {}
+        for name, ref in asset_map(r, spec).items():
+            rel = f"{name[:-5] if name.endswith('_path') else name}/{r['sample_id']}{suffix_of(ref)}"
+            target = split_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(reader.read(ref))
+            paths[name] = rel
+        r["index_paths"] = paths
+        index.append(index_record(r, spec, paths, group_key))
+    if spec.index_format == "parquet":
+        write_parquet(split_dir / f"{split}.parquet", index, sorted({k for rec in index for k in rec}))
+    else:
+        write_jsonl(split_dir / f"{split}.jsonl", index)
+    return index
+
+
+def manifest_rows(records: list[dict], group_key: str | None) -> list[dict]:
+    rows = []
+    for r in records:
+        row = {"sample_id": r["sample_id"], "source": r.get("source"), "category": r.get("category"),
+               "group_id": r.get(group_key or "group_id"), "hash": r.get("hash"), "label_summary": r.get("label_summary")}
+        row.update(r.get("index_paths") or {})
+        rows.append(row)
+    return rows
+
+
+def label_map(records: Iterable[dict], field_name: str = "label") -> dict[str, int]:
+    """{label: index}, labels sorted by their string form (stable across runs)."""
+    labels = sorted({str(r[field_name]) for r in records if r.get(field_name) is not None})
+    return {label: i for i, label in enumerate(labels)}
+
+
+def feature_stats(records: list[dict], field_name: str = "features") -> dict:
+    """Per feature of the train split: numeric (mean, std, missing) or categorical (values)."""
+    columns: dict[str, list] = defaultdict(list)
+    for r in records:
+        for k, v in (r.get(field_name) or {}).items():
+            columns[k].append(v)
+    out = {}
+    for k in sorted(columns):
+        vals = columns[k] + [None] * (len(records) - len(columns[k]))
+        present = [v for v in vals if v is not None]
+        if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+            mean = sum(present) / len(present)
+            std = math.sqrt(sum((v - mean) ** 2 for v in present) / len(present))
+            out[k] = {"type": "numeric", "mean": mean, "std": std, "min": min(present), "max": max(present),
+                      "missing": len(vals) - len(present)}
+        else:
+            out[k] = {"type": "categorical", "values": sorted({str(v) for v in present}),
+                      "missing": len(vals) - len(present)}
+    return out
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def move_aside(path: Path, trash_root: Path) -> Path | None:
+    """Move an existing folder to ``trash_root/<name>-<stamp>`` (never deleted); None if absent."""
+    if not path.exists():
+        return None
+    aside = trash_root / f"{path.name}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, aside)
+    return aside
+
+
+def write_prepdata(out_dir: Path, *, records: list[dict], train: list[dict], valid: list[dict], spec: TaskSpec,
+                   reader: AssetReader, stats: dict, group_key: str | None) -> dict:
+    """Write the whole prepdata layout into ``out_dir`` (a fresh folder): split folders with
+    assets and indexes, common/ (df_meta, manifests, label_map or feature_stats), stats.json.
+    Returns the stats written."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise PipelineError(f"{out_dir}: the staging folder is not empty.")
+    counts = {}
+    for split, rows in (("train", train), ("valid", valid)):
+        counts[split] = len(write_split(out_dir / split, split, rows, spec, reader, group_key))
+    common = out_dir / "common"
+    meta_cols = list(META_COLUMNS) + ([group_key] if group_key and group_key not in META_COLUMNS else [])
+    write_parquet(common / "df_meta.parquet", sorted(records, key=lambda r: r["sample_id"]), meta_cols)
+    for split, rows in (("train", train), ("valid", valid)):
+        m = manifest_rows(rows, group_key)
+        write_parquet(common / f"{split}_manifest.parquet", m, list(dict.fromkeys(k for row in m for k in row)) or ["sample_id"])
+    if spec.is_classification:
+        write_json_atomic(common / "label_map.json", label_map(train + valid, "label"))
+    if "features" in spec.required:
+        write_json_atomic(common / "feature_stats.json", feature_stats(train))
+    sources = defaultdict(lambda: {"parsed": 0, "dropped": 0, "unused": 0, "train": 0, "valid": 0})
+    for r in records:
+        s = sources[str(r.get("source"))]
+        s["parsed"] += 1
+        s["dropped" if r.get("drop_reason") else r.get("split") or "dropped"] += 1
+    full = {**stats, "parsed": len(records), "dropped": drop_counts(records),
+            "unused_by_max_train_samples": sum(1 for r in records if r.get("split") == "unused"),
+            "counts": counts, "sources": dict(sorted(sources.items())), "created_at": now_iso()}
+    write_json_atomic(out_dir / "stats.json", to_jsonable(full))
+    return full
+
+
+def install(staging: Path, final: Path, trash_root: Path) -> Path | None:
+    """Put ``staging`` in place of ``final``; an existing ``final`` is moved aside first."""
+    aside = move_aside(final, trash_root)
+    os.replace(staging, final)
+    return aside
+
+
+# ---- the pipeline's tests (read back from disk) -------------------------------------------------
+
+@dataclass
+class PipelineReport:
+    lines: list[tuple[str, str, str]] = field(default_factory=list)   # (name, PASS|FAIL|INFO, detail)
+    sections: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, ok: bool | None, detail: str = "") -> None:
+        self.lines.append((name, "INFO" if ok is None else "PASS" if ok else "FAIL", detail))
+
+    @property
+    def passed(self) -> bool:
+        return all(status != "FAIL" for _, status, _ in self.lines)
+
+    def markdown(self, title: str = "Pipeline test report") -> str:
+        out = [f"# {title}", f"- overall_result: {'PASS' if self.passed else 'FAIL'}", "", "## Checks"]
+        out += [f"- {name}: {status}" + (f" ({detail})" if detail else "") for name, status, detail in self.lines]
+        for heading, body in self.sections.items():
+            out += ["", f"## {heading}", body.rstrip()]
+        return "\n".join(out) + "\n"
+
+
+def write_report(out_dir: Path, report: PipelineReport, stats: dict, leaks=None) -> Path:
+    """``_tests/pipeline_test_report.md``: the checks, then filtering and per-source counts."""
+    report.sections["Filtering"] = "\n".join(
+        [f"- parsed: {stats['parsed']}"] + [f"- dropped {k}: {v}" for k, v in stats["dropped"].items()]
+        + [f"- unused_by_max_train_samples: {stats['unused_by_max_train_samples']}",
+           f"- train: {stats['counts']['train']}", f"- valid: {stats['counts']['valid']}"])
+    report.sections["Sources"] = "| source | parsed | dropped | unused | train | valid |\n|---|---|---|---|---|---|\n" + "\n".join(
+        f"| {s} | {c['parsed']} | {c['dropped']} | {c['unused']} | {c['train']} | {c['valid']} |"
+        for s, c in stats["sources"].items())
+    if leaks is not None and leaks.warnings:
+        report.sections["Warnings"] = "\n".join(f"- {w.message}" for w in leaks.warnings)
+    path = out_dir / "_tests" / "pipeline_test_report.md"
+    write_text_atomic(path, report.markdown())
+    return path
+
+
+def read_index(split_dir: Path, split: str) -> list[dict] | None:
+    jsonl, parquet = split_dir / f"{split}.jsonl", split_dir / f"{split}.parquet"
+    if jsonl.is_file():
+        from ..jsonio import parse_json_text
+
+        return [parse_json_text(line, str(jsonl)) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if parquet.is_file():
+        import pyarrow.parquet as pq
+
+        return pq.read_table(parquet).to_pylist()
+    return None
+
+
+def verify_prepdata(out_dir: Path, spec: TaskSpec, *, split_strategy: str, group_key: str | None,
+                  stratify_key: str | None, seed: int, load_samples: int = 10) -> PipelineReport:
+    """The checks of task_format.yaml and the seed, run on the written folder."""
+    from ..jsonio import JsonProblems, read_json
+
+    rep = PipelineReport()
+    try:
+        stats = read_json(out_dir / "stats.json", "stats.json")
+        rep.add("stats_json_valid", isinstance(stats, dict), "stats.json is one strict JSON object")
+    except JsonProblems as exc:
+        stats = {}
+        rep.add("stats_json_valid", False, exc.problems[0].message)
+    for d in ("train", "valid", "common"):
+        rep.add(f"{d}_dir_exists", (out_dir / d).is_dir())
+    indexes = {}
+    for split in ("train", "valid"):
+        try:
+            indexes[split] = read_index(out_dir / split, split)
+        except Exception as exc:  # a broken index is a FAIL line, not a crash
+            indexes[split] = None
+            rep.add(f"{split}_index_readable", False, f"{type(exc).__name__}: {exc}")
+        rep.add(f"{split}_index_exists", indexes[split] is not None, f"{split}.jsonl or {split}.parquet")
+    idx = {s: v or [] for s, v in indexes.items()}
+    missing = [(s, rec.get("id"), f) for s in idx for rec in idx[s] for f in spec.required if rec.get(f) is None]
+    rep.add("required_index_fields", not missing,
+            f"{', '.join(spec.required)}" + (f"; {len(missing)} missing, e.g. {missing[0]}" if missing else ""))
+    wrong = [(s, rec.get("id"), f) for s in idx for rec in idx[s] for f, t in spec.types
+             if rec.get(f) is not None and t in TYPE_CHECKS and not TYPE_CHECKS[t](rec[f])]
+    if spec.types:
+        rep.add("index_field_types", not wrong, ", ".join(f"{f}: {t}" for f, t in spec.types)
+                + (f"; {len(wrong)} differ, e.g. {wrong[0]}" if wrong else ""))
+    ids = [rec.get("id") for s in idx for rec in idx[s]]
+    rep.add("ids_unique", len(ids) == len(set(ids)), f"{len(ids)} ids")
+    bad_paths = []
+    for s in idx:
+        for rec in idx[s]:
+            for f in spec.path_fields:
+                rel = rec.get(f)
+                if rel is None and f not in spec.required:
+                    continue
+                p = resolve_inside(out_dir / s, rel) if isinstance(rel, str) else None
+                if p is None or not p.is_file() or not is_inside(out_dir / s, p):
+                    bad_paths.append(f"{s}/{rel}")
+    if spec.path_fields:
+        rep.add("asset_paths_exist_inside_split", not bad_paths,
+                f"{len(bad_paths)} bad, e.g. {bad_paths[0]}" if bad_paths else "relative to the split folder")
+    counts = stats.get("counts") if isinstance(stats, dict) else None
+    want = {s: len(idx[s]) for s in idx}
+    rep.add("stats_counts_match_indexes", counts == want, f"stats {counts}, indexes {want}")
+    rep.add("splits_not_empty", all(want.values()), f"train {want['train']}, valid {want['valid']}")
+    meta_rows = _read_parquet_rows(out_dir / "common" / "df_meta.parquet")
+    need = {"sample_id", "source", "category", "asset_paths"}
+    rep.add("df_meta_columns", meta_rows is not None and need <= set(meta_rows[1]),
+            "sample_id, source, category, asset_paths")
+    for split in ("train", "valid"):
+        rep.add(f"{split}_manifest_exists", (out_dir / "common" / f"{split}_manifest.parquet").is_file())
+    hashes = {}
+    if meta_rows is not None and "hash" in meta_rows[1]:
+        hashes = {row["sample_id"]: row.get("hash") for row in meta_rows[0]}
+    rows = {s: [{"sample_id": rec.get("id"), "hash": hashes.get(rec.get("id")),
+                 **({group_key: rec.get(group_key)} if group_key else {})} for rec in idx[s]] for s in idx}
+    leaks = leakage_findings(rows["train"], rows["valid"], group_key, split_strategy == "group")
+    by_code = {p.code: p.message for p in leaks.problems + leaks.warnings}
+    rep.add("no_id_in_both_splits", "prepdata.leak_id" not in by_code, by_code.get("prepdata.leak_id", ""))
+    rep.add("no_content_hash_in_both_splits", "prepdata.leak_hash" not in by_code, by_code.get("prepdata.leak_hash", ""))
+    if split_strategy == "group":
+        rep.add("no_group_in_both_splits", "prepdata.leak_group" not in by_code, by_code.get("prepdata.leak_group", group_key or ""))
+    elif "prepdata.leak_group" in by_code:
+        rep.add("groups_shared_by_splits", None, by_code["prepdata.leak_group"] + f"; expected with split_strategy {split_strategy}")
+    if spec.is_classification:
+        lm_path = out_dir / "common" / "label_map.json"
+        try:
+            lm = read_json(lm_path, "common/label_map.json")
+            unknown = {str(rec.get("label")) for s in idx for rec in idx[s]} - set(lm)
+            rep.add("label_map_covers_labels", not unknown, f"{len(lm)} labels" + (f"; missing {sorted(unknown)[:3]}" if unknown else ""))
+        except JsonProblems as exc:
+            rep.add("label_map_covers_labels", False, exc.problems[0].message)
+        unseen = {str(r.get("label")) for r in idx["valid"]} - {str(r.get("label")) for r in idx["train"]}
+        if unseen:
+            rep.add("valid_labels_seen_in_train", None, f"valid has labels train never shows: {sorted(unseen)[:5]}")
+    if split_strategy == "stratified" and stratify_key:
+        meta_by_id = {row["sample_id"]: row for row in (meta_rows[0] if meta_rows else [])}
+        dist = {s: distribution([meta_by_id.get(rec.get("id"), {}) for rec in idx[s]], stratify_key) for s in idx}
+        rep.add("stratified_distribution", None, "recorded below")
+        rep.sections["Stratified distribution"] = "```json\n" + json.dumps(dist, indent=2, ensure_ascii=False) + "\n```"
+    rep.add("load_test", *_load_test(out_dir, idx, spec, seed, load_samples))
+    return rep
+
+
+def _read_parquet_rows(path: Path):
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        return table.to_pylist(), table.column_names
+    except Exception:
+        return None
+
+
+def _load_test(out_dir: Path, idx: dict, spec: TaskSpec, seed: int, n: int) -> tuple[bool, str]:
+    """Open a seeded draw of records from the written splits: assets decode, targets are set."""
+    pool = sorted(((s, rec) for s in idx for rec in idx[s]), key=lambda x: (x[0], str(x[1].get("id"))))
+    draw = random.Random(seed).sample(pool, min(n, len(pool)))
+    ok = 0
+    for split, rec in draw:
+        try:
+            for f in spec.path_fields:
+                if rec.get(f) is None:
+                    continue
+                data = (out_dir / split / rec[f]).read_bytes()
+                if suffix_of(rec[f]) in IMAGE_EXTS:
+                    image_size(data)
+            if all(rec.get(f) is not None for f in spec.required):
+                ok += 1
+        except Exception:
+            pass
+    return ok == len(draw) and len(draw) > 0, f"{ok}/{len(draw)} samples, seed {seed}"
