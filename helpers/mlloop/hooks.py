@@ -1,0 +1,276 @@
+"""`mlloop hook EVENT`: what Claude Code runs at session start, before a file edit and at stop.
+
+Output formats, as the real client (Claude Code 2.1.x) honours them (tests/e2e check this):
+
+- SessionStart: ``{"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": ...}}``
+  on stdout, exit 0 — the client adds "SessionStart hook additional context: ..." to the model's
+  context (also after /clear and compaction: sources startup|resume|clear|compact).
+- PreToolUse: ``{"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
+  "permissionDecisionReason": ...}}``, exit 0 — the tool does not run and the reason is the tool
+  result the model reads next.
+- Stop: ``{"decision": "block", "reason": ...}``, exit 0 — the turn goes on with "Stop hook
+  feedback: <reason>". (Exit 2 with the reason on stderr works too, but the client then prefixes
+  the whole hook command line to the feedback.)
+
+A hook must never lock a session: outside an mlloop project every event is a silent no-op; bad
+input or an internal error is reported (a ``systemMessage`` for the user, a line on stderr) and the
+action is allowed; the Stop hook blocks at most ``MAX_STOP_BLOCKS`` times in a row. Exit code is
+always 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MlloopError
+from .jsonio import JsonProblems, dumps, read_json, write_text_atomic
+from .layout import BUILD_BASELINE, EVAL_SCRIPT, SKILLS, Project
+
+MAX_STOP_BLOCKS = 3
+STATE_FILE = ".mlloop-hook-state.json"     # in .claude/: the Stop hook's block counter per session
+MAX_SESSIONS_KEPT = 20
+EDIT_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
+EVAL_OUTPUTS = {"eval_score.json", "trivial_baselines.json", "eval_samples.jsonl"}
+EVENTS = {"session-start": "SessionStart", "pre-tool-use": "PreToolUse", "stop": "Stop"}
+MAX_CONTEXT_CHARS = 8000
+MAX_LISTED_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class HookOutcome:
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+
+
+def _json_out(doc: dict, stderr: str = "") -> HookOutcome:
+    return HookOutcome(0, json.dumps(doc, ensure_ascii=False), stderr)
+
+
+def _notice(message: str) -> HookOutcome:
+    """Tell the user something went wrong, and let the action go ahead."""
+    return _json_out({"systemMessage": message}, message)
+
+
+def run_hook(event: str | None, stdin_text: str, project_dir: str | os.PathLike | None = ".") -> HookOutcome:
+    payload, bad_input = _parse(stdin_text)
+    name = EVENTS.get((event or "").strip().lower()) or (event if event in EVENTS.values() else None)
+    if name is None and not event:
+        name = payload.get("hook_event_name")
+    try:
+        project = _find_project(project_dir, payload)
+        if project is None:
+            return HookOutcome()  # not an mlloop project: hooks stay out of the way
+        if name not in EVENTS.values():
+            return _notice(f"mlloop hook: unknown event {event or name!r}; expected one of "
+                           f"{', '.join(EVENTS)}. Nothing was checked.")
+        if bad_input and name != "SessionStart":
+            return _notice(f"mlloop hook ({name}): {bad_input}; nothing was checked this time.")
+        if name == "SessionStart":
+            return session_start(project, payload)
+        if name == "PreToolUse":
+            return pre_tool_use(project, payload)
+        return stop(project, payload)
+    except Exception as exc:  # never lock a session on our own bug
+        if os.environ.get("MLLOOP_DEBUG"):
+            raise
+        detail = str(exc) if isinstance(exc, MlloopError) else f"internal error: {type(exc).__name__}: {exc}"
+        detail = detail.rstrip(". ")
+        return _notice(f"mlloop hook ({name or event or 'unknown event'}): {detail}. The session goes on "
+                       "unchecked; run `mlloop check` by hand (MLLOOP_DEBUG=1 shows where it failed).")
+
+
+def _parse(stdin_text: str) -> tuple[dict, str | None]:
+    if not stdin_text or not stdin_text.strip():
+        return {}, "the hook input on stdin was empty"
+    try:
+        payload = json.loads(stdin_text)
+    except ValueError as exc:
+        return {}, f"the hook input on stdin is not valid JSON ({exc})"
+    if not isinstance(payload, dict):
+        return {}, "the hook input on stdin is not a JSON object"
+    return payload, None
+
+
+def _find_project(project_dir, payload: dict) -> Project | None:
+    """The project: --project if given, else $CLAUDE_PROJECT_DIR, else the input's cwd; None when
+    that folder is not an mlloop project."""
+    candidates = []
+    if project_dir not in (None, "", "."):
+        candidates.append(project_dir)
+    candidates += [os.environ.get("CLAUDE_PROJECT_DIR"), payload.get("cwd"), "."]
+    for candidate in candidates:
+        if isinstance(candidate, (str, os.PathLike)) and candidate and Path(candidate).is_dir():
+            project = Project(Path(candidate).resolve())
+            return project if is_mlloop_project(project) else None
+    return None
+
+
+def is_mlloop_project(project: Project) -> bool:
+    return (any(project.skill_dir(s).is_dir() for s in SKILLS)
+            or (project.claude_dir / ".mlloop-install.json").is_file()
+            or project.rawdata.is_dir() or project.artifacts_root.is_dir())
+
+
+# ---- SessionStart -------------------------------------------------------------------------
+
+def session_start(project: Project, payload: dict) -> HookOutcome:
+    from .state import loop_status
+
+    head = "mlloop status (the loop's state, read from the files by `mlloop status`):"
+    try:
+        body = "\n".join(loop_status(project).lines())
+    except MlloopError as exc:
+        body = f"`mlloop status` failed: {exc}"
+    tail = ("Follow the step it names in the skill's SKILL.md; a step is done only when `mlloop check` "
+            "says so.")
+    if payload.get("source") == "compact":
+        tail = ("The conversation was compacted: re-read the SKILL.md of the skill in use before going on. "
+                + tail)
+    context = f"{head}\n{body}\n{tail}"
+    if len(context) > MAX_CONTEXT_CHARS:
+        context = context[:MAX_CONTEXT_CHARS - 40] + "\n… (run `mlloop status` for the rest)"
+    return _json_out({"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}})
+
+
+# ---- PreToolUse ---------------------------------------------------------------------------
+
+def pre_tool_use(project: Project, payload: dict) -> HookOutcome:
+    if payload.get("tool_name") not in EDIT_TOOLS:
+        return HookOutcome()
+    tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
+    target = tool_input.get("file_path") or tool_input.get("notebook_path")
+    if not isinstance(target, str) or not target:
+        return HookOutcome()
+    base = payload.get("cwd") if isinstance(payload.get("cwd"), str) else str(project.root)
+    reason = None
+    for rel in _project_relative(project, Path(base) / target):
+        reason = protected_reason(project, rel)
+        if reason:
+            break
+    if not reason:
+        return HookOutcome()
+    return _json_out({"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
+                                             "permissionDecisionReason": f"mlloop: {reason}"}})
+
+
+def _project_relative(project: Project, path: Path) -> list[str]:
+    """The path relative to the project, as written and with links resolved (both are checked,
+    so a link to a protected file is protected too); nothing for a path outside the project."""
+    out = []
+    root = str(project.root)
+    for candidate in (posixpath.normpath(path.as_posix()), os.path.realpath(path)):
+        rel = os.path.relpath(candidate, root)
+        if rel != "." and not rel.startswith(".."):
+            out.append(Path(rel).as_posix())
+    return out
+
+
+def protected_reason(project: Project, rel: str) -> str | None:
+    """Why the agent may not write ``rel`` (project-relative), with the proper way; None if it may."""
+    parts = rel.split("/")
+    for skill in SKILLS:
+        if rel == project.rel(project.rules_path(skill)) or rel == project.rel(project.instruction_path(skill)):
+            return (f"{rel} is the user's instruction for the {skill} skill; rules win over everything and only "
+                    "the user changes them. If it stops you, say so and ask the user to edit it "
+                    "(`mlloop rules` then validates it).")
+    if rel == project.rel(project.task_format_path):
+        return (f"{rel} defines the prepdata layout of every task type, which `mlloop check prepdata` enforces; "
+                "only the user changes it. Write the data pipeline to follow it, or ask the user.")
+    evaluation = parts[-1] in EVAL_OUTPUTS or "infer_samples" in parts[:-1]
+    if evaluation:
+        if len(parts) >= 4 and parts[:2] == ["Models", "Artifacts"]:
+            return (f"{rel} is an evaluation output; only the frozen evaluation writes it. Run "
+                    f"`python {EVAL_SCRIPT} --version {parts[2]}` (after training that version).")
+        if len(parts) >= 4 and parts[:2] == ["Models", "external"]:
+            return (f"{rel} is an external model's score; it comes from the user or from "
+                    f"`python Models/external/{parts[2]}/evaluation.py ...`, never from a hand edit.")
+        return f"{rel} is an evaluation output; only `python {EVAL_SCRIPT} --version vNNN` writes such files."
+    if parts[:2] == ["dataset", "rawdata"] and len(parts) > 2 and rel != project.rel(project.profiling_md):
+        return (f"{rel} is raw input data, which is never modified. Read it; write derived data with "
+                "01_data_pipeline.py into dataset/prepdata/<dataset_id>/ (only profiling.md is written here).")
+    if rel == EVAL_SCRIPT:
+        evaluated = [p.name for _, p in project.version_dirs() if (p / "eval_score.json").exists()]
+        if evaluated:
+            return (f"{EVAL_SCRIPT} is the frozen evaluation protocol and {evaluated[0]} was already evaluated "
+                    "with it; changing it would make scores incomparable (`mlloop report` re-evaluates every "
+                    "version whose eval script changed). Put the change in the next version's training script "
+                    "(`mlloop new-version`), or ask the user.")
+    return None
+
+
+def user_only(project: Project, rel: str) -> bool:
+    """Files only the user may change: a problem in one is not the agent's to fix."""
+    parts = rel.split("/")
+    return (rel in {project.rel(project.rules_path(s)) for s in SKILLS}
+            or rel in {project.rel(project.instruction_path(s)) for s in SKILLS}
+            or rel == project.rel(project.task_format_path)
+            or (parts[:2] == ["dataset", "rawdata"] and rel != project.rel(project.profiling_md)))
+
+
+# ---- Stop ---------------------------------------------------------------------------------
+
+def stop(project: Project, payload: dict) -> HookOutcome:
+    from .checks import run_check
+
+    findings = run_check(project, "all")
+    # A broken rules file (or other user-only input) is for the user to fix, and what follows from
+    # it (defaults standing in for the rules) is no reason to send the agent back either.
+    if any(user_only(project, p.path) for p in findings.problems):
+        problems = []
+    else:
+        problems = findings.problems
+    session = str(payload.get("session_id") or "unknown")
+    state_path = project.claude_dir / STATE_FILE
+    state = _read_state(state_path)
+    blocks = dict(state.get("stop_blocks") or {})
+    count = blocks.pop(session, 0)
+    # A fresh stop (not one the client makes after our block) starts a new run of blocks.
+    previous = count if payload.get("stop_hook_active") is True and isinstance(count, int) else 0
+    if problems and previous < MAX_STOP_BLOCKS:
+        blocks[session] = previous + 1
+        blocks = dict(list(blocks.items())[-MAX_SESSIONS_KEPT:])
+    saved = _write_state(state_path, state, {**state, "stop_blocks": blocks})
+    if not problems:
+        return HookOutcome()
+    if previous >= MAX_STOP_BLOCKS:
+        return _notice(f"mlloop: `mlloop check` still finds {len(problems)} problem(s), but the turn was already "
+                       f"blocked {MAX_STOP_BLOCKS} times in a row, so it ends anyway (a session is never locked). "
+                       "Run `mlloop check` to see them.")
+    if not saved:
+        return _notice(f"mlloop: `mlloop check` finds {len(problems)} problem(s), but {project.rel(state_path)} "
+                       "cannot be written, so the Stop hook does not block (it could not count its blocks). "
+                       "Run `mlloop check`.")
+    listed = [f"- {p.line()}" for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        listed.append(f"- … and {len(problems) - MAX_LISTED_PROBLEMS} more (`mlloop check`)")
+    reason = "\n".join([
+        f"mlloop: the open loop step breaks the contract; `mlloop check` finds {len(problems)} problem(s):",
+        *listed,
+        "Fix them (and run `mlloop check` until it says ok) before ending the turn, or tell the user why you "
+        f"cannot. This is block {previous + 1} of at most {MAX_STOP_BLOCKS} in a row.",
+    ])
+    return _json_out({"decision": "block", "reason": reason})
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        data = read_json(path)
+    except JsonProblems:
+        return {}
+    return data if isinstance(data, dict) and isinstance(data.get("stop_blocks", {}), dict) else {}
+
+
+def _write_state(path: Path, old: dict, new: dict) -> bool:
+    """Save the counter when it changed; False when it cannot be saved."""
+    if new == old or (not old and not new.get("stop_blocks")):
+        return True
+    try:
+        write_text_atomic(path, dumps(new))
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,285 @@
+"""`mlloop hook`: SessionStart context, PreToolUse denials, Stop blocks (at most 3 in a row), and
+never a locked session — from sample hook payloads as Claude Code sends them."""
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from mlloop.checks import run_check
+from mlloop.cli import cli
+from mlloop.layout import Project
+from mlloop.state import loop_status
+
+STATE = ".claude/.mlloop-hook-state.json"
+
+
+@pytest.fixture(autouse=True)
+def _no_outer_claude(monkeypatch):
+    """Tests may themselves run inside Claude Code; its project must not leak in."""
+    monkeypatch.delenv("CLAUDE_PROJECT_DIR", raising=False)
+    monkeypatch.delenv("MLLOOP_DEBUG", raising=False)
+
+
+def hook(root, payload, event=None):
+    stdin = payload if isinstance(payload, str) else json.dumps(payload)
+    args = ["hook", *([event] if event else []), "--project", str(root)]
+    result = CliRunner().invoke(cli, args, input=stdin)
+    assert result.exit_code == 0, result.output  # a hook never exits non-zero
+    out = result.stdout.strip()
+    return json.loads(out) if out else None
+
+
+def write(root, path, tool="Write", **extra):
+    tool_input = {"notebook_path": path} if tool == "NotebookEdit" else {"file_path": path}
+    return hook(root, {"hook_event_name": "PreToolUse", "session_id": "s1", "cwd": str(root), "tool_name": tool,
+                       "tool_input": {**tool_input, "content": "x", **extra}}, "pre-tool-use")
+
+
+def denial(out):
+    assert out is not None, "expected a denial"
+    spec = out["hookSpecificOutput"]
+    assert spec["hookEventName"] == "PreToolUse" and spec["permissionDecision"] == "deny"
+    return spec["permissionDecisionReason"]
+
+
+def stop(root, active=False, session="s1"):
+    return hook(root, {"hook_event_name": "Stop", "session_id": session, "cwd": str(root),
+                       "stop_hook_active": active, "last_assistant_message": "done"}, "stop")
+
+
+# ---- SessionStart -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["startup", "resume", "clear", "compact"])
+def test_session_start_gives_the_status_as_context(factory, source):
+    factory.complete(versions=1)
+    out = hook(factory.root, {"hook_event_name": "SessionStart", "source": source, "session_id": "s1"})
+    spec = out["hookSpecificOutput"]
+    assert spec["hookEventName"] == "SessionStart"
+    context = spec["additionalContext"]
+    assert context.startswith("mlloop status (the loop's state, read from the files by `mlloop status`):\n")
+    for line in loop_status(Project(factory.root.resolve())).lines():
+        assert line in context
+    assert ("The conversation was compacted: re-read the SKILL.md" in context) == (source == "compact")
+
+
+def test_session_start_reads_the_project_from_claude_project_dir(factory, monkeypatch, tmp_path):
+    factory.complete(versions=1)
+    monkeypatch.setenv("CLAUDE_PROJECT_DIR", str(factory.root))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["hook", "session-start"], input=json.dumps({"source": "startup"}))
+    assert "additionalContext" in result.stdout
+
+
+def test_hooks_are_silent_outside_an_mlloop_project(tmp_path):
+    for event, payload in [("session-start", {"source": "startup"}),
+                           ("pre-tool-use", {"tool_name": "Write", "tool_input": {"file_path": "eval_score.json"}}),
+                           ("stop", {"stop_hook_active": False}), (None, "not json")]:
+        result = CliRunner().invoke(cli, ["hook", *([event] if event else []), "--project", str(tmp_path)],
+                                    input=payload if isinstance(payload, str) else json.dumps(payload))
+        assert (result.exit_code, result.output) == (0, "")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- PreToolUse ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path, expected", [
+    (".claude/skills/build-baseline/user_defined_rules.json", "only the user changes them"),
+    (".claude/skills/progressive-training/user_defined_rules.json", "only the user changes them"),
+    (".claude/skills/build-baseline/user_instruction.md", "only the user changes them"),
+    (".claude/skills/progressive-training/user_instruction.md", "only the user changes them"),
+    (".claude/skills/build-baseline/task_format.yaml", "`mlloop check prepdata` enforces"),
+    ("Models/Artifacts/v001/eval_score.json", "Run `python 03_eval.py --version v001`"),
+    ("Models/Artifacts/v002/trivial_baselines.json", "Run `python 03_eval.py --version v002`"),
+    ("Models/Artifacts/v001/eval_samples.jsonl", "Run `python 03_eval.py --version v001`"),
+    ("Models/Artifacts/v001/infer_samples/0001/output.txt", "Run `python 03_eval.py --version v001`"),
+    ("Models/external/ref/eval_score.json", "python Models/external/ref/evaluation.py"),
+    ("dataset/rawdata/src_a/cat/src_a_0.png", "raw input data, which is never modified"),
+    ("dataset/rawdata/new_notes.txt", "raw input data, which is never modified"),
+    ("03_eval.py", "frozen evaluation protocol and v001 was already evaluated"),
+])
+@pytest.mark.parametrize("absolute", [True, False])
+def test_pre_tool_use_denies_protected_files_with_the_proper_way(factory, path, expected, absolute):
+    factory.complete(versions=1)
+    before = factory.snapshot()
+    reason = denial(write(factory.root, str(factory.root / path) if absolute else path))
+    assert reason.startswith(f"mlloop: {path} ")
+    assert expected in reason
+    assert factory.snapshot() == before
+
+
+@pytest.mark.parametrize("tool", ["Edit", "MultiEdit", "NotebookEdit"])
+def test_every_edit_tool_is_covered(factory, tool):
+    factory.complete(versions=1)
+    assert "03_eval.py --version v001" in denial(write(factory.root, "Models/Artifacts/v001/eval_score.json", tool))
+
+
+@pytest.mark.parametrize("path", [
+    "dataset/rawdata/profiling.md",            # the agent writes this one
+    "02_train_v002.py", "01_data_pipeline.py", "Models/Artifacts/v001/result-analysis.md",
+    "Models/Artifacts/v001/action-extract.md", "notes/eval_score.md", "/tmp/elsewhere/eval_score.json",
+])
+def test_pre_tool_use_allows_the_agents_own_files(factory, path):
+    factory.complete(versions=1)
+    assert write(factory.root, path) is None
+
+
+def test_eval_script_is_free_until_a_version_is_evaluated(factory):
+    factory.build_baseline_done()
+    factory.version(1, "trained")
+    assert write(factory.root, "03_eval.py") is None
+    factory.evaluation("v001", 0.6)
+    assert "v001 was already evaluated" in denial(write(factory.root, "03_eval.py"))
+
+
+def test_reading_is_never_denied(factory):
+    factory.complete(versions=1)
+    out = hook(factory.root, {"tool_name": "Read", "tool_input": {"file_path": "Models/Artifacts/v001/eval_score.json"},
+                              "cwd": str(factory.root)}, "pre-tool-use")
+    assert out is None
+
+
+def test_a_link_to_a_protected_file_is_protected(factory):
+    factory.complete(versions=1)
+    os.symlink(factory.root / "Models/Artifacts/v001/eval_score.json", factory.root / "score_copy.json")
+    assert "03_eval.py --version v001" in denial(write(factory.root, "score_copy.json"))
+
+
+def test_relative_paths_are_taken_from_the_payload_cwd(factory):
+    factory.complete(versions=1)
+    (factory.root / "Models").mkdir(exist_ok=True)
+    out = hook(factory.root, {"tool_name": "Write", "cwd": str(factory.root / "Models"),
+                              "tool_input": {"file_path": "Artifacts/v001/eval_score.json"}}, "pre-tool-use")
+    assert "Models/Artifacts/v001/eval_score.json" in denial(out)
+
+
+# ---- Stop ---------------------------------------------------------------------------------
+
+def broken(factory):
+    """An evaluated version whose eval_score.json is missing: the open step breaks the contract."""
+    factory.build_baseline_done()
+    factory.version(1, "evaluated")
+    (factory.root / "Models/Artifacts/v001/eval_score.json").unlink()
+    findings = run_check(Project(factory.root.resolve()), "all")
+    assert not findings.ok
+    return findings
+
+
+def test_stop_lets_a_valid_project_end_the_turn(factory):
+    factory.complete(versions=2)
+    assert stop(factory.root) is None and stop(factory.root, active=True) is None
+    assert not (factory.root / STATE).exists()  # nothing to remember
+
+
+def test_stop_blocks_three_times_in_a_row_then_lets_go(factory):
+    findings = broken(factory)
+    for n in (1, 2, 3):
+        out = stop(factory.root, active=n > 1)
+        assert out["decision"] == "block"
+        reason = out["reason"]
+        assert reason.startswith(f"mlloop: the open loop step breaks the contract; `mlloop check` finds "
+                                 f"{len(findings.problems)} problem(s):\n")
+        for p in findings.problems:
+            assert f"- {p.line()}" in reason
+        assert reason.endswith(f"This is block {n} of at most 3 in a row.")
+    out = stop(factory.root, active=True)
+    assert set(out) == {"systemMessage"}
+    assert "blocked 3 times in a row, so it ends anyway" in out["systemMessage"]
+    assert json.loads((factory.root / STATE).read_text())["stop_blocks"] == {}
+    # The next turn of the session (a fresh stop) is checked again.
+    assert stop(factory.root, active=False)["reason"].endswith("block 1 of at most 3 in a row.")
+
+
+def test_a_fresh_stop_restarts_the_count_and_sessions_count_apart(factory):
+    broken(factory)
+    assert stop(factory.root)["decision"] == "block"
+    assert stop(factory.root, active=True)["reason"].endswith("block 2 of at most 3 in a row.")
+    assert stop(factory.root, session="other")["reason"].endswith("block 1 of at most 3 in a row.")
+    assert stop(factory.root, active=False)["reason"].endswith("block 1 of at most 3 in a row.")
+    assert json.loads((factory.root / STATE).read_text())["stop_blocks"] == {"other": 1, "s1": 1}
+
+
+def test_a_passing_stop_resets_the_count(factory):
+    broken(factory)
+    stop(factory.root)
+    stop(factory.root, active=True)
+    factory.evaluation("v001", 0.6)  # the agent fixed it
+    assert stop(factory.root, active=True) is None
+    assert json.loads((factory.root / STATE).read_text())["stop_blocks"] == {}
+
+
+def test_problems_only_the_user_can_fix_do_not_block(factory):
+    """A broken rules file is the user's to fix; the problems it causes elsewhere do not block."""
+    factory.complete(versions=1)
+    factory.write(".claude/skills/progressive-training/user_defined_rules.json", '{"seed": ')
+    findings = run_check(Project(factory.root.resolve()), "all")
+    assert any(p.path.endswith("user_defined_rules.json") for p in findings.problems)
+    assert stop(factory.root) is None
+
+
+# ---- bad input and internal errors never lock a session -----------------------------------
+
+@pytest.mark.parametrize("stdin", ["", "not json", "[1, 2]", '{"tool_name": "Write", "tool_input": '])
+def test_malformed_stdin_is_reported_and_allowed(factory, stdin):
+    broken(factory)
+    for event in ("pre-tool-use", "stop"):
+        out = hook(factory.root, stdin, event)
+        assert set(out) == {"systemMessage"}
+        assert out["systemMessage"].startswith(f"mlloop hook ({'PreToolUse' if event == 'pre-tool-use' else 'Stop'}): "
+                                               "the hook input on stdin ")
+        assert out["systemMessage"].endswith("nothing was checked this time.")
+    assert "additionalContext" in hook(factory.root, stdin, "session-start")["hookSpecificOutput"]
+
+
+def test_event_comes_from_the_payload_when_not_given(factory):
+    factory.complete(versions=1)
+    out = hook(factory.root, {"hook_event_name": "PreToolUse", "tool_name": "Write", "cwd": str(factory.root),
+                              "tool_input": {"file_path": "03_eval.py"}})
+    assert "frozen evaluation protocol" in denial(out)
+    assert "additionalContext" in hook(factory.root, {"hook_event_name": "SessionStart"})["hookSpecificOutput"]
+
+
+def test_unknown_event_is_reported_not_raised(factory):
+    factory.complete(versions=1)
+    out = hook(factory.root, {"hook_event_name": "PostToolUse"}, "post-tool-use")
+    assert out == {"systemMessage": "mlloop hook: unknown event 'post-tool-use'; expected one of session-start, "
+                                    "pre-tool-use, stop. Nothing was checked."}
+
+
+def test_an_internal_error_is_reported_and_the_turn_ends(factory, monkeypatch):
+    broken(factory)
+
+    def explode(project, target):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("mlloop.checks.run_check", explode)
+    out = stop(factory.root)
+    assert out["systemMessage"].startswith("mlloop hook (Stop): internal error: RuntimeError: disk on fire. "
+                                           "The session goes on unchecked")
+
+
+def test_an_unwritable_counter_never_blocks(factory, monkeypatch):
+    broken(factory)
+
+    def refuse(path, text):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("mlloop.hooks.write_text_atomic", refuse)
+    out = stop(factory.root)
+    assert "cannot be written, so the Stop hook does not block" in out["systemMessage"]
+
+
+def test_hooks_import_nothing_heavy(factory):
+    """Hooks run on every edit and every stop: they must start as fast as the CLI."""
+    import subprocess
+    import sys
+
+    factory.complete(versions=1)
+    code = ("import sys; from mlloop.hooks import run_hook\n"
+            f"for e in ('session-start', 'pre-tool-use', 'stop'): run_hook(e, '{{}}', {str(factory.root)!r})\n"
+            "print(sorted(m for m in ('torch', 'lightning', 'timm', 'torchvision', 'pandas', 'numpy', 'pyarrow') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

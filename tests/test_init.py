@@ -1,0 +1,222 @@
+"""`mlloop init`: installs the skills, templates and hooks; safe to run twice; keeps the user's files."""
+
+import json
+import shlex
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from mlloop.bundle import bundle_root
+from mlloop.cli import cli
+from mlloop.install import HOOKS, bundle_files, hook_command, is_mlloop_command
+
+BB = ".claude/skills/build-baseline"
+PT = ".claude/skills/progressive-training"
+SETTINGS = ".claude/settings.json"
+
+
+def init(root, *args):
+    return CliRunner().invoke(cli, ["init", "--project", str(root), *args])
+
+
+def test_init_installs_skills_templates_rules_and_hooks(factory):
+    result = init(factory.root)
+    assert result.exit_code == 0, result.output
+    root, bundle = factory.root, bundle_root()
+    for skill in ("build-baseline", "progressive-training"):
+        assert (root / f".claude/skills/{skill}/SKILL.md").read_bytes() == (bundle / "skills" / skill / "SKILL.md").read_bytes()
+        for name in ("user_defined_rules.json", "user_instruction.md"):
+            assert (root / f".claude/skills/{skill}/{name}").is_file(), name
+        for ref in (bundle / "skills" / skill / "reference").glob("*.md"):
+            assert (root / f".claude/skills/{skill}/reference/{ref.name}").read_bytes() == ref.read_bytes()
+    assert (root / BB / "task_format.yaml").read_bytes() == (bundle / "skills/build-baseline/task_format.yaml").read_bytes()
+    assert (root / BB / "templates/01_data_pipeline.py").is_file()
+    train = sorted((bundle / "templates/train").glob("*.py"))
+    assert train and all((root / BB / "templates" / t.name).read_bytes() == t.read_bytes() for t in train)
+    assert (root / PT / "templates/03_eval.py").read_bytes() == (bundle / "templates/03_eval.py").read_bytes()
+    assert (root / PT / "templates/04_final_report.py").is_file()
+    assert (root / "dataset/rawdata").is_dir()
+
+    settings = json.loads((root / SETTINGS).read_text())
+    assert set(settings["hooks"]) == {"SessionStart", "PreToolUse", "Stop"}
+    assert settings["hooks"]["PreToolUse"][0]["matcher"] == "Write|Edit|MultiEdit|NotebookEdit"
+    assert settings["hooks"]["Stop"][0]["hooks"][0]["command"] == hook_command("stop")
+    assert "created  .claude/skills/build-baseline/SKILL.md" in result.output
+    assert result.output.rstrip().endswith("then type /build-baseline in Claude Code.")
+
+
+def test_init_twice_changes_nothing(factory):
+    assert init(factory.root).exit_code == 0
+    before = factory.snapshot()
+    result = init(factory.root)
+    assert result.exit_code == 0, result.output
+    assert factory.snapshot() == before
+    n = len(bundle_files("en"))
+    assert f"mlloop init (en): {n} unchanged; nothing to change." in result.output
+
+
+def test_init_json_reports_every_file(factory):
+    result = CliRunner().invoke(cli, ["init", "--project", str(factory.root), "--json"])
+    doc = json.loads(result.output)
+    assert doc["ok"] is True and doc["lang"] == "en"
+    assert {f["action"] for f in doc["files"]} == {"created"}
+    assert {f["path"] for f in doc["files"]} == set(bundle_files("en"))
+    assert doc["settings"] == {"path": SETTINGS, "action": "created", "hook_command": hook_command("<event>")}
+
+
+def test_init_merges_into_existing_settings(factory):
+    user = {
+        "permissions": {"allow": ["Bash(ls:*)"], "deny": ["Read(./secrets/**)"]},
+        "env": {"FOO": "1"},
+        "hooks": {
+            "Stop": [{"hooks": [{"type": "command", "command": "echo bye"}]}],
+            "PostToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "echo ran"}]}],
+        },
+        "model": "opus",
+    }
+    factory.write_json(SETTINGS, user)
+    result = init(factory.root)
+    assert result.exit_code == 0, result.output
+    assert f"updated  {SETTINGS} (mlloop hooks: SessionStart, PreToolUse, Stop)" in result.output
+    merged = factory.read_json(SETTINGS)
+    assert merged["permissions"] == user["permissions"] and merged["env"] == {"FOO": "1"} and merged["model"] == "opus"
+    assert merged["hooks"]["PostToolUse"] == user["hooks"]["PostToolUse"]
+    assert merged["hooks"]["Stop"][0] == user["hooks"]["Stop"][0]  # the user's hook stays first
+    assert merged["hooks"]["Stop"][1]["hooks"][0]["command"] == hook_command("stop")
+    assert list(merged) == ["permissions", "env", "hooks", "model"]  # key order kept
+
+
+def test_init_replaces_its_own_old_hook_entries_in_place(factory):
+    """An older init (another interpreter path, or `mlloop` on PATH) is updated, not duplicated."""
+    factory.write_json(SETTINGS, {"hooks": {
+        "Stop": [{"hooks": [{"type": "command", "command": "'/old path/bin/python' -m mlloop hook stop"},
+                            {"type": "command", "command": "echo mine"}]},
+                 {"hooks": [{"type": "command", "command": "echo after"}]}],
+        "SessionStart": [{"hooks": [{"type": "command", "command": "mlloop hook session-start"}]}],
+    }})
+    assert init(factory.root).exit_code == 0
+    hooks = factory.read_json(SETTINGS)["hooks"]
+    assert hooks["Stop"] == [{"hooks": [{"type": "command", "command": "echo mine"}]},
+                             {"hooks": [{"type": "command", "command": hook_command("stop"), "timeout": 120}]},
+                             {"hooks": [{"type": "command", "command": "echo after"}]}]
+    assert [g["hooks"][0]["command"] for g in hooks["SessionStart"]] == [hook_command("session-start")]
+
+
+@pytest.mark.parametrize("content, where", [
+    ('{"hooks": {', "invalid JSON"),
+    ('{"a": 1, "a": 2}', "duplicate key"),
+    ("", "the file is empty"),
+])
+def test_broken_settings_is_a_clean_error_and_nothing_changes(factory, content, where):
+    factory.write(SETTINGS, content)
+    before = factory.snapshot()
+    result = init(factory.root)
+    assert result.exit_code == 1
+    assert f"Error: {SETTINGS} is not valid JSON, so mlloop's hooks were not added and the file was left as it is; " \
+           "fix it (or move it away) and run `mlloop init` again." in result.output
+    assert SETTINGS in result.output and where in result.output
+    assert "Traceback" not in result.output
+    assert factory.snapshot() == before  # nothing installed either
+
+
+def test_settings_with_wrong_shape_is_a_clean_error(factory):
+    factory.write_json(SETTINGS, {"hooks": {"Stop": {"command": "x"}}})
+    result = init(factory.root)
+    assert result.exit_code == 1
+    assert (f"Error: {SETTINGS}::$.hooks.Stop must be a list of matcher groups; fix it and run `mlloop init` again."
+            in result.output)
+
+
+def test_edited_rules_are_kept_without_force_and_backed_up_with_force(factory):
+    assert init(factory.root).exit_code == 0
+    rules = factory.root / BB / "user_defined_rules.json"
+    instruction = factory.root / PT / "user_instruction.md"
+    rules.write_text('{"seed": 7}\n')
+    instruction.write_text("Prefer small models.\n")
+    before = factory.snapshot()
+
+    result = init(factory.root)
+    assert result.exit_code == 0
+    assert (f"kept     {BB}/user_defined_rules.json (your edits; `mlloop init --force` replaces it, keeping a .bak)"
+            in result.output)
+    assert factory.snapshot() == before
+
+    result = init(factory.root, "--force")
+    assert result.exit_code == 0
+    assert (f"replaced {BB}/user_defined_rules.json (your version is kept as {BB}/user_defined_rules.json.bak)"
+            in result.output)
+    assert (factory.root / BB / "user_defined_rules.json.bak").read_text() == '{"seed": 7}\n'
+    assert (factory.root / PT / "user_instruction.md.bak").read_text() == "Prefer small models.\n"
+    assert rules.read_bytes() == (bundle_root() / "skills/build-baseline/user_defined_rules.json").read_bytes()
+
+    rules.write_text('{"seed": 8}\n')  # a second --force never overwrites the first backup
+    assert init(factory.root, "--force").exit_code == 0
+    assert (factory.root / BB / "user_defined_rules.json.bak").read_text() == '{"seed": 7}\n'
+    assert (factory.root / BB / "user_defined_rules.json.bak1").read_text() == '{"seed": 8}\n'
+
+
+def test_files_as_installed_are_updated_but_edited_skill_files_are_kept(factory):
+    """A file still as init left it is mlloop's to update; one the user changed is theirs."""
+    assert init(factory.root).exit_code == 0
+    manifest = factory.read_json(".claude/.mlloop-install.json")
+    skill = factory.root / BB / "SKILL.md"
+    # Pretend an older mlloop installed a different SKILL.md and the user never touched it.
+    skill.write_text("old SKILL.md\n")
+    import hashlib
+    manifest["files"][f"{BB}/SKILL.md"] = hashlib.sha256(b"old SKILL.md\n").hexdigest()
+    factory.write_json(".claude/.mlloop-install.json", manifest)
+    result = init(factory.root)
+    assert f"updated  {BB}/SKILL.md" in result.output
+    assert skill.read_bytes() == (bundle_root() / "skills/build-baseline/SKILL.md").read_bytes()
+    skill.write_text("my own notes\n")
+    result = init(factory.root)
+    assert f"kept     {BB}/SKILL.md" in result.output and skill.read_text() == "my own notes\n"
+
+
+def test_lang_ko_installs_the_korean_skills_and_switching_back_needs_no_force(factory):
+    assert init(factory.root, "--lang", "ko").exit_code == 0
+    ko = bundle_root() / "skills-ko"
+    for skill in ("build-baseline", "progressive-training"):
+        assert (factory.root / f".claude/skills/{skill}/SKILL.md").read_bytes() == (ko / skill / "SKILL.md").read_bytes()
+    assert (factory.root / BB / "task_format.yaml").is_file()
+    result = init(factory.root, "--lang", "en")  # unedited Korean files are bundle files: replaced freely
+    assert result.exit_code == 0 and "kept" not in result.output
+    assert (factory.root / BB / "SKILL.md").read_bytes() == (bundle_root() / "skills/build-baseline/SKILL.md").read_bytes()
+
+
+def test_init_refuses_a_missing_project_folder(tmp_path):
+    result = init(tmp_path / "nope")
+    assert result.exit_code == 1
+    assert "the project folder does not exist" in result.output
+
+
+def test_hook_command_survives_spaces_and_runs_mlloop(tmp_path, monkeypatch):
+    """The recorded command is a shell command that really reaches `mlloop hook`, even with spaces
+    in the interpreter's path and the project's (here: outside an mlloop project, a silent no-op)."""
+    spaced = tmp_path / "an env with spaces"
+    spaced.mkdir()
+    python = spaced / "python it's"
+    python.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    command = hook_command("stop")
+    assert shlex.split(command) == [str(python), "-m", "mlloop", "hook", "stop"]
+    assert is_mlloop_command(command) and is_mlloop_command("mlloop hook stop")
+    assert not is_mlloop_command("echo mlloop hook") and not is_mlloop_command("python -m other hook")
+    project = tmp_path / "a project"
+    project.mkdir()
+    out = subprocess.run(["sh", "-c", command], input='{"hook_event_name": "Stop"}', capture_output=True, text=True,
+                         cwd=project, env={"PATH": "/usr/bin:/bin", "CLAUDE_PROJECT_DIR": str(project)}, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
+    (project / "dataset/rawdata").mkdir(parents=True)  # now an mlloop project: the hook answers
+    out = subprocess.run(["sh", "-c", hook_command("pre-tool-use")], capture_output=True, text=True, cwd=project,
+                         input=json.dumps({"tool_name": "Write", "tool_input": {"file_path": "dataset/rawdata/x.csv"}}),
+                         env={"PATH": "/usr/bin:/bin", "CLAUDE_PROJECT_DIR": str(project)}, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout)["hookSpecificOutput"]["permissionDecision"] == "deny"
+
+
+def test_every_hook_event_is_registered():
+    assert {e: a for e, (_, a, _) in HOOKS.items()} == {"SessionStart": "session-start", "PreToolUse": "pre-tool-use",
+                                                         "Stop": "stop"}
