@@ -36,6 +36,8 @@ def project_options(fn):
             _fail(exc, kwargs.get("as_json", False))
         except (KeyboardInterrupt, click.exceptions.Exit, click.ClickException):
             raise
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except Exception as exc:  # never a traceback for the user; MLLOOP_DEBUG=1 shows it
             if os.environ.get("MLLOOP_DEBUG"):
                 raise
@@ -43,6 +45,13 @@ def project_options(fn):
                               "(set MLLOOP_DEBUG=1 to see where, and please report it)"), kwargs.get("as_json", False))
 
     return wrapper
+
+
+def _quiet_broken_pipe() -> None:
+    """`mlloop status | head` closed our stdout early: stop quietly, as `cat` would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 def _fail(exc: MlloopError, as_json: bool) -> None:

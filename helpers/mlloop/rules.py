@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
         "learnability_probe": {
             "enabled": True,
             "samples": 8,
-            "max_steps": 150,
+            "max_steps": 300,
             "loss_drop_factor": 10.0,
             "metric_threshold": None,
         },
