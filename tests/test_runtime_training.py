@@ -109,17 +109,24 @@ def test_devices_and_precision():
 
 
 def test_steps_and_the_too_few_warning_carry_the_numbers():
-    # issue 7's case: 670 training lines, batch 64, 3 epochs -> 11 steps/epoch, 33 in total
+    # issue 7's case: 670 training lines, batch 64 (drop_last), 3 epochs -> 10 steps/epoch, 30 in total
     steps = count_steps(670, 64, 3, min_steps_per_epoch=10, min_total_steps=200)
-    assert (steps.per_epoch, steps.total, steps.too_few) == (11, 33, True)
-    assert steps.warning == ("33 optimizer steps in total is below min_total_steps=200 (batch 64, 670 training "
-                             "samples, 3 epoch(s)): the model may not learn; consider training_config.batch_size ≤ 10 "
-                             "or training_config.epochs ≥ 19.")
+    assert (steps.per_epoch, steps.total, steps.too_few) == (10, 30, True)
+    assert steps.warning == ("30 optimizer steps in total is below min_total_steps=200 (batch 64, 670 training "
+                             "samples, 3 epoch(s)): the model may not learn; to fix it, raise training_config.epochs "
+                             "to ≥ 20 (the user's rules) or use a batch size ≤ 10 (training_config.batch_size in the "
+                             "rules, or BATCH_SIZE in the next version's script when the rules leave it open).")
     few = count_steps(40, 32, 1, min_steps_per_epoch=10, min_total_steps=5)
-    assert few.warning.startswith("2 optimizer steps per epoch is below min_steps_per_epoch=10 and 2 optimizer "
+    assert few.warning.startswith("1 optimizer steps per epoch is below min_steps_per_epoch=10 and 1 optimizer "
                                   "steps in total is below min_total_steps=5 (batch 32, 40 training samples")
+    # never advise a batch too small for BatchNorm (the agent trial followed "batch ≤ 2" into a crash)
+    tiny = count_steps(147, 4, 3, min_steps_per_epoch=10, min_total_steps=200)
+    assert (tiny.per_epoch, tiny.total) == (36, 108)
+    assert tiny.warning.endswith("to fix it, raise training_config.epochs to ≥ 6 (the user's rules) or (a batch small "
+                                 "enough would be ≤ 2: too small for BatchNorm statistics, so more epochs or more data "
+                                 "is the way).")
     ddp = count_steps(100, 8, 2, 1, 1, world_size=2)
-    assert (ddp.per_epoch, ddp.total) == (7, 14)
+    assert (ddp.per_epoch, ddp.total) == (6, 12)
     assert count_steps(100, 8, 3, 10, 30).warning is None
     assert count_steps(100, 8, 3, 10, 30).to_dict()["too_few"] is False
 

@@ -240,14 +240,15 @@ def test_too_few_steps_are_reported_with_the_numbers(project):
     load_script(install_script(project, "tabular"), "t_few_base").main([])
     fields = bullets(report_of(project))
     assert fields["train_batch_size"] == "32" and fields["too_few_steps"] == "true"
-    warning = ("2 optimizer steps per epoch is below min_steps_per_epoch=10 and 4 optimizer steps in total is below "
+    warning = ("1 optimizer steps per epoch is below min_steps_per_epoch=10 and 2 optimizer steps in total is below "
                "min_total_steps=100 (batch 32, 40 training samples, 2 epoch(s))")
     assert fields["steps_warning"].startswith(warning)
     assert spec_of(project, "baseline")["steps"]["too_few"] is True
     load_script(install_script(project, "tabular", "02_train_v001.py", v001_header()), "t_few_v001").main([])
     steps = spec_of(project, "v001")["steps"]
-    assert (steps["per_epoch"], steps["total"], steps["too_few"]) == (2, 4, True)
+    assert (steps["per_epoch"], steps["total"], steps["too_few"]) == (1, 2, True)
     assert steps["warning"].startswith(warning)
+    assert spec_of(project, "v001")["training"]["global_step"] == steps["total"]  # the count matches the loader
 
 
 def test_a_version_without_a_smoke_test_or_batch_size_is_told_what_to_do(project):

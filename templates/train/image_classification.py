@@ -103,7 +103,9 @@ class ImageData(L.LightningDataModule):
         self.valid_dataset = ImageDataset(self.run.records("valid"), root / "valid", self.label_map, self.valid_tf)
 
     def _loader(self, dataset, shuffle):
+        # drop_last in training: a last batch of one sample breaks BatchNorm (runtime.training.count_steps agrees)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          drop_last=shuffle and len(dataset) > self.batch_size,
                           pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):

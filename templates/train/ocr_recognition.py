@@ -116,7 +116,9 @@ class LineData(L.LightningDataModule):
         self.valid_dataset = LineDataset(self.run.records("valid"), root / "valid", self.charset, self.height, width)
 
     def _loader(self, dataset, shuffle):
+        # drop_last in training: a last batch of one sample breaks BatchNorm (runtime.training.count_steps agrees)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          drop_last=shuffle and len(dataset) > self.batch_size,
                           collate_fn=self.collate_fn, pin_memory=torch.cuda.is_available(),
                           persistent_workers=self.num_workers > 0)
 

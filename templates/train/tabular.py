@@ -106,7 +106,9 @@ class RowData(L.LightningDataModule):
         self.valid_dataset = RowDataset(self.run.records("valid"), self.enc)
 
     def _loader(self, dataset, shuffle):
+        # drop_last in training: a last batch of one sample breaks BatchNorm (runtime.training.count_steps agrees)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          drop_last=shuffle and len(dataset) > self.batch_size,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):

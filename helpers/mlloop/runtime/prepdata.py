@@ -231,16 +231,12 @@ def write_report(out_dir: Path, report: PipelineReport, stats: dict, leaks=None)
 
 
 def read_index(split_dir: Path, split: str) -> list[dict] | None:
-    jsonl, parquet = split_dir / f"{split}.jsonl", split_dir / f"{split}.parquet"
-    if jsonl.is_file():
-        from ..jsonio import parse_json_text
+    """The split's index records, or None when it has no index (the test reports that)."""
+    from .artifacts import read_index as read_split_index
 
-        return [parse_json_text(line, str(jsonl)) for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if parquet.is_file():
-        import pyarrow.parquet as pq
-
-        return pq.read_table(parquet).to_pylist()
-    return None
+    if not any((split_dir / f"{split}.{ext}").is_file() for ext in ("jsonl", "parquet")):
+        return None
+    return read_split_index(split_dir.parent, split)
 
 
 def verify_prepdata(out_dir: Path, spec: TaskSpec, *, split_strategy: str, group_key: str | None,

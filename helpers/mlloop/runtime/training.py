@@ -95,6 +95,9 @@ def torch_device(devices: Devices):
 
 # ---- steps ----------------------------------------------------------------------------------
 
+MIN_USEFUL_BATCH = 4  # below this, BatchNorm statistics are noise: never advise a smaller batch
+
+
 @dataclass
 class Steps:
     per_epoch: int
@@ -120,15 +123,20 @@ class Steps:
         if self.total < self.min_total_steps:
             parts.append(f"{self.total} optimizer steps in total is below min_total_steps={self.min_total_steps}")
         devices = f" on {self.world_size} devices" if self.world_size > 1 else ""
-        advice = []
         per_rank = self.train_samples / self.world_size
         b_needed = max(1, math.floor(min(per_rank / self.min_steps_per_epoch,
                                          per_rank * self.epochs / self.min_total_steps)))
-        if b_needed < self.batch_size:
-            advice.append(f"training_config.batch_size ≤ {b_needed}")
+        advice = []
         if self.per_epoch > 0:
-            advice.append(f"training_config.epochs ≥ {math.ceil(self.min_total_steps / self.per_epoch)}")
-        tail = f"; consider {' or '.join(advice)}" if advice else ""
+            advice.append(f"raise training_config.epochs to ≥ {math.ceil(self.min_total_steps / self.per_epoch)} "
+                          "(the user's rules)")
+        if MIN_USEFUL_BATCH <= b_needed < self.batch_size:
+            advice.append(f"use a batch size ≤ {b_needed} (training_config.batch_size in the rules, or BATCH_SIZE "
+                          "in the next version's script when the rules leave it open)")
+        elif b_needed < self.batch_size:
+            advice.append(f"(a batch small enough would be ≤ {b_needed}: too small for BatchNorm statistics, so "
+                          "more epochs or more data is the way)")
+        tail = f"; to fix it, {' or '.join(advice)}" if advice else ""
         return (" and ".join(parts) + f" (batch {self.batch_size}, {self.train_samples} training samples, "
                 f"{self.epochs} epoch(s){devices}): the model may not learn{tail}.")
 
@@ -143,9 +151,11 @@ class Steps:
 
 def count_steps(train_samples: int, batch_size: int, epochs: int, min_steps_per_epoch: int, min_total_steps: int,
                 world_size: int = 1) -> Steps:
-    """Optimizer steps with Lightning's defaults (no drop_last, a DistributedSampler under DDP)."""
+    """Optimizer steps as the templates' training loaders give them: a DistributedSampler under
+    DDP, and drop_last when the split holds more than one batch (a last batch of one sample
+    breaks BatchNorm)."""
     per_rank = math.ceil(train_samples / world_size) if train_samples else 0
-    per_epoch = math.ceil(per_rank / batch_size) if per_rank else 0
+    per_epoch = (per_rank // batch_size if per_rank > batch_size else 1) if per_rank else 0
     return Steps(per_epoch, per_epoch * epochs, min_steps_per_epoch, min_total_steps, batch_size,
                  train_samples, epochs, world_size)
 
