@@ -42,12 +42,20 @@ SPLIT_KEYS = ("split_strategy", "valid_ratio", "stratify_key", "group_key", "max
 
 # ==== mlloop:parse-region:start ================================================================
 # Written by the agent from dataset/rawdata/profiling.md. Keep the two signatures.
-#   parse_sources(rawdata) -> one dict per sample over every source folder, with sample_id
-#     (data.make_id), source, category, assets ({"image_path": ref}; ref = path relative to
-#     rawdata, or data.zip_ref(zip_path, member) for a zip member), group_id if any, and the
-#     task's index fields (target / label / features / line_id ...). See mlloop.runtime.data.
+#   parse_sources(rawdata) -> a list of dicts (or a DataFrame), one per sample over every source:
+#     sample_id  unique; ids differing only by case are refused. data.make_id("src", "img 01.png")
+#                gives "src-img_01.png" (parts joined by "-", unsafe characters -> "_").
+#     source     the source folder name.
+#     category   optional label-like value for stratified splits (None if not used).
+#     assets     {"image_path": ref, ...}: one ref per path field of the task (task_format.yaml),
+#                a path relative to dataset/rawdata, or data.zip_ref("src/crops.zip", "a/b.png")
+#                for a zip member (read later without extracting).
+#     group_id   when samples must stay together in one split (split_strategy: group).
+#     plus the task's other index fields (label / target / features / line_id ...), and
+#     optionally meta (a dict kept in the index).
 #   drop_reason(record, rules) -> why the record is left out (user_instruction's filters), or
 #     None to keep it. The record already has width/height (images), length (text target), hash.
+#   After parsing, identical content is kept once: the record whose sample_id sorts first stays.
 
 
 def parse_sources(rawdata: Path) -> list[dict]:

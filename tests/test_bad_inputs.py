@@ -234,6 +234,10 @@ CASES = [
     Case("retry-no-status", put(f"{V2}/_tests/train_retry_report.md", "## Attempt 1\n- attempt: 1\n- error_summary: OOM\n"
          "- root_cause_hypothesis: batch too big\n- code_change_summary: BATCH_SIZE 64 -> 16\n"), "retry.field",
          f"{V2}/_tests/train_retry_report.md", "has no status"),
+    Case("patch-report-no-files-changed", put("Models/Artifacts/baseline/_tests/baseline_patch_report.md",
+         "# Baseline patch report\n- issues_found: DATASET_ID was hard-coded\n- patch_summary: read it from the rules\n"
+         "- compatibility_notes: none\n"), "patch.field", "Models/Artifacts/baseline/_tests/baseline_patch_report.md",
+         "no '- files_changed: ...' line"),
     Case("profiling-load-fail", replace(PROFILE, "load_test: PASS", "load_test: FAIL"), "profiling.load_test_failed",
          PROFILE, "src_a"),
     Case("profiling-source-missing", put("dataset/rawdata/src_b/x/1.png", b"png"), "profiling.source_missing", PROFILE,

@@ -98,6 +98,8 @@ def test_hooks_are_silent_outside_an_mlloop_project(tmp_path):
     ("dataset/rawdata/src_a/cat/src_a_0.png", "raw input data, which is never modified"),
     ("dataset/rawdata/new_notes.txt", "raw input data, which is never modified"),
     ("03_eval.py", "frozen evaluation protocol and v001 was already evaluated"),
+    ("02_train_v001.py", "was trained and evaluated; its eval_score.json describes exactly this code"),
+    ("02_train_baseline.py", "is the baseline that v001 was copied from; the loop has started"),
 ])
 @pytest.mark.parametrize("absolute", [True, False])
 def test_pre_tool_use_denies_protected_files_with_the_proper_way(factory, path, expected, absolute):
@@ -283,3 +285,13 @@ def test_hooks_import_nothing_heavy(factory):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_version_script_is_free_until_that_version_is_evaluated(factory):
+    factory.build_baseline_done()
+    assert write(factory.root, "02_train_baseline.py") is None  # Step 0's one-time patch
+    factory.version(1, "trained")
+    assert write(factory.root, "02_train_v001.py") is None      # fixing a failed or retried run
+    assert "the loop has started" in denial(write(factory.root, "02_train_baseline.py"))
+    factory.evaluation("v001", 0.6)
+    assert "frozen" in denial(write(factory.root, "02_train_v001.py"))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .errors import MlloopError
 from .jsonio import JsonProblems, dumps, read_json, write_text_atomic
-from .layout import BUILD_BASELINE, EVAL_SCRIPT, SKILLS, Project
+from .layout import BASELINE_SCRIPT, BUILD_BASELINE, EVAL_SCRIPT, SCRIPT_RE, SKILLS, Project
 
 MAX_STOP_BLOCKS = 3
 STATE_FILE = ".mlloop-hook-state.json"     # in .claude/: the Stop hook's block counter per session
@@ -193,6 +193,9 @@ def protected_reason(project: Project, rel: str) -> str | None:
     if parts[:2] == ["dataset", "rawdata"] and len(parts) > 2 and rel != project.rel(project.profiling_md):
         return (f"{rel} is raw input data, which is never modified. Read it; write derived data with "
                 "01_data_pipeline.py into dataset/prepdata/<dataset_id>/ (only profiling.md is written here).")
+    frozen = _frozen_training_script(project, rel)
+    if frozen:
+        return frozen
     if rel == EVAL_SCRIPT:
         evaluated = [p.name for _, p in project.version_dirs() if (p / "eval_score.json").exists()]
         if evaluated:
@@ -200,6 +203,19 @@ def protected_reason(project: Project, rel: str) -> str | None:
                     "with it; changing it would make scores incomparable (`mlloop report` re-evaluates every "
                     "version whose eval script changed). Put the change in the next version's training script "
                     "(`mlloop new-version`), or ask the user.")
+    return None
+
+
+def _frozen_training_script(project: Project, rel: str) -> str | None:
+    """A version's script is frozen once it was evaluated (its score describes that code); the
+    baseline's once v001 was copied from it (Step 0's one-time patch comes before)."""
+    m = SCRIPT_RE.match(rel)
+    if m and (project.artifact_dir(f"v{m.group(1)}") / "eval_score.json").exists():
+        return (f"{rel} was trained and evaluated; its eval_score.json describes exactly this code, so it is "
+                "frozen. Make the change in the next version (`mlloop new-version`, then edit the new script).")
+    if rel == BASELINE_SCRIPT and project.version_scripts():
+        return (f"{rel} is the baseline that v001 was copied from; the loop has started, so it is frozen. "
+                "Change the newest version's script instead (`mlloop status` names it).")
     return None
 
 

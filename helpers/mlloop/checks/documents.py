@@ -20,6 +20,8 @@ ANALYSIS_SECTIONS = ("Summary", "Metric deltas", "Evidence", "Hypotheses", "Next
 ACTION_FIELDS = ("Goal", "Change", "Where", "Expected impact", "Risk", "Verification")
 SMOKE_SECTIONS = ("Model contract", "Learnability probe", "Batch-size search", "Smoke run")
 RETRY_FIELDS = ("attempt", "error_summary", "root_cause_hypothesis", "code_change_summary", "status")
+PATCH_REPORT = "_tests/baseline_patch_report.md"
+PATCH_FIELDS = ("issues_found", "patch_summary", "files_changed", "compatibility_notes")
 HEADER_START = "# === mlloop change summary ==="
 HEADER_END = "# === end change summary ==="
 HEADER_FIELDS = ("version", "parent", "action_source", "goal", "change", "where")
@@ -262,6 +264,21 @@ def check_smoke_report(ctx: Context) -> None:
     history = [s for s in secs if matches(s.title, "Retry history")]
     if history:
         _check_attempts(ctx, path, md.sections(history[0].body))
+
+
+def check_patch_report(ctx: Context) -> None:
+    """progressive-training Step 0's one-time baseline patch, recorded only when one was made."""
+    path = ctx.project.artifact_dir(BASELINE) / PATCH_REPORT
+    if not ctx.exists(path):
+        return
+    text = ctx.read_text(path, "patch")
+    if text is None:
+        return
+    fields = md.bullets(text)
+    for name in PATCH_FIELDS:
+        if name not in fields or md.is_placeholder(fields[name]):
+            ctx.problem("patch.field", path, f"no '- {name}: ...' line; the patch report records "
+                        + ", ".join(PATCH_FIELDS))
 
 
 def check_retry_report(ctx: Context, vid: str) -> None:

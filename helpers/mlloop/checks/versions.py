@@ -195,3 +195,4 @@ def check_baseline(ctx: Context, required: bool) -> None:
     if required or st.reached(TRAINED) or smoke.exists():
         documents.check_smoke_report(ctx)
     documents.check_retry_report(ctx, BASELINE)
+    documents.check_patch_report(ctx)
