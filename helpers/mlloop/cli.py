@@ -25,8 +25,8 @@ TARGETS = "all | rules | profiling | prepdata | baseline | vNNN | report"
 def project_options(fn):
     """``--project`` and ``--json`` on every command, so options work in any order."""
 
-    @click.option("--project", "project_dir", type=click.Path(file_okay=False), default=".",
-                  show_default=True, help="The project folder.")
+    @click.option("--project", "project_dir", type=click.Path(file_okay=False), default=None,
+                  help="The project folder (default: the current folder).")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -207,13 +207,19 @@ def report(project_dir, as_json):
 @cli.command()
 @project_options
 @click.option("--task", default="image-classification", show_default=True,
-              help="Example task: ocr-line-recognition, image-classification or tabular-classification.")
-@click.option("--versions", type=click.IntRange(1, 20), default=3, show_default=True, help="Versions to train.")
-def demo(project_dir, as_json, task, versions):
-    """Run the whole loop headless on a generated example dataset."""
+              help="Example: image-classification, ocr-line-recognition or tabular-classification.")
+@click.option("--versions", type=click.IntRange(1, 6), default=3, show_default=True, help="Versions to train.")
+@click.option("--size", type=click.Choice(["tiny", "small", "medium"]), default="small", show_default=True,
+              help="Size of the generated raw data.")
+def demo(project_dir, as_json, task, versions, size):
+    """Run the whole loop headless on a generated example dataset, in a new folder.
+
+    Without --project the demo goes into ./mlloop-demo; it never writes into a folder that is
+    not empty. Progress goes to stderr; each command's output to mlloop-demo.log there.
+    """
     from .demo import run_demo
 
-    result = run_demo(project_dir, task=task, versions=versions, progress=_progress)
+    result = run_demo(project_dir, task=task, versions=versions, size=size, progress=_progress)
     _emit(as_json, result.to_dict(), result.lines())
 
 
