@@ -149,7 +149,7 @@ def test_refuses_to_overwrite_and_keeps_backups_with_force(factory):
     assert (factory.root / "Models/Artifacts/v001/result-analysis.md.bak").read_text() == original
     assert invoke(factory, "v001", "--force").exit_code == 0
     assert (factory.root / "Models/Artifacts/v001/result-analysis.md.bak").read_text() == original
-    assert (factory.root / "Models/Artifacts/v001/result-analysis.md.bak.2").read_text() == text_of(factory, "v001")
+    assert (factory.root / "Models/Artifacts/v001/result-analysis.md.bak.1").read_text() == text_of(factory, "v001")
 
 
 def test_refusals(factory):

@@ -154,7 +154,7 @@ def test_edited_rules_are_kept_without_force_and_backed_up_with_force(factory):
     rules.write_text('{"seed": 8}\n')  # a second --force never overwrites the first backup
     assert init(factory.root, "--force").exit_code == 0
     assert (factory.root / BB / "user_defined_rules.json.bak").read_text() == '{"seed": 7}\n'
-    assert (factory.root / BB / "user_defined_rules.json.bak1").read_text() == '{"seed": 8}\n'
+    assert (factory.root / BB / "user_defined_rules.json.bak.1").read_text() == '{"seed": 8}\n'
 
 
 def test_files_as_installed_are_updated_but_edited_skill_files_are_kept(factory):

@@ -16,7 +16,8 @@ from pathlib import Path
 from . import markdown as md
 from .errors import Findings, MlloopError
 from .jsonio import write_text_atomic
-from .layout import BASELINE, Project, version_id, version_number
+from .layout import BASELINE, Project, free_backup_path, version_id, version_number
+from .leaderboard import fmt
 from .scores import FRESH, EvalScore, Floor, provenance, read_eval_score, read_floor
 from .stages import ACTION_DOC, ANALYSIS_DOC, read_json_quiet
 
@@ -179,20 +180,11 @@ def draft_analysis(project: Project, vid: str, force: bool = False) -> AnalysisR
 
     backup = None
     if target.exists():
-        backup_path = _free_name(folder / f"{ANALYSIS_DOC}.bak")
+        backup_path = free_backup_path(folder / ANALYSIS_DOC)
         shutil.copy2(target, backup_path)
         backup = project.rel(backup_path)
     write_text_atomic(target, "\n".join(body))
     return AnalysisResult(vid, project.rel(target), parent, previous, beats, floor_line, backup, warnings)
-
-
-def _free_name(path: Path) -> Path:
-    if not path.exists():
-        return path
-    k = 2
-    while path.with_name(f"{path.name}.{k}").exists():
-        k += 1
-    return path.with_name(f"{path.name}.{k}")
 
 
 def floor_sentence(vid: str, score: EvalScore, floor: Floor | None, primary: str) -> tuple[bool | None, str]:
@@ -227,14 +219,6 @@ def too_few_steps(spec) -> str | None:
         return steps["warning"].strip()
     return (f"{steps.get('per_epoch', '?')} optimizer steps per epoch, {steps.get('total', '?')} in total "
             f"(minimum {steps.get('min_steps_per_epoch', '?')} per epoch, {steps.get('min_total_steps', '?')} in total)")
-
-
-def fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 def _other_score(project: Project, vid: str) -> EvalScore | None:

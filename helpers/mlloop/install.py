@@ -37,7 +37,7 @@ from pathlib import Path
 from . import __version__
 from .errors import MlloopError
 from .jsonio import JsonProblems, dumps, read_json
-from .layout import BUILD_BASELINE, PROGRESSIVE_TRAINING, SKILLS, Project
+from .layout import BUILD_BASELINE, PROGRESSIVE_TRAINING, SKILLS, Project, free_backup_path
 
 MANIFEST = ".mlloop-install.json"          # in .claude/: what init installed, by sha256
 USER_FILES = ("user_defined_rules.json", "user_instruction.md", "task_format.yaml")
@@ -223,7 +223,7 @@ def _install_file(project: Project, dest: str, data: bytes, installed: dict[str,
         return FileAction(dest, "updated")
     if not force:
         return FileAction(dest, "kept")
-    backup = _free_backup_name(target)
+    backup = free_backup_path(target)
     _write_bytes(backup, current)
     _write_bytes(target, data)
     installed[dest] = _sha(data)
@@ -238,15 +238,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
     if path.exists():
         os.chmod(tmp, path.stat().st_mode & 0o7777)
     os.replace(tmp, path)
-
-
-def _free_backup_name(path: Path) -> Path:
-    candidate = path.with_name(path.name + ".bak")
-    n = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.bak{n}")
-        n += 1
-    return candidate
 
 
 def _read_manifest(project: Project, path: Path) -> dict:

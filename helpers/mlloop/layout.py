@@ -262,6 +262,16 @@ def resolve_inside(root: Path, relpath: str) -> Path | None:
     return candidate if is_inside(root, candidate) else None
 
 
+def free_backup_path(path: Path) -> Path:
+    """Where to keep the user's old copy of ``path``: ``name.bak``, then ``name.bak.1``, ``.bak.2``…
+    (an existing backup is never overwritten)."""
+    candidate, n = path.with_name(path.name + ".bak"), 1
+    while candidate.exists() or candidate.is_symlink():
+        candidate = path.with_name(f"{path.name}.bak.{n}")
+        n += 1
+    return candidate
+
+
 # ---- resetting a failed version ----------------------------------------------------------
 
 def reset_version_dir(project: Project, vid: str) -> Path | None:

@@ -52,6 +52,20 @@ def headings(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
+def fenced_headings(text: str) -> list[str]:
+    """Heading-like lines inside code fences: why a section an agent "wrote" counts as missing."""
+    out, fence = [], None
+    for line in text.splitlines():
+        m = FENCE_RE.match(line)
+        if m:
+            fence = None if fence == m.group(1) else (fence or m.group(1))
+            continue
+        h = HEADING_RE.match(line) if fence else None
+        if h:
+            out.append(h.group(2))
+    return out
+
+
 def sections(text: str) -> list[Section]:
     lines = text.splitlines()
     hs = headings(text)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import MlloopError
 from .jsonio import write_text_atomic
-from .layout import Project, is_inside
+from .layout import Project, free_backup_path, is_inside
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 TABLE_EXTS = {".csv", ".tsv", ".jsonl", ".ndjson", ".json"}
@@ -390,15 +390,6 @@ def render_draft(sources: list[SourceInventory], loose: list[str], decoded: int,
     return "\n".join(parts + [_source_section(s) for s in sources])
 
 
-def _backup_name(path: Path) -> Path:
-    candidate = path.with_name(path.name + ".bak")
-    n = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.bak.{n}")
-        n += 1
-    return candidate
-
-
 def draft_profiling(project: Project, force: bool = False) -> ProfileResult:
     """Inventory ``dataset/rawdata/`` and write the profiling.md draft (see the module doc)."""
     from .rules import resolve
@@ -427,7 +418,7 @@ def draft_profiling(project: Project, force: bool = False) -> ProfileResult:
     text = render_draft(sources, loose, decoded, limit, rules.seed, rules.task_type)
     backup = None
     if target.exists():
-        bak = _backup_name(target)
+        bak = free_backup_path(target)
         os.replace(target, bak)
         backup = project.rel(bak)
     write_text_atomic(target, text)

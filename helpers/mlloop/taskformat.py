@@ -13,6 +13,17 @@ from .errors import MlloopError
 from .layout import Project
 
 
+# The index field types task_format.yaml may declare, and how a value is checked against each.
+TYPE_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
 @dataclass(frozen=True)
 class TaskFormat:
     path: Path

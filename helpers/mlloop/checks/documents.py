@@ -44,21 +44,6 @@ def _key_matches(key: str, want: str) -> bool:
     return key == want or (key.startswith(want) and not key[len(want)].isalnum())
 
 
-def fenced_titles(text: str) -> list[str]:
-    """Heading-like lines inside code fences (to explain why a section counts as missing)."""
-    out, fence = [], None
-    for line in text.splitlines():
-        m = md.FENCE_RE.match(line)
-        if m:
-            fence = None if fence == m.group(1) else (fence or m.group(1))
-            continue
-        if fence:
-            h = md.HEADING_RE.match(line)
-            if h:
-                out.append(h.group(2))
-    return out
-
-
 def require_sections(ctx: Context, path: Path, text: str, names, code: str) -> dict[str, md.Section]:
     keyed = [(_key(s.title), s) for s in md.sections(text)]
     found = {}
@@ -66,7 +51,7 @@ def require_sections(ctx: Context, path: Path, text: str, names, code: str) -> d
         want = _key(name)
         hits = [s for key, s in keyed if _key_matches(key, want)]
         if not hits:
-            fenced = any(_key_matches(_key(t), want) for t in fenced_titles(text))
+            fenced = any(_key_matches(_key(t), want) for t in md.fenced_headings(text))
             hint = " (it appears only inside a code block, which does not count)" if fenced else ""
             ctx.problem(f"{code}.missing_section", path, f"the section {name!r} is missing{hint}")
         elif md.is_placeholder(hits[0].body):
@@ -98,7 +83,7 @@ def check_action(ctx: Context, vid: str) -> None:
         return
     selected = [s for s in md.sections(text) if _key(s.title).startswith("selected action")]
     if not selected:
-        hint = " (it appears only inside a code block)" if any(_key(t).startswith("selected action") for t in fenced_titles(text)) else ""
+        hint = " (it appears only inside a code block)" if any(_key(t).startswith("selected action") for t in md.fenced_headings(text)) else ""
         ctx.problem("action.selected", path, f"no 'Selected Action' heading{hint}; exactly one action is chosen per version")
         return
     if len(selected) > 1:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..jsonio import JsonProblems, parse_json_text
 from ..scores import parse_iso8601
+from ..taskformat import TYPE_CHECKS
 from .context import Context
 from .parquet_footer import ParquetError, read_parquet_info
 
@@ -17,14 +18,6 @@ SPLITS = ("train", "valid")
 DEFAULT_CANDIDATES = {s: [f"{s}/{s}.jsonl", f"{s}/{s}.parquet"] for s in SPLITS}
 SPLIT_STRATEGIES = ("random", "stratified", "group")
 MAX_LISTED = 10  # per kind of problem and file; the rest are counted
-TYPE_CHECKS = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "list": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
 
 
 def base_dir(ctx: Context) -> Path | None:

@@ -45,7 +45,7 @@ def check_profiling(ctx: Context, required: bool) -> None:
         ctx.problem("profiling.empty", path, "profiling.md is empty; it needs Overview, Sources and one section per source")
         return
     secs = md.sections(text)
-    fenced = _fenced_titles(text)
+    fenced = {_key(t) for t in md.fenced_headings(text)}
     for name in TOP_SECTIONS:
         found = [s for s in secs if _key(s.title) == _key(name)]
         if not found:
@@ -90,18 +90,3 @@ def _check_source(ctx: Context, path, name: str, sec: md.Section) -> None:
                     f"the load test of source {name!r} FAILED ({result}); fix the extraction rules and re-run Step 0")
     elif not re.match(r"^\**\s*PASS\b", result, re.IGNORECASE):
         ctx.problem("profiling.load_test", path, f"'Source: {name}' load_test is {result!r}; expected PASS or FAIL")
-
-
-def _fenced_titles(text: str) -> set[str]:
-    """Heading-like lines that sit inside code fences (to explain a 'missing' section)."""
-    out, fence = set(), None
-    for line in text.splitlines():
-        m = md.FENCE_RE.match(line)
-        if m:
-            fence = None if fence == m.group(1) else (fence or m.group(1))
-            continue
-        if fence:
-            h = md.HEADING_RE.match(line)
-            if h:
-                out.add(_key(h.group(2)))
-    return out

@@ -37,18 +37,11 @@ from typing import Any, Callable, Iterable
 from ..errors import Findings, MlloopError
 from ..jsonio import to_jsonable
 from ..layout import resolve_inside
+from ..taskformat import TYPE_CHECKS  # noqa: F401 - shared with the checks
 
 ZIP_SEP = "::"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-TYPE_CHECKS = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "list": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
 TARGET_FIELDS = {"label", "target", "tags", "answer", "positive", "negative", "target_item", "horizon"}
 META_COLUMNS = ("sample_id", "source", "category", "asset_paths", "group_id", "length", "width", "height",
                 "hash", "label_summary", "split", "drop_reason")
