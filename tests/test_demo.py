@@ -3,6 +3,7 @@
 import csv
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from mlloop.cli import cli
@@ -50,3 +51,19 @@ def test_demo_rejects_an_unknown_task(tmp_path):
     assert "Error: no example for 'speech'; choose one of ocr-line-recognition, image-classification, " \
            "tabular-classification" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("task, primary", [("tabular-classification", "macro_f1"), ("ocr-line-recognition", "cer")])
+def test_each_template_runs_from_raw_data_to_check_ok(tmp_path, task, primary):
+    """The other two templates through the same chain: the example's 01_data_pipeline.py, the
+    baseline smoke test, v001, 03_eval.py, the report and `mlloop check` (one version, tiny data)."""
+    project = tmp_path / "demo"
+    result = CliRunner().invoke(cli, ["demo", "--project", str(project), "--task", task, "--size", "tiny",
+                                      "--versions", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["task"] == task and summary["primary_metric"] == primary
+    assert [r["version_id"] for r in summary["leaderboard"]] == ["v001"]
+    score = json.loads((project / "Models/Artifacts/v001/eval_score.json").read_text())
+    assert primary in {m["name"] for m in score["metrics"]}
+    assert CliRunner().invoke(cli, ["check", "--project", str(project)]).exit_code == 0
