@@ -61,7 +61,7 @@ class DemoResult:
             out.append(f"  {rank}. {row['version_id']:<6} {self.primary} {shown:<8} {v.get('floor_text', '')}")
         out += [f"warning: {w}" for w in self.warnings]
         out.append(f"report: {self.report}/final-analysis.md")
-        out.append(f"mlloop check: ok ({self.seconds:.0f} s in all). Look around: cd {self.project} && mlloop status")
+        out.append(f"mlloop check: ok ({self.seconds:.0f} s in all). Look around: mlloop status --project {self.project}")
         return out
 
 
