@@ -178,12 +178,13 @@ def load_for_eval(checkpoint_path, device):
 
 
 def eval_records(prepdata_dir, split="valid"):
-    return read_index(prepdata_dir, split)
+    # each record remembers its split: image paths are relative to the split's folder
+    return [{**r, "_split": split} for r in read_index(prepdata_dir, split)]
 
 
 def make_batch(records, prepdata_dir, device):
     tf = image_transform(_EVAL["image_size"], _EVAL["mean"], _EVAL["std"], train=False)
-    split_dir = Path(prepdata_dir) / "valid"
+    split_dir = Path(prepdata_dir) / records[0].get("_split", "valid")
     x = torch.stack([tf(open_rgb(split_dir / r["image_path"])) for r in records]).to(device)
     return {"x": x, "labels": [None if r.get("label") is None else str(r["label"]) for r in records]}
 
@@ -203,7 +204,7 @@ def predict(model, batch):
 
 def write_sample(record, result, folder, prepdata_dir):
     folder = Path(folder)
-    open_rgb(Path(prepdata_dir) / "valid" / record["image_path"]).save(folder / "input.png")
+    open_rgb(Path(prepdata_dir) / record.get("_split", "valid") / record["image_path"]).save(folder / "input.png")
     (folder / "output.txt").write_text(f"{result['prediction']}\n", encoding="utf-8")
     (folder / "gt.txt").write_text(f"{result['target']}\n", encoding="utf-8")
 

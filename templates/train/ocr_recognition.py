@@ -215,11 +215,12 @@ def load_for_eval(checkpoint_path, device):
 
 
 def eval_records(prepdata_dir, split="valid"):
-    return read_index(prepdata_dir, split)
+    # each record remembers its split: image paths are relative to the split's folder
+    return [{**r, "_split": split} for r in read_index(prepdata_dir, split)]
 
 
 def make_batch(records, prepdata_dir, device):
-    dataset = LineDataset(records, Path(prepdata_dir) / "valid", _EVAL["charset"], _EVAL["height"], max(_EVAL["buckets"]))
+    dataset = LineDataset(records, Path(prepdata_dir) / records[0].get("_split", "valid"), _EVAL["charset"], _EVAL["height"], max(_EVAL["buckets"]))
     batch = collate([dataset[i] for i in range(len(records))], _EVAL["buckets"])
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -234,7 +235,7 @@ def predict(model, batch):
 
 def write_sample(record, result, folder, prepdata_dir):
     folder = Path(folder)
-    with Image.open(Path(prepdata_dir) / "valid" / record["image_path"]) as image:
+    with Image.open(Path(prepdata_dir) / record.get("_split", "valid") / record["image_path"]) as image:
         image.convert("RGB").save(folder / "input.png")
     (folder / "output.txt").write_text(result["prediction"] + "\n", encoding="utf-8")
     (folder / "gt.txt").write_text(result["target"] + "\n", encoding="utf-8")
