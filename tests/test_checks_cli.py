@@ -4,6 +4,7 @@ and what a problem, and the stage semantics (an unstarted step is fine, a half-f
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -176,13 +177,21 @@ def test_stray_backup_folder_is_a_warning(factory):
     assert (w["code"], w["path"]) == ("versions.stray", "Models/Artifacts/v001.bak")
 
 
-def test_unwritten_top3_analysis_is_a_warning(factory):
+def test_unwritten_top3_analysis_is_a_problem_in_the_newest_report_only(factory):
     factory.complete(versions=2)
     folder = build_report(factory)
     text = (folder / "final-analysis.md").read_text().replace("Longer training helped.", "TODO")
     (folder / "final-analysis.md").write_text(text)
+    code, payload = check_json(factory.root, "report")
+    assert code == 1 and codes(payload) == ["report.analysis_pending"]
+    assert payload["problems"][0]["message"].startswith("the analysis of the top 3 (between the mlloop:analysis "
+                                                        "markers) is not written yet")
+    # a newer report supersedes it: the old one's gap is only a warning
+    newer = folder.with_name(folder.name + "_2")
+    shutil.copytree(folder, newer)
+    (newer / "final-analysis.md").write_text(text.replace("TODO", "Longer training helped."))
     (w,) = _warnings_only(factory.root, "report")
-    assert w["code"] == "report.analysis_pending"
+    assert (w["code"], w["path"]) == ("report.analysis_pending", factory.project.rel(folder / "final-analysis.md"))
 
 
 def test_outdated_report_is_a_warning_and_tampered_one_a_problem(factory):

@@ -83,7 +83,8 @@ def test_step_1_needs_a_dataset_id(factory):
     factory.rules(bb, pt).rawdata()
     st = status(factory)
     assert st.step == 1
-    assert st.next_command == "set dataset_config.dataset_id in .claude/skills/build-baseline/user_defined_rules.json"
+    assert st.next_command == ("ask the user to set dataset_config.dataset_id in "
+                               ".claude/skills/build-baseline/user_defined_rules.json")
 
 
 def test_failed_pipeline_tests_are_a_problem(factory):

@@ -181,7 +181,9 @@ def _build_baseline(project: Project, rules, st: Status) -> bool:
     dataset_id = st.dataset_id
     if not dataset_id:
         rel = project.rel(project.rules_path(BUILD_BASELINE))
-        _set(st, 1, f"set dataset_config.dataset_id in {rel}", missing=[f"{rel}::$.dataset_config.dataset_id"])
+        _set(st, 1, f"ask the user to set dataset_config.dataset_id in {rel}",
+             "only the user edits the rules; `mlloop rules` then validates them",
+             missing=[f"{rel}::$.dataset_config.dataset_id"])
         return False
     if not project.pipeline_script.is_file():
         _set(st, 1, "write 01_data_pipeline.py",

@@ -31,12 +31,14 @@ def check_reports(ctx: Context, required: bool) -> None:
         if required:
             ctx.problem("report.missing", ctx.project.report_root, "no report yet; `mlloop report` builds it (Step 7)")
         return
+    named = [p for p in reports if REPORT_NAME_RE.fullmatch(p.name)]
+    newest = max(named, key=lambda p: p.name) if named else None
     for folder in reports:
         if not REPORT_NAME_RE.fullmatch(folder.name):
             ctx.warn("report.stray", folder, f"{folder.name!r} is not a report folder name (YYYY-MM-DD_HH-MM); it is ignored")
             continue
         if ctx.dir_ok(folder):
-            check_report(ctx, folder)
+            check_report(ctx, folder, newest=folder == newest)
 
 
 def _source(ctx: Context, name: str) -> tuple[str, Path] | None:
@@ -57,13 +59,13 @@ def _score(ctx: Context, kind: str, folder: Path):
     return read_eval_score(ctx.project, path, folder.name, primary_metric=ctx.rules.primary_metric)
 
 
-def check_report(ctx: Context, folder: Path) -> None:
+def check_report(ctx: Context, folder: Path, newest: bool = True) -> None:
     board = folder / "leaderboard.csv"
     analysis = folder / "final-analysis.md"
     if not ctx.exists(analysis):
         ctx.problem("report.missing_file", analysis, "final-analysis.md is missing; `mlloop report` writes it")
     else:
-        _check_analysis(ctx, analysis)
+        _check_analysis(ctx, analysis, newest)
     if not ctx.exists(board):
         ctx.problem("report.missing_file", board, "leaderboard.csv is missing; `mlloop report` writes it")
         return
@@ -221,7 +223,7 @@ def _check_best(ctx: Context, folder: Path, best: Row) -> None:
             ctx.problem("report.best_missing", assets, f"additional_assets/ of the best version {best.name} is not in the report")
 
 
-def _check_analysis(ctx: Context, path: Path) -> None:
+def _check_analysis(ctx: Context, path: Path, newest: bool) -> None:
     text = ctx.read_text(path, "report")
     if text is None:
         return
@@ -231,4 +233,8 @@ def _check_analysis(ctx: Context, path: Path) -> None:
     start, end = text.find(ANALYSIS_START), text.find(ANALYSIS_END)
     body = "\n".join(ln for ln in text[start + len(ANALYSIS_START):end].splitlines() if not md.HEADING_RE.match(ln))
     if start != -1 and end > start and md.is_placeholder(body):
-        ctx.warn("report.analysis_pending", path, "the analysis of the top 3 (between the mlloop:analysis markers) is not written yet")
+        # Step 7 ends with the agent's explanation of the top 3; an older, superseded report only warns.
+        (ctx.problem if newest else ctx.warn)(
+            "report.analysis_pending", path,
+            "the analysis of the top 3 (between the mlloop:analysis markers) is not written yet; "
+            "write why each of the top 3 ranked high, citing its change and its result-analysis.md")
