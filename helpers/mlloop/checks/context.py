@@ -135,6 +135,15 @@ class Context:
             self.out.problems.extend(exc.problems)
             return False, None
 
+    def document(self, path: Path, code_prefix: str, missing: str | None = None) -> str | None:
+        """A text file's content, or None. Absent: ``{code_prefix}.missing`` with the ``missing``
+        message when the file is required (``missing`` given), silence when it is optional."""
+        if not self.exists(path):
+            if missing is not None:
+                self.problem(f"{code_prefix}.missing", path, missing)
+            return None
+        return self.read_text(path, code_prefix)
+
     def read_text(self, path: Path, code_prefix: str) -> str | None:
         if not self.safe(path):
             return None

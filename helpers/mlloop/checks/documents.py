@@ -65,20 +65,14 @@ def require_sections(ctx: Context, path: Path, text: str, names, code: str) -> d
 
 def check_analysis(ctx: Context, vid: str) -> None:
     path = ctx.project.artifact_dir(vid) / ANALYSIS_DOC
-    if not ctx.exists(path):
-        ctx.problem("analysis.missing", path, f"result-analysis.md is missing (Step 3; `mlloop analyze {vid}` drafts it)")
-        return
-    text = ctx.read_text(path, "analysis")
+    text = ctx.document(path, "analysis", f"result-analysis.md is missing (Step 3; `mlloop analyze {vid}` drafts it)")
     if text is not None:
         require_sections(ctx, path, text, ANALYSIS_SECTIONS, "analysis")
 
 
 def check_action(ctx: Context, vid: str) -> None:
     path = ctx.project.artifact_dir(vid) / ACTION_DOC
-    if not ctx.exists(path):
-        ctx.problem("action.missing", path, "action-extract.md is missing (Step 4: choose exactly one action)")
-        return
-    text = ctx.read_text(path, "action")
+    text = ctx.document(path, "action", "action-extract.md is missing (Step 4: choose exactly one action)")
     if text is None:
         return
     selected = [s for s in md.sections(text) if _key(s.title).startswith("selected action")]
@@ -218,10 +212,7 @@ def _eval_names_in_code(text: str) -> set[str]:
 
 def check_smoke_report(ctx: Context) -> None:
     path = ctx.project.artifact_dir(BASELINE) / SMOKE_REPORT
-    if not ctx.exists(path):
-        ctx.problem("smoke.missing", path, "the baseline smoke test report is missing; 02_train_baseline.py writes it")
-        return
-    text = ctx.read_text(path, "smoke")
+    text = ctx.document(path, "smoke", "the baseline smoke test report is missing; 02_train_baseline.py writes it")
     if text is None:
         return
     fields = md.bullets(text)
@@ -254,9 +245,7 @@ def check_smoke_report(ctx: Context) -> None:
 def check_patch_report(ctx: Context) -> None:
     """progressive-training Step 0's one-time baseline patch, recorded only when one was made."""
     path = ctx.project.artifact_dir(BASELINE) / PATCH_REPORT
-    if not ctx.exists(path):
-        return
-    text = ctx.read_text(path, "patch")
+    text = ctx.document(path, "patch")
     if text is None:
         return
     fields = md.bullets(text)
@@ -268,9 +257,7 @@ def check_patch_report(ctx: Context) -> None:
 
 def check_retry_report(ctx: Context, vid: str) -> None:
     path = ctx.project.artifact_dir(vid) / RETRY_REPORT
-    if not ctx.exists(path):
-        return
-    text = ctx.read_text(path, "retry")
+    text = ctx.document(path, "retry")
     if text is not None:
         _check_attempts(ctx, path, md.sections(text))
 

@@ -135,10 +135,7 @@ def _check_meta(ctx: Context, vid: str, meta: Path, doc: dict, n: int, draw, see
 
 def _check_eval_samples(ctx: Context, vid: str, folder: Path, score) -> None:
     path = folder / "eval_samples.jsonl"
-    if not ctx.exists(path):
-        ctx.problem("eval.missing", path, f"eval_samples.jsonl is missing (run {_rerun(vid)})")
-        return
-    text = ctx.read_text(path, "eval")
+    text = ctx.document(path, "eval", f"eval_samples.jsonl is missing (run {_rerun(vid)})")
     if text is None:
         return
     rel = ctx.rel(path)

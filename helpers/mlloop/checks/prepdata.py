@@ -403,9 +403,7 @@ def _check_pipeline_report(ctx: Context, base: Path) -> None:
     from .. import markdown as md
 
     path = base / "_tests" / "pipeline_test_report.md"
-    if not ctx.exists(path):
-        return
-    text = ctx.read_text(path, "prepdata")
+    text = ctx.document(path, "prepdata")
     if text is None:
         return
     result = md.bullets(text).get("overall_result", "")

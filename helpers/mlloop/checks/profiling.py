@@ -33,12 +33,8 @@ def source_folders(ctx: Context) -> list[str]:
 
 def check_profiling(ctx: Context, required: bool) -> None:
     path = ctx.project.profiling_md
-    if not ctx.exists(path):
-        if required:
-            ctx.problem("profiling.missing", path,
-                        "profiling.md is missing; build-baseline Step 0 writes it (`mlloop profile` drafts it)")
-        return
-    text = ctx.read_text(path, "profiling")
+    missing = "profiling.md is missing; build-baseline Step 0 writes it (`mlloop profile` drafts it)"
+    text = ctx.document(path, "profiling", missing if required else None)
     if text is None:
         return
     if not text.strip():
