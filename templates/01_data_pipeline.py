@@ -38,7 +38,7 @@ DEDUPLICATE = True         # identical content is kept once: a copy in both spli
 LOAD_TEST_SAMPLES = 10     # seeded records re-opened from the written prepdata (the seed's N)
 INDEX_FORMAT = None        # None = task_format.yaml's preferred index (jsonl); or "parquet"
 REQUIRE_PROFILING = True   # Step 1 parses by profiling.md: no profiling.md, no pipeline
-SPLIT_KEYS = ("split_strategy", "valid_ratio", "stratify_key", "group_key", "max_train_samples")  # from the rules
+SPLIT_KEYS = ("split_strategy", "valid_ratio", "test_ratio", "stratify_key", "group_key", "max_train_samples")  # from the rules
 
 # ==== mlloop:parse-region:start ================================================================
 # Written by the agent from dataset/rawdata/profiling.md. Keep the two signatures.
@@ -112,16 +112,20 @@ def main(argv: list[str] | None = None) -> dict:
                 data.deduplicate(records)
 
             # 3. Split (seeded), then max_train_samples on train only: the valid pool is fixed first.
-            train, valid = data.split_records(data.kept(records), strategy, dc["valid_ratio"], seed,
-                                              dc["stratify_key"], group_key)
+            #    With test_ratio a held-out test pool is drawn before valid; only `mlloop report` reads it.
+            train, valid, test = data.split_with_test(data.kept(records), strategy, dc["valid_ratio"],
+                                                      dc.get("test_ratio"), seed, dc["stratify_key"], group_key)
             train, unused = data.cap_train(train, dc["max_train_samples"], seed)
             leaks = data.leakage_findings(train, valid, group_key, groups_must_separate=strategy == "group")
             if leaks.problems:
                 raise data.PipelineError("leakage between train and valid: " + "; ".join(p.message for p in leaks.problems))
+            test_leaks = data.test_leakage_findings(train + unused, valid, test, group_key, strategy == "group")
+            if test_leaks.problems:
+                raise data.PipelineError("leakage into the test split: " + "; ".join(p.message for p in test_leaks.problems))
 
             # 4. Write the layout aside: split folders (assets + index), common/, stats.json.
             stats = prepdata.write_prepdata(staging, records=records, train=train, valid=valid, spec=spec,
-                                            reader=reader, group_key=group_key, stats={
+                                            reader=reader, group_key=group_key, test=test, stats={
                                                 "dataset_id": dataset_id, "task_type": task_type, "seed": seed,
                                                 **{k: dc[k] for k in SPLIT_KEYS}, "index_format": spec.index_format,
                                                 "pipeline": Path(__file__).name})
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
         report = prepdata.verify_prepdata(staging, spec, split_strategy=strategy, group_key=group_key,
                                           stratify_key=dc["stratify_key"], seed=seed,
                                           load_samples=cfg["LOAD_TEST_SAMPLES"])
+        prepdata.verify_test_split(staging, report, spec, test_ratio=dc.get("test_ratio"),
+                                   split_strategy=strategy, group_key=group_key)
         prepdata.write_report(staging, report, stats, leaks)
     except BaseException:
         prepdata.move_aside(staging, trash)  # a half-written folder is kept for inspection, out of the way
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
                "failed_checks": [name for name, status, _ in report.lines if status == "FAIL"],
                "previous_moved_to": project.rel(aside) if aside else None}
     print(f"{summary['prepdata']}: train {stats['counts']['train']}, valid {stats['counts']['valid']}, "
+          + (f"test {stats['counts']['test']} (held out), " if "test" in stats["counts"] else "") +
           f"dropped {sum(stats['dropped'].values())}; pipeline tests {summary['overall_result']}"
           + (f" (failed: {', '.join(summary['failed_checks'])})" if summary["failed_checks"] else ""))
     if aside:

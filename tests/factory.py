@@ -392,8 +392,11 @@ def build_report(factory: "ProjectFactory", stamp: str = "2026-11-21_12-00") -> 
     factory.write(f"Models/Report/{stamp}/leaderboard.csv", out.getvalue())
     factory.write(f"Models/Report/{stamp}/final-analysis.md",
                   "# Final analysis\n## Ranking\n" + "\n".join(f"1. {r['version_id']}" for r in rows) +
+                  "\n> The best version's score is optimistic (no held-out test split).\n"
                   "\n<!-- mlloop:analysis:start -->\n## Why the top 3 ranked high\nLonger training helped.\n"
                   "<!-- mlloop:analysis:end -->\n")
+    factory.write(f"Models/Report/{stamp}/report.html", "<!DOCTYPE html><html><body><table id=\"leaderboard\">"
+                  "</table></body></html>\n")
     src = factory.root / "Models/Artifacts" / best
     dst = folder / "Artifacts" / best
     dst.mkdir(parents=True, exist_ok=True)

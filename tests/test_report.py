@@ -127,8 +127,9 @@ def test_report_cli_builds_leaderboard_best_artifacts_and_analysis(factory):
     assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d", name)
     path = f"Models/Report/{name}"
     assert result.stdout.splitlines() == [
-        f"wrote {path}/ (leaderboard.csv: 3 rows, final-analysis.md, Artifacts/v002/)",
+        f"wrote {path}/ (leaderboard.csv: 3 rows, final-analysis.md, report.html, Artifacts/v002/)",
         "best: v002 (accuracy 0.8)",
+        "note: no test split (dataset_config.test_ratio), so the best score is optimistic",
         f"next: fill the section between <!-- mlloop:analysis:start --> and <!-- mlloop:analysis:end --> in "
         f"{path}/final-analysis.md (why the top 3 ranked high)",
     ]

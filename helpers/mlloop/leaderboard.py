@@ -262,3 +262,21 @@ def build_leaderboard(project: Project, rules: Rules, dataset_id: str | None, re
     ranking = rank(rows, rules)
     best = ranking.best_version()
     return ranking, leaderboard_csv(ranking, report_dir, best.name if best else None)
+
+
+def with_test_columns(csv_text: str, held, primary: str) -> str:
+    """leaderboard.csv with the held-out test split's ``test__<primary>`` and its 95% interval
+    (``__low``, ``__high``) after the metric columns; empty for rows not scored (the report scores
+    its top 3). Unchanged when the loop has no test split."""
+    if held is None or not held.used:
+        return csv_text
+    rows = list(csv.reader(io.StringIO(csv_text)))
+    columns = [f"test__{primary}", f"test__{primary}__low", f"test__{primary}__high"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(rows[0] + columns)
+    for cells in rows[1:]:
+        test = held.scores.get(cells[0])
+        low, high = test.interval(primary) if test else (None, None)
+        writer.writerow(cells + [_cell(test.value(primary) if test else None), _cell(low), _cell(high)])
+    return out.getvalue()

@@ -42,13 +42,15 @@ class ReportResult:
     reevaluated: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     none_beat_floor: bool = False
+    test_scores: dict | None = None
 
     def to_dict(self) -> dict:
         return {"ok": True, "report": self.path, "leaderboard": f"{self.path}/leaderboard.csv",
                 "final_analysis": f"{self.path}/final-analysis.md", "best": self.best,
                 "best_value": self.best_value, "primary_metric": self.primary, "rows": self.rows,
                 "reevaluated": [{"version": v, "reason": r} for v, r in self.reevaluated],
-                "none_beat_floor": self.none_beat_floor, "warnings": self.warnings, "next": self.next_step()}
+                "none_beat_floor": self.none_beat_floor, "test_scores": self.test_scores,
+                "report_html": f"{self.path}/report.html", "warnings": self.warnings, "next": self.next_step()}
 
     def next_step(self) -> str:
         return (f"fill the section between {ANALYSIS_START} and {ANALYSIS_END} in "
@@ -56,8 +58,14 @@ class ReportResult:
 
     def lines(self) -> list[str]:
         out = [f"re-evaluated {v} ({r})" for v, r in self.reevaluated]
-        out.append(f"wrote {self.path}/ (leaderboard.csv: {self.rows} rows, final-analysis.md, Artifacts/{self.best}/)")
+        out.append(f"wrote {self.path}/ (leaderboard.csv: {self.rows} rows, final-analysis.md, report.html, "
+                   f"Artifacts/{self.best}/)")
         out.append(f"best: {self.best} ({self.primary} {fmt(self.best_value)})")
+        for vid, t in (self.test_scores or {}).items():
+            out.append(f"held-out test: {vid} {self.primary} {fmt(t['value'])} [{fmt(t['low'])}, {fmt(t['high'])}] "
+                       f"on {t['num_samples']} samples")
+        if self.test_scores is None:
+            out.append("note: no test split (dataset_config.test_ratio), so the best score is optimistic")
         if self.none_beat_floor:
             out.append("warning: no version beats its trivial baseline; the leaderboard ranks failures")
         out += [f"warning: {w}" for w in self.warnings]
@@ -104,13 +112,18 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
             warnings.append(f"no {ranking.primary} in eval_score.json for {names}; ranked last.")
         floors = {r.name: read_floor(project, r.name) for r in ranking.rows if r.kind != EXTERNAL}
         none_beat = _none_beat(ranking, floors)
-        text = final_analysis(project, rules, ranking, floors, best, reevaluated, warnings, none_beat,
-                              dataset_id, name)
         project.report_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=project.report_root))
         try:
+            held, pictures = report_extras(project, rules, dataset_id, ranking, floors, best, tmp, progress)
+            csv_text = add_test_columns(csv_text, held, ranking.primary)
+            text = final_analysis(project, rules, ranking, floors, best, reevaluated, warnings, none_beat,
+                                  dataset_id, name, held=held, pictures=pictures)
             write_text_atomic(tmp / "leaderboard.csv", csv_text)
             write_text_atomic(tmp / "final-analysis.md", text)
+            write_text_atomic(tmp / "report.html", render_html(
+                name=name, dataset_id=dataset_id, ranking=ranking, floors=floors, best=best, held=held,
+                pictures=pictures, report_dir=tmp, warnings=warnings, none_beat=none_beat))
             copy_best(project, best, tmp / "Artifacts" / best.name)
             if final.exists():  # cannot happen under the lock, unless someone made it by hand
                 raise MlloopError(f"{project.rel(final)} appeared while the report was being built; run `mlloop report` again.")
@@ -120,7 +133,30 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
             raise
     progress(f"report written to {project.rel(final)}/")
     return ReportResult(project.rel(final), best.name, best.primary, ranking.primary, len(ranking.rows),
-                        reevaluated, warnings, none_beat)
+                        reevaluated, warnings, none_beat, test_scores=held.summary(ranking.primary))
+
+
+def report_extras(project: Project, rules, dataset_id: str, ranking: Ranking, floors: dict, best: Row,
+                  report_dir: Path, progress):
+    """The held-out test scores of the top 3 (when test_ratio is set) and the pictures."""
+    from .heldout import score_top
+    from .report_pictures import render_pictures
+
+    held = score_top(project, rules, dataset_id, ranking, report_dir, progress)
+    progress("drawing the report's pictures")
+    return held, render_pictures(project, rules, ranking, floors, best, held, report_dir)
+
+
+def render_html(**kwargs) -> str:
+    from .report_html import render_html as render
+
+    return render(**kwargs)
+
+
+def add_test_columns(csv_text: str, held, primary: str) -> str:
+    from .leaderboard import with_test_columns
+
+    return with_test_columns(csv_text, held, primary)
 
 
 def free_report_name(project: Project, when: datetime) -> str:
@@ -322,7 +358,8 @@ def _relative_link(project: Project, path: Path) -> str:
 
 
 def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best: Row,
-                   reevaluated, warnings, none_beat: bool, dataset_id: str, name: str) -> str:
+                   reevaluated, warnings, none_beat: bool, dataset_id: str, name: str, *, held=None,
+                   pictures=()) -> str:
     from .analysis import read_action, read_text_quiet, version_parent
     from .authoring import read_header
     from .stages import ACTION_DOC, ANALYSIS_DOC
@@ -361,6 +398,13 @@ def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best
         out.append(f"| {i} | {row.name} | {values} | {floor_cell} | {beats} | {parents[row.name]} |")
     out += ["", ranking.tie_rule()]
     out += [f"- {tie.sentence(primary)}" for tie in ranking.ties]
+    if held is not None:
+        from .heldout import analysis_lines
+
+        out += [""] + analysis_lines(held, ranking)
+    if pictures:
+        out += ["", "## Pictures", "", "All of them, with the leaderboard, in [report.html](report.html).", ""]
+        out += [f"- [{p.title}]({p.file}): {p.caption}" for p in pictures]
     if warnings:
         out += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
 

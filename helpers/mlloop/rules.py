@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "dataset_id": None,
         "task_type": None,
         "valid_ratio": 0.1,
+        "test_ratio": None,
         "split_strategy": "random",
         "stratify_key": "category",
         "group_key": "group_id",
@@ -358,6 +359,10 @@ def _semantic(values: dict, files: dict[str, RulesFile], findings: Findings, tas
                          "$.dataset_config.stratify_key")
     if dc.get("split_strategy") == "group" and not dc.get("group_key"):
         findings.problem("rules.split", bb.rel, "split_strategy is group but group_key is empty", "$.dataset_config.group_key")
+    vr, tr = dc.get("valid_ratio"), dc.get("test_ratio")
+    if isinstance(vr, (int, float)) and isinstance(tr, (int, float)) and vr + tr >= 1:
+        findings.problem("rules.split", bb.rel, f"valid_ratio {vr} + test_ratio {tr} leave no training data; their sum "
+                         "must be below 1", "$.dataset_config.test_ratio")
 
 
 def resolve(project: Project, task_types: set[str] | None = None) -> Rules:

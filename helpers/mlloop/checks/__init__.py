@@ -40,23 +40,27 @@ def run_check(project: Project, target: str = "all") -> Findings:
     target = target or "all"
     if target not in TARGETS and version_number(target) is None:
         raise _target_error(target)
-    from . import evaluation, prepdata, profiling, report, rulefiles, versions
+    from . import evaluation, heldout, prepdata, profiling, report, rulefiles, versions
 
     ctx = Context(project)
     steps = {
         "rules": [rulefiles.check_rules],
         "profiling": [lambda c: profiling.check_profiling(c, required=True)],
-        "prepdata": [lambda c: prepdata.check_prepdata(c, required=True)],
-        "baseline": [lambda c: versions.check_baseline(c, required=True)],
-        "report": [lambda c: report.check_reports(c, required=True)],
+        "prepdata": [lambda c: prepdata.check_prepdata(c, required=True), heldout.check_prepdata_test],
+        "baseline": [lambda c: versions.check_baseline(c, required=True),
+                     lambda c: heldout.check_version_test(c, "baseline")],
+        "report": [lambda c: report.check_reports(c, required=True), heldout.check_newest_report_test],
         "all": [rulefiles.check_rules,
                 lambda c: profiling.check_profiling(c, required=False),
                 lambda c: prepdata.check_prepdata(c, required=False),
                 lambda c: versions.check_baseline(c, required=False),
+                heldout.check_prepdata_test,
                 versions.check_all_versions,
+                heldout.check_all_versions_test,
                 evaluation.check_externals,
-                lambda c: report.check_reports(c, required=False)],
-    }.get(target) or [lambda c: versions.check_one_version(c, target)]
+                lambda c: report.check_reports(c, required=False),
+                heldout.check_newest_report_test],
+    }.get(target) or [lambda c: versions.check_one_version(c, target), lambda c: heldout.check_version_test(c, target)]
     if target not in ("all", "rules") and ctx.rules.findings.problems:
         ctx.warn("rules.invalid", "", f"the rules have {len(ctx.rules.findings.problems)} problem(s); "
                  "`mlloop check rules` lists them (defaults were used where they are broken)")

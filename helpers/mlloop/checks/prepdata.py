@@ -31,7 +31,8 @@ def _meta(ctx: Context) -> dict:
 def index_candidates(ctx: Context, split: str) -> list[str]:
     policy = _meta(ctx).get("index_policy") or {}
     found = policy.get(f"{split}_index_candidates")
-    return [str(c) for c in found] if isinstance(found, list) and found else DEFAULT_CANDIDATES[split]
+    return [str(c) for c in found] if isinstance(found, list) and found else \
+        DEFAULT_CANDIDATES.get(split, [f"{split}/{split}.jsonl", f"{split}/{split}.parquet"])
 
 
 # ---- reading the indexes (cached on the context: evaluation needs the valid ids too) ----------

@@ -85,10 +85,10 @@ def check_report(ctx: Context, folder: Path, newest: bool = True) -> None:
     if tuple(header[:5]) != FIXED_COLUMNS:
         ctx.problem("report.columns", board, f"the columns must start with {', '.join(FIXED_COLUMNS)}; found {', '.join(header[:5])}")
         return
-    extra = [c for c in header[5:] if not re.fullmatch(r"metric__.+", c)]
+    extra = [c for c in header[5:] if not re.fullmatch(r"(metric|test)__.+", c)]
     if extra:
-        ctx.problem("report.columns", board, f"column(s) {', '.join(extra)} are not allowed; only {', '.join(FIXED_COLUMNS)} "
-                    "and metric__<name> columns")
+        ctx.problem("report.columns", board, f"column(s) {', '.join(extra)} are not allowed; only {', '.join(FIXED_COLUMNS)}, "
+                    "metric__<name> and (with a test split) test__<name> columns")
     if len(set(header)) != len(header):
         ctx.problem("report.columns", board, "a column name repeats; repeated metric names become metric__<name>__2, …")
     rows, cells_by_name, seen = [], {}, set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,36 @@ def parent_of(paths: VersionPaths) -> str | None:
     return m.group(1) if m else None
 
 
+# The splits this process read through read_index: training writes them into spec.json and the
+# evaluation into eval_score.json, so `mlloop check` can show that the held-out test split was
+# never touched. Reading it at all needs held_out_access() (only `mlloop report` opens it).
+HELD_OUT = "test"
+_SPLITS_READ: set[str] = set()
+_HELD_OUT_OPEN = False
+
+
+def splits_read() -> list[str]:
+    """The split names read so far in this process, sorted."""
+    return sorted(_SPLITS_READ)
+
+
+@contextmanager
+def held_out_access():
+    """Let read_index open the held-out test split inside this block (the report's evaluation)."""
+    global _HELD_OUT_OPEN
+    before, _HELD_OUT_OPEN = _HELD_OUT_OPEN, True
+    try:
+        yield
+    finally:
+        _HELD_OUT_OPEN = before
+
+
 def read_index(prepdata_dir: str | os.PathLike, split: str) -> list[dict]:
     """The index records of ``<prepdata>/<split>/<split>.jsonl`` (or ``.parquet``), strict JSON."""
+    if split == HELD_OUT and not _HELD_OUT_OPEN:
+        raise MlloopError("the test split is held out: training, the smoke test and per-version evaluation never "
+                          "read it (only `mlloop report` does, once, for the top 3); use train and valid.")
+    _SPLITS_READ.add(str(split))
     folder = Path(prepdata_dir) / split
     jsonl, parquet = folder / f"{split}.jsonl", folder / f"{split}.parquet"
     if jsonl.is_file():

@@ -528,3 +528,47 @@ def leakage_findings(train: list[dict], valid: list[dict], group_key: str | None
             message = f"{len(both)} {group_key} value(s) in both train and valid (e.g. {sorted(map(str, both))[0]!r})"
             (f.problem if groups_must_separate else f.warn)("prepdata.leak_group", where, message)
     return f
+
+
+# ---- the held-out test split -----------------------------------------------------------------------
+
+TEST = "test"
+
+
+def split_with_test(records: list[dict], strategy: str, valid_ratio: float, test_ratio: float | None, seed: int,
+                    stratify_key: str = "category", group_key: str = "group_id") -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, valid, test). With ``test_ratio`` the test pool is drawn first, by the same strategy
+    as valid (so a group never straddles test and the rest), then valid from what is left, at
+    ``valid_ratio`` of ALL records. Without it, test is empty and the split is ``split_records``'."""
+    if not test_ratio:
+        train, valid = split_records(records, strategy, valid_ratio, seed, stratify_key, group_key)
+        return train, valid, []
+    if valid_ratio + test_ratio >= 1:
+        raise PipelineError(f"valid_ratio {valid_ratio} + test_ratio {test_ratio} leave no training data; "
+                            "their sum must be below 1 (dataset_config in the rules).")
+    # A seed of its own: the test draw must not mirror the valid draw's shuffle order.
+    rest, test = split_records(records, strategy, test_ratio, seed + 7919, stratify_key, group_key)
+    for r in test:
+        r["split"] = TEST
+    train, valid = split_records(rest, strategy, min(valid_ratio / (1 - test_ratio), 0.999), seed,
+                                 stratify_key, group_key)
+    return train, valid, test
+
+
+def test_leakage_findings(train: list[dict], valid: list[dict], test: list[dict], group_key: str | None = "group_id",
+                          groups_must_separate: bool = False, where: str = "") -> Findings:
+    """Samples the test split shares with train or valid: same id or content hash (problems), same
+    group (a problem when the split is by group, else a warning)."""
+    f = Findings()
+    for name, other in (("train", train), ("valid", valid)):
+        for key, code, label in (("sample_id", "prepdata.test_leak_id", "id"),
+                                 ("hash", "prepdata.test_leak_hash", "content hash")):
+            both = {r.get(key) for r in other} & {r.get(key) for r in test} - {None}
+            if both:
+                f.problem(code, where, f"{len(both)} {label}(s) in both {name} and test (e.g. {sorted(both)[0]!r})")
+        if group_key:
+            both = {r.get(group_key) for r in other} & {r.get(group_key) for r in test} - {None}
+            if both:
+                message = f"{len(both)} {group_key} value(s) in both {name} and test (e.g. {sorted(map(str, both))[0]!r})"
+                (f.problem if groups_must_separate else f.warn)("prepdata.test_leak_group", where, message)
+    return f

@@ -20,6 +20,7 @@ import shutil
 import statistics
 import time
 import traceback
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -27,12 +28,12 @@ from typing import Any, Callable
 
 from ..errors import MlloopError
 from ..jsonio import JsonProblems, read_json, to_jsonable, write_json_atomic, write_text_atomic
-from ..layout import BASELINE, Project, version_number
+from ..layout import BASELINE, Project, is_inside, version_number
 from ..rules import resolve
 from ..scores import Floor, score_digest, sha256_file
 from ..stages import EVAL_ARTIFACTS, locked_dataset_id
 from . import checkpoint, metrics, trivial
-from .artifacts import read_index
+from .artifacts import HELD_OUT, held_out_access, read_index, splits_read
 
 INTERFACE = ("load_for_eval", "eval_records", "make_batch", "predict", "write_sample")
 EVAL_BATCH_SIZE = 32
@@ -43,11 +44,15 @@ LATENCY_RUNS = 30
 def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_script: Path | None = None,
                      device: str | None = None, batch_size: int = EVAL_BATCH_SIZE,
                      latency_warmup: int = LATENCY_WARMUP, latency_runs: int = LATENCY_RUNS,
-                     log: Callable[[str], None] | None = None) -> dict:
+                     log: Callable[[str], None] | None = None, split: str = "valid",
+                     output_dir: Path | None = None) -> dict:
     """Evaluate ``vid`` (``vNNN`` or ``baseline``) and write its evaluation outputs.
 
     ``eval_script``: the running ``03_eval.py``; it must be the project's (its sha256 is what the
     score records). Returns a summary: version, dataset, metrics, latency, floor, paths.
+    ``split="test"`` (only ``mlloop report``) scores the held-out test split instead and writes the
+    outputs into ``output_dir``, a new folder outside ``Models/Artifacts/``: the version's own
+    folder is never touched by a test-split evaluation.
     """
     import torch
 
@@ -56,6 +61,7 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
     rules, spec, dataset_id, eval_script = _inputs(project, vid, eval_script)
     script, folder = project.script(vid), project.artifact_dir(vid)
     ckpt, prepdata = folder / "best.ckpt", project.prepdata(dataset_id)
+    output_dir = _output_dir(project, split, output_dir)
 
     # The checkpoint is checked before any code of the version runs.
     checkpoint.check_checkpoint(ckpt, project.root)
@@ -77,7 +83,8 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
         model = call("load_for_eval", str(ckpt), device)
     if hasattr(model, "eval"):
         model.eval()
-    records = _valid_records(call("eval_records", str(prepdata), "valid"), script)
+    with held_out_access() if split == HELD_OUT else nullcontext():
+        records = _valid_records(call("eval_records", str(prepdata), split), script)
     ids = [r["id"] for r in records]
     log(f"evaluating {len(records)} validation samples in batches of {batch_size}")
     results = _predict_all(call, model, records, str(prepdata), device, batch_size, script)
@@ -95,25 +102,30 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
         "num_samples": len(records), "metrics": scored.values, "latency_ms": latency["p50_ms"],
         "version_id": vid, "seed": seed, "checkpoint_sha256": checkpoint_sha, "eval_script_sha256": eval_script_sha,
         "train_val_loss": _train_val_loss(spec),
-        "latency": latency, "device": device, "eval_batch_size": batch_size, "split": "valid",
+        "latency": latency, "device": device, "eval_batch_size": batch_size, "split": split,
+        "splits_read": splits_read(),
     })
     score["score_sha256"] = score_digest(score)
     trivial_doc = to_jsonable({"dataset_id": dataset_id, "version_id": vid, "num_samples": len(records),
                                "seed": seed, "task_type": task_type, **floor_part})
 
-    staging = folder / f".eval-staging-{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}"
+    staging = (output_dir.parent if output_dir else folder) / f".eval-staging-{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}"
     staging.mkdir(parents=True)
     try:
         _write_infer_samples(call, staging / "infer_samples", drawn, records, results, scored.per_sample, ids,
                              str(prepdata), script=script,
-                             meta={"seed": seed, "version_id": vid, "dataset_id": dataset_id, "split": "valid",
+                             meta={"seed": seed, "version_id": vid, "dataset_id": dataset_id, "split": split,
                                    "conditions": {"device": device, "checkpoint": project.rel(ckpt), "batch_size": 1,
                                                   "script": script.name, "torch": torch.__version__},
                                    "config": _config_summary(spec, rules)})
         _write_eval_samples(staging / "eval_samples.jsonl", ids, results, scored.per_sample)
         write_json_atomic(staging / "trivial_baselines.json", trivial_doc)
         write_json_atomic(staging / "eval_score.json", score)
-        moved = _replace_outputs(project, folder, staging, vid)
+        if output_dir is not None:
+            os.rename(staging, output_dir)
+            moved = None
+        else:
+            moved = _replace_outputs(project, folder, staging, vid)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # only this run's partial outputs
         raise
@@ -123,8 +135,25 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
         "version_id": vid, "dataset_id": dataset_id, "num_samples": len(records), "metrics": scored.values,
         "primary_metric": rules.primary_metric, "latency_ms": latency["p50_ms"], "device": device,
         "floor": floor, "beats_floor": beats, "infer_samples": len(drawn), "moved_aside": moved,
-        "eval_score": project.rel(folder / "eval_score.json"),
+        "eval_score": project.rel((output_dir or folder) / "eval_score.json"), "split": split,
     }
+
+
+def _output_dir(project: Project, split: str, output_dir: Path | None) -> Path | None:
+    """Where a test-split evaluation writes (a new folder outside Models/Artifacts/); None for valid."""
+    if split not in ("valid", HELD_OUT):
+        raise MlloopError(f"split {split!r} cannot be evaluated; use valid (03_eval.py) or test (mlloop report).")
+    if split == "valid":
+        if output_dir is not None:
+            raise MlloopError("a validation evaluation writes into the version's folder; output_dir is for the test split.")
+        return None
+    if output_dir is None:
+        raise MlloopError("a test-split evaluation needs an output folder (the report's), never the version's.")
+    output_dir = Path(output_dir).resolve()
+    if is_inside(project.artifacts_root, output_dir) or output_dir.exists():
+        raise MlloopError(f"{output_dir}: a test-split evaluation writes into a new folder outside Models/Artifacts/.")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    return output_dir
 
 
 # ---- inputs --------------------------------------------------------------------------------

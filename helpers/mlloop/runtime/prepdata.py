@@ -154,26 +154,28 @@ def move_aside(path: Path, trash_root: Path) -> Path | None:
 
 
 def write_prepdata(out_dir: Path, *, records: list[dict], train: list[dict], valid: list[dict], spec: TaskSpec,
-                   reader: AssetReader, stats: dict, group_key: str | None) -> dict:
+                   reader: AssetReader, stats: dict, group_key: str | None, test: list[dict] | None = None) -> dict:
     """Write the whole prepdata layout into ``out_dir`` (a fresh folder): split folders with
     assets and indexes, common/ (df_meta, manifests, label_map or feature_stats), stats.json.
-    Returns the stats written."""
+    ``test`` (dataset_config.test_ratio) adds a held-out ``test/`` beside them. Returns the stats written."""
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PipelineError(f"{out_dir}: the staging folder is not empty.")
     counts = {}
-    for split, rows in (("train", train), ("valid", valid)):
+    splits = (("train", train), ("valid", valid)) + ((("test", test),) if test else ())
+    for split, rows in splits:
         counts[split] = len(write_split(out_dir / split, split, rows, spec, reader, group_key))
     common = out_dir / "common"
     meta_cols = list(META_COLUMNS) + ([group_key] if group_key and group_key not in META_COLUMNS else [])
     write_parquet(common / "df_meta.parquet", sorted(records, key=lambda r: r["sample_id"]), meta_cols)
-    for split, rows in (("train", train), ("valid", valid)):
+    for split, rows in splits:
         m = manifest_rows(rows, group_key)
         write_parquet(common / f"{split}_manifest.parquet", m, list(dict.fromkeys(k for row in m for k in row)) or ["sample_id"])
     if spec.is_classification:
-        write_json_atomic(common / "label_map.json", label_map(train + valid, "label"))
+        write_json_atomic(common / "label_map.json", label_map(train + valid + (test or []), "label"))
     if "features" in spec.required:
         write_json_atomic(common / "feature_stats.json", feature_stats(train))
-    sources = defaultdict(lambda: {"parsed": 0, "dropped": 0, "unused": 0, "train": 0, "valid": 0})
+    sources = defaultdict(lambda: {"parsed": 0, "dropped": 0, "unused": 0, "train": 0, "valid": 0,
+                                   **({"test": 0} if test else {})})
     for r in records:
         s = sources[str(r.get("source"))]
         s["parsed"] += 1
@@ -219,7 +221,8 @@ def write_report(out_dir: Path, report: PipelineReport, stats: dict, leaks=None)
     report.sections["Filtering"] = "\n".join(
         [f"- parsed: {stats['parsed']}"] + [f"- dropped {k}: {v}" for k, v in stats["dropped"].items()]
         + [f"- unused_by_max_train_samples: {stats['unused_by_max_train_samples']}",
-           f"- train: {stats['counts']['train']}", f"- valid: {stats['counts']['valid']}"])
+           f"- train: {stats['counts']['train']}", f"- valid: {stats['counts']['valid']}"]
+        + ([f"- test (held out): {stats['counts']['test']}"] if "test" in stats["counts"] else []))
     report.sections["Sources"] = "| source | parsed | dropped | unused | train | valid |\n|---|---|---|---|---|---|\n" + "\n".join(
         f"| {s} | {c['parsed']} | {c['dropped']} | {c['unused']} | {c['train']} | {c['valid']} |"
         for s, c in stats["sources"].items())
@@ -286,6 +289,8 @@ def verify_prepdata(out_dir: Path, spec: TaskSpec, *, split_strategy: str, group
         rep.add("asset_paths_exist_inside_split", not bad_paths,
                 f"{len(bad_paths)} bad, e.g. {bad_paths[0]}" if bad_paths else "relative to the split folder")
     counts = stats.get("counts") if isinstance(stats, dict) else None
+    if isinstance(counts, dict):  # the held-out test split is verified by verify_test_split
+        counts = {k: v for k, v in counts.items() if k != "test"}
     want = {s: len(idx[s]) for s in idx}
     rep.add("stats_counts_match_indexes", counts == want, f"stats {counts}, indexes {want}")
     rep.add("splits_not_empty", all(want.values()), f"train {want['train']}, valid {want['valid']}")
@@ -356,3 +361,50 @@ def _load_test(out_dir: Path, idx: dict, spec: TaskSpec, seed: int, n: int) -> t
         except Exception:
             pass
     return ok == len(draw) and len(draw) > 0, f"{ok}/{len(draw)} samples, seed {seed}"
+
+
+def verify_test_split(out_dir: Path, report: PipelineReport, spec: TaskSpec, *, test_ratio: float | None,
+                      split_strategy: str, group_key: str | None) -> None:
+    """The held-out test split's lines in the pipeline report: present exactly when the rules ask
+    for it, counted in stats.json, and sharing no id, content or (group split) group with train
+    or valid."""
+    from ..jsonio import JsonProblems, read_json
+    from .data import test_leakage_findings
+
+    has_dir = (out_dir / "test").exists()
+    if not test_ratio:
+        rep_ok = not has_dir
+        report.add("no_test_split_without_test_ratio", rep_ok,
+                   "" if rep_ok else "test/ exists but dataset_config.test_ratio is not set")
+        return
+    report.add("test_dir_exists", has_dir, f"test_ratio {test_ratio}")
+    try:
+        index = read_index(out_dir / "test", "test")
+    except Exception as exc:
+        index = None
+        report.add("test_index_readable", False, f"{type(exc).__name__}: {exc}")
+    report.add("test_index_exists", bool(index), "test.jsonl or test.parquet, not empty")
+    try:
+        counts = read_json(out_dir / "stats.json", "stats.json").get("counts", {})
+    except (JsonProblems, AttributeError):
+        counts = {}
+    n = len(index or [])
+    report.add("stats_counts_match_test_index", counts.get("test") == n, f"stats {counts.get('test')}, index {n}")
+    meta = _read_parquet_rows(out_dir / "common" / "df_meta.parquet")
+    hashes = {row["sample_id"]: row.get("hash") for row in meta[0]} if meta and "hash" in meta[1] else {}
+
+    def rows(split: str, records) -> list[dict]:
+        return [{"sample_id": rec.get("id"), "hash": hashes.get(rec.get("id")),
+                 **({group_key: rec.get(group_key)} if group_key else {})} for rec in records or []]
+
+    others = {}
+    for split in ("train", "valid"):
+        try:
+            others[split] = read_index(out_dir / split, split)
+        except Exception:
+            others[split] = None  # verify_prepdata already has its FAIL line
+    leaks = test_leakage_findings(rows("train", others["train"]), rows("valid", others["valid"]), rows("test", index),
+                                  group_key, split_strategy == "group")
+    report.add("test_shares_nothing_with_train_or_valid", not leaks.problems,
+               "; ".join(p.message for p in leaks.problems) or "ids, content hashes"
+               + (f", {group_key}" if split_strategy == "group" and group_key else ""))

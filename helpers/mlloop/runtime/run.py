@@ -30,7 +30,7 @@ from typing import Any, Callable
 from ..errors import MlloopError
 from ..layout import BASELINE
 from . import reports
-from .artifacts import (VersionPaths, assets_listing, is_rank_zero, parent_of, paths_for_script,
+from .artifacts import (VersionPaths, assets_listing, is_rank_zero, parent_of, paths_for_script, splits_read,
                         prepare_version_dir, save_asset)
 from .config import resolve_settings
 from .seeding import seed_everything, seeded_sample
@@ -176,7 +176,7 @@ class Run:
             precision=self.precision, wall_time_s=time.perf_counter() - self.started, peak_memory_mb=peak,
             peak_memory_source=peak_source, artifact_bytes=sizes,
             settings={k: {"value": v, "source": self.sources.get(k, "script")} for k, v in self.settings.items()},
-            extra=extra)
+            extra={**(extra or {}), "splits_read": splits_read(), "parameters": parameter_counts(module)})
 
     def summary(self, values: dict) -> dict:
         """Print the autoresearch-style ``key: value`` block (rank 0) and return ``values``."""
@@ -212,6 +212,18 @@ class Run:
             attempt = reports.next_attempt(previous, status="PASS", error=None, cause=self.switches.get("RETRY_CAUSE"),
                                            change=self.switches.get("RETRY_CHANGE"))
             reports.append_retry_report(self.paths.retry_report, attempt, self.vid)
+
+
+def parameter_counts(module) -> dict | None:
+    """``{"total", "trainable"}`` parameters of the LightningModule (the report's cost chart)."""
+    params = getattr(module, "parameters", None)
+    if not callable(params):
+        return None
+    total = trainable = 0
+    for p in params():
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return {"total": int(total), "trainable": int(trainable)}
 
 
 def read_optimal_batch_size(paths: VersionPaths) -> int | None:
