@@ -211,7 +211,9 @@ def report(project_dir, as_json):
 @click.option("--versions", type=click.IntRange(1, 6), default=3, show_default=True, help="Versions to train.")
 @click.option("--size", type=click.Choice(["tiny", "small", "medium"]), default="small", show_default=True,
               help="Size of the generated raw data.")
-def demo(project_dir, as_json, task, versions, size):
+@click.option("--test-ratio", type=click.FloatRange(0, 0.5, min_open=True), default=None,
+              help="Hold out this share as a test split that `mlloop report` scores once (dataset_config.test_ratio).")
+def demo(project_dir, as_json, task, versions, size, test_ratio):
     """Run the whole loop headless on a generated example dataset, in a new folder.
 
     Without --project the demo goes into ./mlloop-demo; it never writes into a folder that is
@@ -219,7 +221,7 @@ def demo(project_dir, as_json, task, versions, size):
     """
     from .demo import run_demo
 
-    result = run_demo(project_dir, task=task, versions=versions, size=size, progress=_progress)
+    result = run_demo(project_dir, task=task, versions=versions, size=size, progress=_progress, test_ratio=test_ratio)
     _emit(as_json, result.to_dict(), result.lines())
 
 

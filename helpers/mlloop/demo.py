@@ -88,8 +88,9 @@ def set_setting(text: str, name: str, value) -> tuple[str, str]:
 
 
 class Demo:
-    def __init__(self, root: Path, task: str, versions: int, size: str, progress):
+    def __init__(self, root: Path, task: str, versions: int, size: str, progress, test_ratio: float | None = None):
         self.root, self.task, self.versions, self.size = root, task, versions, size
+        self.test_ratio = test_ratio
         self.progress = progress or (lambda message: None)
         self.total = 7 + 4 * versions
         self.done = 0
@@ -150,6 +151,11 @@ class Demo:
             rules = read_json(rules_path)
             rules.setdefault("loop_config", {})["max_versions"] = self.versions
             write_json_atomic(rules_path, rules)
+            if self.test_ratio:  # a held-out test split, scored once by `mlloop report`
+                bb_path = self.project.rules_path("build-baseline")
+                bb = read_json(bb_path)
+                bb.setdefault("dataset_config", {})["test_ratio"] = self.test_ratio
+                write_json_atomic(bb_path, bb)
             s.note = ", ".join(f"{k}: {v}" for k, v in info["raw"].items())
         with self.step("Step 0: mlloop profile, then the agent's part of profiling.md"):
             draft_profiling(self.project)
@@ -298,7 +304,7 @@ class Demo:
 
 
 def run_demo(project_dir: str | None, task: str = "image-classification", versions: int = 3, size: str = "small",
-             progress=None) -> DemoResult:
+             progress=None, test_ratio: float | None = None) -> DemoResult:
     t0 = time.perf_counter()
     registry = load_registry()
     try:
@@ -314,7 +320,7 @@ def run_demo(project_dir: str | None, task: str = "image-classification", versio
                           "Pass --project NEW_DIR or remove it.")
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
-    demo = Demo(root, task, versions, size, progress)
+    demo = Demo(root, task, versions, size, progress, test_ratio)
     demo.progress(f"mlloop demo: {task}, {versions} version(s), in {root} (commands' output: {LOG_NAME})")
     demo.build_baseline(registry)
     summaries = demo.loop(actions)

@@ -122,6 +122,7 @@ def _metric_by_version(plt, ranking: Ranking, floors: dict, held, seed: int, out
                       if isinstance(r.get(primary), (int, float)) and not isinstance(r.get(primary), bool)]
         ci = bootstrap_mean_interval(per_sample, seed) if with_interval else None
         if ci is not None:
+            labelled.add("interval")
             ax.errorbar(x, value, yerr=[[max(value - ci[0], 0)], [max(ci[1] - value, 0)]], fmt="none",
                         ecolor="#08519c", capsize=4, lw=1.2)
         floor = floors.get(row.name)
@@ -141,9 +142,13 @@ def _metric_by_version(plt, ranking: Ranking, floors: dict, held, seed: int, out
     ax.set_ylabel(primary)
     ax.set_title(f"{primary} by version ({'higher' if ranking.higher_is_better else 'lower'} is better)")
     ax.legend(loc="best", fontsize=8, frameon=False)
-    caption = (f"Bars: {primary} on the validation split" + (", with a 95% bootstrap interval of the per-sample "
-               "values (2,000 seeded resamples)" if with_interval else f" ({primary} is a corpus metric: no per-sample "
-               "interval here; see `mlloop compare`)") + ". Dashed red: the trivial floor."
+    if "interval" in labelled:
+        how = ", with a 95% bootstrap interval of the per-sample values (2,000 seeded resamples)"
+    elif with_interval:
+        how = " (eval_samples.jsonl has no per-sample values for an interval)"
+    else:
+        how = f" ({primary} is a corpus metric: no per-sample interval here; see `mlloop compare`)"
+    caption = (f"Bars: {primary} on the validation split{how}. Dashed red: the trivial floor."
                + (" Green diamonds: the held-out test score with its 95% interval." if held is not None and held.scores else ""))
     return _save(plt, fig, out, "metric_by_version.png", f"{primary} by version", caption)
 
@@ -217,22 +222,22 @@ def _cost(plt, project, versions: list[Row], out: Path) -> Picture | None:
         return None
     names = [n for n, _ in specs]
 
-    def number(spec, *keys):
+    def number(spec, *keys, scale: float = 1.0):
         value = spec
         for key in keys:
             value = value.get(key) if isinstance(value, dict) else None
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+        return float(value) / scale if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     panels = [("wall time (s)", [number(s, "wall_time_s") for _, s in specs]),
               ("peak memory (MB)", [number(s, "peak_memory_mb") for _, s in specs]),
-              ("parameters (millions)", [number(s, "parameters", "total") / 1e6 for _, s in specs])]
+              ("parameters (millions)", [number(s, "parameters", "total", scale=1e6) for _, s in specs])]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
     for ax, (title, values) in zip(axes, panels):
-        ax.bar(names, values, color="#fdae6b")
+        ax.bar(names, [v or 0.0 for v in values], color="#fdae6b")
         ax.set_title(title)
         ax.tick_params(axis="x", rotation=30 if len(names) > 4 else 0)
-        for x, v in enumerate(values):
-            ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=7)
+        for x, v in enumerate(values):  # a value spec.json does not record is said so, not drawn as 0
+            ax.annotate("n/a" if v is None else f"{v:.3g}", (x, v or 0.0), ha="center", va="bottom", fontsize=7)
     devices = ", ".join(f"{n}: {s.get('device_name') or s.get('device') or '?'}" for n, s in specs)
     return _save(plt, fig, out, "cost.png", "Cost per version",
                  f"From each version's spec.json (training run). Devices: {devices}.")
@@ -304,7 +309,7 @@ def _confusion(plt, best: Row, samples: list[dict], out: Path) -> Picture:
     matrix = [[counts.get((i, j), 0) for j in range(len(labels))] for i in range(len(labels))]
     size = max(3.5, 0.45 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    ax.imshow(matrix, cmap="Blues")
+    ax.imshow(matrix, cmap="Blues", vmin=0)
     for i, row in enumerate(matrix):
         for j, n in enumerate(row):
             if n:

@@ -378,8 +378,11 @@ def verify_test_split(out_dir: Path, report: PipelineReport, spec: TaskSpec, *, 
                    "" if rep_ok else "test/ exists but dataset_config.test_ratio is not set")
         return
     report.add("test_dir_exists", has_dir, f"test_ratio {test_ratio}")
+    from .artifacts import held_out_access
+
     try:
-        index = read_index(out_dir / "test", "test")
+        with held_out_access():  # the pipeline wrote it and may read it back; versions may not
+            index = read_index(out_dir / "test", "test")
     except Exception as exc:
         index = None
         report.add("test_index_readable", False, f"{type(exc).__name__}: {exc}")
