@@ -27,6 +27,14 @@ def find_chromium() -> str | None:
     return None
 
 
+def _high(fd: int) -> int:
+    import fcntl
+
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return moved
+
+
 class Page:
     """One headless Chromium with one page; use as a context manager."""
 
@@ -39,8 +47,9 @@ class Page:
 
     def __enter__(self) -> "Page":
         self._profile = tempfile.mkdtemp(prefix="mlloop-chromium-")
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
+        # Above fd 4 first: dup2 onto 3 and 4 then always makes a fresh, inheritable descriptor
+        # (dup2 of a descriptor onto itself would keep it close-on-exec).
+        to_child_r, self._to_child, self._from_child, from_child_w = (_high(fd) for fd in (*os.pipe(), *os.pipe()))
 
         def wire_fds():  # the protocol's fixed descriptors: 3 = commands in, 4 = replies out
             os.dup2(to_child_r, 3)

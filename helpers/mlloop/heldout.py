@@ -23,6 +23,17 @@ from .leaderboard import EXTERNAL, Ranking, fmt
 
 TEST_DIR = "test"
 TOP = 3
+FEW_SAMPLES = 100  # below this a test interval is rough, and a perfect score gives a zero-width one
+
+
+def few_samples_note(held: "HeldOut") -> str | None:
+    """A warning when the test split is small: the bootstrap only resamples what is there."""
+    n = min((t.num_samples for t in held.scores.values()), default=None)
+    if n is None or n >= FEW_SAMPLES:
+        return None
+    return (f"Only {n} test samples: the intervals resample these {n} alone, so they are rough, and a score that is "
+            "the same on every resample (e.g. all correct) gets a zero-width interval that proves nothing. "
+            "More test data, not a re-run, narrows them.")
 
 
 @dataclass
@@ -152,6 +163,9 @@ def analysis_lines(held: HeldOut, ranking: Ranking) -> list[str]:
         t = held.scores.get(row.name)
         if t is not None:
             out.append(f"| {i} | {row.name} | {fmt(row.primary)} | {t.cell(primary)} | {t.num_samples} |")
+    note = few_samples_note(held)
+    if note:
+        out += ["", f"> {note}"]
     reused = [t for t in held.scores.values() if t.reused_from]
     if reused:
         out += ["", "Already scored on test by an earlier report (same checkpoint and 03_eval.py), copied, not "

@@ -62,6 +62,12 @@ def render_html(*, name: str, dataset_id: str, ranking: Ranking, floors: dict, b
                   f'<td class="num">{escape(fmt(row.score.latency_ms))}</td>']
         out.append(f"<tr{cls}>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</tbody></table>")
+    if used:
+        from .heldout import few_samples_note
+
+        note = few_samples_note(held)
+        if note:
+            out.append(f'<p class="note">{escape(note)}</p>')
     out.append("<p>The full table, every metric: <code>leaderboard.csv</code>; the analysis: "
                "<code>final-analysis.md</code>.</p>")
     if warnings:

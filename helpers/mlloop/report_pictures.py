@@ -107,7 +107,7 @@ def _save(plt, fig, out: Path, name: str, title: str, caption: str) -> Picture:
 def _metric_by_version(plt, ranking: Ranking, floors: dict, held, seed: int, out: Path) -> Picture:
     primary = ranking.primary
     rows = sorted(ranking.rows, key=lambda r: (r.kind == EXTERNAL, r.name))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 3), 3.6))
     xs = list(range(len(rows)))
     with_interval = primary in MEAN_METRICS
     labelled: set[str] = set()
@@ -141,7 +141,7 @@ def _metric_by_version(plt, ranking: Ranking, floors: dict, held, seed: int, out
     ax.set_xticks(xs, [r.name for r in rows], rotation=30 if len(rows) > 6 else 0)
     ax.set_ylabel(primary)
     ax.set_title(f"{primary} by version ({'higher' if ranking.higher_is_better else 'lower'} is better)")
-    ax.legend(loc="best", fontsize=8, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # never over a bar
     if "interval" in labelled:
         how = ", with a 95% bootstrap interval of the per-sample values (2,000 seeded resamples)"
     elif with_interval:
@@ -256,7 +256,8 @@ def _gallery(plt, best: Row, out: Path) -> Picture | None:
         return None
     cols = min(4, len(folders))
     rows = (len(folders) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    has_images = any(p.suffix.lower() in IMAGE_SUFFIXES for f in folders for p in f.glob("input.*"))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, (2.6 if has_images else 1.7) * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, folder in zip(axes.flat, folders):
@@ -273,8 +274,8 @@ def _gallery(plt, best: Row, out: Path) -> Picture | None:
                     transform=ax.transAxes)
         else:
             text = next((p.read_text(encoding="utf-8", errors="replace") for p in sorted(folder.glob("input.*"))), "")
-            ax.text(0.02, 0.95, textwrap.fill(text[:240], 34), va="top", family="monospace", fontsize=6,
-                    transform=ax.transAxes)
+            ax.text(0.02, 0.62, textwrap.fill(" ".join(text.split())[:200], 36), va="top", family="monospace",
+                    fontsize=6.5, transform=ax.transAxes)
         right = str(meta.get("prediction")) == str(meta.get("target"))
         ax.set_title(f"{meta.get('sample_id', folder.name)}\ntruth: {_short(meta.get('target'))}\n"
                      f"pred: {_short(meta.get('prediction'))}", fontsize=7, color="#2b7a2b" if right else "#b2182b")
