@@ -53,17 +53,35 @@ def test_demo_rejects_an_unknown_task(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("task, primary", [("tabular-classification", "macro_f1"), ("ocr-line-recognition", "cer")])
-def test_each_template_runs_from_raw_data_to_check_ok(tmp_path, task, primary):
+@pytest.mark.parametrize("task, primary, test_ratio", [("tabular-classification", "macro_f1", "0.2"),
+                                                    ("ocr-line-recognition", "cer", None)])
+def test_each_template_runs_from_raw_data_to_check_ok(tmp_path, task, primary, test_ratio):
     """The other two templates through the same chain: the example's 01_data_pipeline.py, the
-    baseline smoke test, v001, 03_eval.py, the report and `mlloop check` (one version, tiny data)."""
+    baseline smoke test, v001, 03_eval.py, the report and `mlloop check` (one version, tiny data);
+    the tabular one with a held-out test split that only the report scores."""
     project = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--project", str(project), "--task", task, "--size", "tiny",
-                                      "--versions", "1", "--json"])
+                                      "--versions", "1", "--json"] + (["--test-ratio", test_ratio] if test_ratio else []))
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["task"] == task and summary["primary_metric"] == primary
     assert [r["version_id"] for r in summary["leaderboard"]] == ["v001"]
     score = json.loads((project / "Models/Artifacts/v001/eval_score.json").read_text())
     assert primary in {m["name"] for m in score["metrics"]}
+    assert score["split"] == "valid" and "test" not in score["splits_read"]
     assert CliRunner().invoke(cli, ["check", "--project", str(project)]).exit_code == 0
+    report = project / summary["report"]
+    analysis = (report / "final-analysis.md").read_text(encoding="utf-8")
+    assert (report / "report.html").is_file() and (report / "pictures/metric_by_version.png").is_file()
+    if test_ratio:
+        stats = json.loads((project / "dataset/prepdata/v1/stats.json").read_text())
+        assert stats["test_ratio"] == 0.2 and stats["counts"]["test"] > 0
+        row = summary["leaderboard"][0]
+        low, value, high = (float(row[f"test__{primary}{k}"]) for k in ("__low", "", "__high"))
+        assert low <= value <= high
+        test_score = json.loads((report / "test/v001/eval_score.json").read_text())
+        assert test_score["split"] == "test" and test_score["num_samples"] == stats["counts"]["test"]
+        assert "## Held-out test split" in analysis and "optimistic" not in analysis
+    else:
+        assert "The best version's score is optimistic." in analysis and not (report / "test").exists()
+        assert (report / "pictures/errors.png").is_file()  # a text task gets an error list, not a confusion matrix
