@@ -91,8 +91,10 @@ def test_field_types_and_ids(factory):
 
 
 def test_group_split_needs_the_group_field(factory):
-    rows = {"train": [{"id": "a", "features": {}, "label": "x", "group_id": "g1"}, {"id": "b", "features": {}, "label": "x"}],
-            "valid": [{"id": "c", "features": {}, "label": "y", "group_id": "g2"}]}
+    rows = {"train": [{"id": "a", "features": {}, "label": "x", "group_id": "g1"}, {"id": "b", "features": {}, "label": "y"},
+                      {"id": "d", "features": {}, "label": "y", "group_id": "g1"}],
+            "valid": [{"id": "c", "features": {}, "label": "x", "group_id": "g2"},
+                      {"id": "e", "features": {}, "label": "y", "group_id": "g2"}]}
     with_task(factory, "tabular-classification", rows, split_strategy="group")
     assert found(factory) == [("prepdata.group_missing", f"{PREP}/train/train.jsonl",
                                "split_strategy is group but 1 record(s) have no top-level 'group_id' (lines 2)")]
