@@ -233,7 +233,7 @@ def move_unknown_fields(records: list[dict], spec: TaskSpec, keep: Iterable[str 
             raise PipelineError(f"record {r.get('sample_id')!r}: field {clash!r} is not in {spec.name}'s index "
                                 f"schema and meta.{clash} already holds another value; rename one of them.")
         r["meta"] = {**meta, **extra}
-        moved.update(extra)
+        moved.update(extra.keys())
     return dict(sorted(moved.items()))
 
 
