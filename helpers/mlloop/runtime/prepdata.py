@@ -98,9 +98,12 @@ def write_split(split_dir: Path, split: str, records: list[dict], spec: TaskSpec
             folder = name[:-5] if name.endswith('_path') else name
             rel = f"{folder}/shared/{shared_name(ref)}" if ref in shared else f"{folder}/{r['sample_id']}{suffix_of(ref)}"
             target = split_dir / rel
-            if not (ref in shared and target.is_file()):
+            if ref not in shared:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _store(reader, ref, target, stored.get(ref) if ref in shared else None)
+                target.write_bytes(reader.read(ref))
+            elif not target.is_file():  # the first record of this split that points at it
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _store(reader, ref, target, stored.get(ref))
                 stored.setdefault(ref, target)
             paths[name] = rel
         r["index_paths"] = paths
