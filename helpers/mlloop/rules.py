@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
         "stratify_key": "category",
         "group_key": "group_id",
         "max_profile_samples": 1000,
+        "max_drop_share": 0.2,        # one drop reason removing more must be named in profiling.md
+        "min_samples_per_class": 1,   # per split, for tasks with a label field
         "max_train_samples": None,
     },
     "model_config": {
