@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +22,10 @@ from .layout import Project
 
 SEED_FIELDS = ("dataset_id", "created_at", "num_samples", "metrics", "latency_ms")
 PROVENANCE_FIELDS = ("checkpoint_sha256", "eval_script_sha256", "score_sha256")
+# Recorded by 03_eval.py beside the fields above: the outputs written with the score (edited
+# afterwards = tampered) and the inputs it read (changed afterwards = stale).
+OUTPUT_HASHES = {"eval_samples_sha256": "eval_samples.jsonl", "trivial_baselines_sha256": "trivial_baselines.json"}
+INPUT_HASHES = ("train_script_sha256", "valid_index_sha256")
 FRESH, STALE, TAMPERED, UNKNOWN = "fresh", "stale", "tampered", "unknown"
 
 
@@ -141,7 +147,7 @@ def read_eval_score(project: Project, path: Path, owner: str, *, primary_metric:
             findings.problem("eval.primary_ambiguous", rel,
                              f"the primary metric {primary_metric!r} appears {names.count(primary_metric)} times; ranking needs one value",
                              "$.metrics")
-    for key in ("checkpoint_sha256", "eval_script_sha256", "score_sha256"):
+    for key in ("checkpoint_sha256", "eval_script_sha256", "score_sha256", *OUTPUT_HASHES, *INPUT_HASHES):
         if key in doc and not (isinstance(doc[key], str) and len(doc[key]) == 64):
             findings.problem("eval.provenance", rel, f"{key} must be a 64-character sha256 hex string", f"$.{key}")
     return EvalScore(owner, path, doc, metrics)
@@ -185,7 +191,12 @@ def provenance(project: Project, vid: str, score: EvalScore, sha256=sha256_file)
     missing = [k for k in ("checkpoint_sha256", "eval_script_sha256") if k not in doc]
     if missing:
         return UNKNOWN, f"eval_score.json records no {' / '.join(missing)}; it was not written by 03_eval.py"
-    ckpt = project.artifact_dir(vid) / "best.ckpt"
+    folder = project.artifact_dir(vid)
+    for key, name in OUTPUT_HASHES.items():
+        if isinstance(doc.get(key), str) and _hashable(project, folder / name) \
+                and sha256(folder / name) != doc[key]:
+            return TAMPERED, f"{name} was edited after 03_eval.py wrote it ({key} in eval_score.json does not match)"
+    ckpt = folder / "best.ckpt"
     if not ckpt.is_file():
         return STALE, "best.ckpt is missing"
     if sha256(ckpt) != doc["checkpoint_sha256"]:
@@ -194,7 +205,40 @@ def provenance(project: Project, vid: str, score: EvalScore, sha256=sha256_file)
         return STALE, "03_eval.py is missing"
     if sha256(project.eval_script) != doc["eval_script_sha256"]:
         return STALE, "03_eval.py changed since this score was computed"
+    if isinstance(doc.get("train_script_sha256"), str):
+        script = project.script(vid)
+        if not _hashable(project, script):
+            return STALE, f"{script.name} is missing"
+        if sha256(script) != doc["train_script_sha256"]:
+            return STALE, f"{script.name} changed since this score was computed"
+    if isinstance(doc.get("valid_index_sha256"), str) and isinstance(doc.get("dataset_id"), str):
+        index = valid_index_file(project.prepdata(doc["dataset_id"]))
+        if index is None or not _hashable(project, index):
+            return STALE, f"the validation index of dataset/prepdata/{doc['dataset_id']}/ is missing"
+        if sha256(index) != doc["valid_index_sha256"]:
+            return STALE, f"the validation data ({project.rel(index)}) changed since this score was computed"
     return FRESH, ""
+
+
+def valid_index_file(prepdata: Path) -> Path | None:
+    """The validation index a score was computed on: ``valid/valid.jsonl``, else ``valid.parquet``
+    (the order in which the runtime's ``read_index`` looks)."""
+    for name in ("valid.jsonl", "valid.parquet"):
+        path = Path(prepdata) / "valid" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _hashable(project: Project, path: Path) -> bool:
+    """A regular file inside the project: hashing never opens a FIFO or a link out of it."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    real, root = os.path.realpath(path), os.path.realpath(project.root)
+    return real.startswith(root + os.sep)
 
 
 @dataclass(frozen=True)
