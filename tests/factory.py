@@ -293,7 +293,9 @@ class ProjectFactory:
         """Lay out version n up to ``stage`` (authored|trained|evaluated|analysed|action)."""
         vid = f"v{n:03d}"
         parent = parent or ("baseline" if n == 1 else f"v{n - 1:03d}")
-        self.write(f"02_train_{vid}.py", self.header(vid, parent) + TRAIN_SCRIPT)
+        # Each version applies its change (EPOCHS 1 -> 2 …); v001 is the baseline's copy (Step 0).
+        body = TRAIN_SCRIPT if n == 1 else TRAIN_SCRIPT.replace("EPOCHS = 1", f"EPOCHS = {n}")
+        self.write(f"02_train_{vid}.py", self.header(vid, parent) + body)
         (self.root / f"Models/Artifacts/{vid}").mkdir(parents=True, exist_ok=True)
         order = ["authored", "trained", "evaluated", "analysed", "action"]
         reach = order.index(stage)

@@ -165,7 +165,8 @@ def draft_analysis(project: Project, vid: str, force: bool = False) -> AnalysisR
 
     body = [f"# Result analysis — {vid}", "",
             "## Summary", PLACEHOLDERS["Summary"], "",
-            f"## Metric deltas ({previous} → {vid})", ""]
+            # The parent the script header names (not simply the version numbered before).
+            f"## Metric deltas ({parent} → {vid}" + ("" if previous == parent else f"; previous {previous}") + ")", ""]
     body += delta_block(project, vid, score, parent, previous, rules)
     body += ["", f"- {floor_line}"]
     if too_few:
