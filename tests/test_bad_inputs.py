@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -465,3 +466,33 @@ def test_bad_input(factory, tmp_path, case: Case):
 
     assert factory.snapshot() == before
     assert {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()} == outside_before
+
+
+def test_a_stray_far_version_is_one_gap_problem_not_thousands(factory):
+    factory.complete(versions=2)
+    factory.write("02_train_v100000.py", "x = 1\n")
+    result = CliRunner().invoke(cli, ["check", "--project", str(factory.root), "--json"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    problems = json.loads(result.stdout)["problems"]
+    assert [p["code"] for p in problems if p["code"] == "versions.gap"] == ["versions.gap"]
+    assert len(problems) <= 4, problems  # the gap, max_versions, the stray's missing header
+    status = CliRunner().invoke(cli, ["status", "--project", str(factory.root), "--json"])
+    assert "Traceback" not in status.output and json.loads(status.stdout)["cur"] == "v100000"
+
+
+@pytest.mark.parametrize("special", ["/dev/null", "/dev/zero"])
+def test_the_file_reader_refuses_devices_unopened(tmp_path, special):
+    """read_json refuses what is not a regular file from its stat: /dev/zero would never end."""
+    from mlloop.jsonio import JsonProblems, read_json
+
+    with pytest.raises(JsonProblems) as err:
+        read_json(Path(special), "rules.json")
+    [problem] = err.value.problems
+    assert (problem.code, problem.path) == ("file.not_regular", "rules.json")
+    assert problem.message.startswith("is a character device, not a regular file")
+    link = tmp_path / "proj" / "rules.json"
+    link.parent.mkdir()
+    os.symlink(special, link)
+    with pytest.raises(JsonProblems) as err:
+        read_json(link, "rules.json", root=tmp_path / "proj")
+    assert err.value.problems[0].code == "path.symlink_escape"
