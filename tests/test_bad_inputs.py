@@ -496,3 +496,21 @@ def test_the_file_reader_refuses_devices_unopened(tmp_path, special):
     with pytest.raises(JsonProblems) as err:
         read_json(link, "rules.json", root=tmp_path / "proj")
     assert err.value.problems[0].code == "path.symlink_escape"
+
+
+@pytest.mark.parametrize("rel", [ANALYSIS.replace("v001", "v002"), ACTION.replace("v001", "v002"), PROFILE, BOARD,
+                                 f"{REPORT}/final-analysis.md", "02_train_v002.py"])
+def test_status_and_analyze_never_open_a_fifo(factory, rel):
+    """status runs in the SessionStart hook: a named pipe where a document belongs must not block it."""
+    factory.complete(versions=2)
+    build_report(factory)
+    fifo(rel)(factory, None)
+    runner = CliRunner()
+    status = runner.invoke(cli, ["status", "--project", str(factory.root), "--json"])
+    assert status.exit_code == 0 and "Traceback" not in status.output, status.output
+    json.loads(status.stdout)
+    analyze = runner.invoke(cli, ["analyze", "v002", "--force", "--project", str(factory.root)])
+    assert "Traceback" not in analyze.output and "internal error" not in analyze.output, analyze.output
+    if rel.endswith("result-analysis.md"):
+        assert analyze.exit_code == 1
+        assert "Models/Artifacts/v002/result-analysis.md is not a regular file" in analyze.output

@@ -232,3 +232,9 @@ def _unsafe_ckpt_bytes(tmp_path) -> bytes:
         z.writestr("best/version", "3\n")
         z.writestr("best/byteorder", "little")
     return buf.getvalue()
+
+
+def test_a_fifo_checkpoint_is_refused_unopened(tmp_path):
+    path = tmp_path / "best.ckpt"
+    os.mkfifo(path)
+    assert [p.code for p in inspect_checkpoint(path)] == ["ckpt.not_a_file"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickletools
 import re
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,9 +137,12 @@ def inspect_checkpoint(path: Path) -> list[CkptProblem]:
     Never imports torch and never unpickles: a malicious file is reported, not run.
     """
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as exc:
         return [CkptProblem("ckpt.unreadable", f"cannot read the checkpoint: {exc.strerror}")]
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the zip reader for ever
+        return [CkptProblem("ckpt.not_a_file", "not a regular file (a folder, pipe or device); refused unopened")]
+    size = info.st_size
     if size == 0:
         return [CkptProblem("ckpt.empty", "the checkpoint is empty (0 bytes); re-run training")]
     try:

@@ -241,6 +241,17 @@ def read_file_bytes(path: Path, rel: str | None = None, *, root: Path | None = N
         raise JsonProblems([Problem("file.unreadable", rel, f"cannot read the file: {exc.strerror}")]) from None
 
 
+def read_text_file(path: Path, rel: str | None = None, *, root: Path | None = None) -> str:
+    """A regular UTF-8 text file's content (``read_file_bytes``' refusals, plus ``file.encoding``)."""
+    rel = rel or str(path)
+    data = read_file_bytes(Path(path), rel, root=root)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise JsonProblems([Problem(
+            "file.encoding", rel, f"the file is not valid UTF-8 (byte {exc.start}); save it as UTF-8")]) from None
+
+
 def read_json(path: Path, rel: str | None = None, max_bytes: int = MAX_JSON_BYTES, *,
               root: Path | None = None) -> Any:
     """Read one strict JSON document from ``path``; ``rel`` is how problems name the file."""

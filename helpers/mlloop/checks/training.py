@@ -160,5 +160,7 @@ def _check_logs(ctx: Context, folder: Path, vid: str) -> None:
         p = latest / name
         if not ctx.exists(p):
             ctx.problem("train.logs", p, f"{name} is missing from the latest log folder {latest.name}/")
+        elif ctx.safe(p) and not p.is_file():
+            ctx.problem("train.logs", p, f"{name} is not a regular file (a folder, pipe or device); the CSV logger writes a file")
         elif name == "metrics.csv" and ctx.safe(p) and p.is_file() and p.stat().st_size == 0:
             ctx.problem("train.logs", p, "metrics.csv is empty; no metric was logged")
