@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 
 from ..jsonio import JsonProblems, parse_json_text
-from ..scores import INPUT_HASHES, OUTPUT_HASHES, STALE, TAMPERED, UNKNOWN, Floor, provenance
+from ..scores import (INPUT_HASHES, OUTPUT_HASHES, RECOMPUTABLE, STALE, TAMPERED, UNKNOWN, Floor, provenance,
+                      recompute_metric)
 from .context import Context
 
 SAMPLE_DIR_RE = re.compile(r"[0-9]{4,}")
@@ -52,7 +53,8 @@ def _check_score(ctx: Context, vid: str, folder: Path):
                     "evaluation covers the whole validation split", "$.num_samples")
     ckpt = folder / "best.ckpt"
     if ctx.safe(ckpt) and ckpt.is_file() and not os.path.islink(ckpt) and ctx.safe(ctx.project.eval_script):
-        state, reason = provenance(ctx.project, vid, score, sha256=ctx.sha256)
+        # recompute=False: _check_recomputed below names the metric and the line itself.
+        state, reason = provenance(ctx.project, vid, score, sha256=ctx.sha256, recompute=False)
         if state == TAMPERED:
             ctx.problem("eval.tampered", path, f"{reason}; scores come from 03_eval.py only: re-run {_rerun(vid)}")
         elif state == STALE:
@@ -184,37 +186,6 @@ def _check_eval_samples(ctx: Context, vid: str, folder: Path, score) -> None:
             ctx.problem("eval.samples", rel, f"{len(extra)} id(s) are not validation samples (e.g. {sorted(map(str, extra))[0]!r})")
 
 
-# Metrics whose value eval_samples.jsonl determines without torch: the mean of the per-sample
-# column 03_eval.py writes (runtime.metrics: loss, accuracy, exact_match, mse, mae, mape; rmse is
-# the root of the mean square), else from each row's prediction and target.
-MEAN_OF_ROWS = ("loss", "accuracy", "exact_match", "mse", "mae", "mape")
-RECOMPUTABLE = MEAN_OF_ROWS + ("rmse",)
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def recompute_metric(name: str, rows: list[dict]) -> float | None:
-    """``name`` over the eval_samples.jsonl ``rows``, or None when the rows do not hold what it needs."""
-    n = len(rows)
-    if name in MEAN_OF_ROWS and all(_number(r.get(name)) for r in rows):
-        return math.fsum(r[name] for r in rows) / n
-    if name == "rmse" and all(_number(r.get("rmse")) for r in rows):
-        return math.sqrt(math.fsum(r["rmse"] ** 2 for r in rows) / n)
-    if any("prediction" not in r or "target" not in r for r in rows):
-        return None
-    if name in ("accuracy", "exact_match"):
-        return sum(1 for r in rows if r["prediction"] == r["target"]) / n
-    if name in ("mse", "mae", "rmse") and all(_number(r["prediction"]) and _number(r["target"]) for r in rows):
-        errors = [float(r["prediction"]) - float(r["target"]) for r in rows]
-        if name == "mae":
-            return math.fsum(abs(e) for e in errors) / n
-        mse = math.fsum(e * e for e in errors) / n
-        return mse if name == "mse" else math.sqrt(mse)
-    return None
-
-
 def _check_recomputed(ctx: Context, vid: str, rel: str, score, rows: list[dict]) -> None:
     """A score's numbers must follow from its per-sample records: a hand-edited value with a
     recomputed score_sha256 still disagrees with eval_samples.jsonl."""
@@ -278,11 +249,13 @@ def _check_floor_choice(ctx: Context, vid: str, path: Path, doc: dict, f: Floor)
         ctx.problem("floor.invalid", path, f"no predictor reports {f.metric!r}, so the floor on it comes from nowhere", "$.floor")
         return
     best = max(v for _, v in values) if f.higher_is_better else min(v for _, v in values)
-    own = [v for name, v in values if name == f.predictor]
-    if not math.isclose(best, f.value, rel_tol=1e-9, abs_tol=1e-12) or not any(math.isclose(v, f.value, rel_tol=1e-9, abs_tol=1e-12) for v in own):
+    same = lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)  # noqa: E731
+    if not same(best, f.value):
         ctx.problem("floor.mismatch", path, f"floor.value is {f.value:g} but the best predictor on {f.metric} scores {best:g}; "
-                    f"the floor is the best trivial predictor's value: re-run {_rerun(vid)}",
-                    "$.floor.value")
+                    f"the floor is the best trivial predictor's value: re-run {_rerun(vid)}", "$.floor.value")
+    elif not any(same(v, f.value) for name, v in values if name == f.predictor):
+        ctx.problem("floor.mismatch", path, f"floor.predictor {f.predictor!r} does not score {f.value:g} on {f.metric} "
+                    f"among the predictors listed; re-run {_rerun(vid)}", "$.floor.predictor")
     primary = ctx.rules.primary_metric
     if f.metric != primary and not ctx.rules_unreadable and any(
             isinstance(m, dict) and m.get("name") == primary for p in predictors if isinstance(p, dict)
