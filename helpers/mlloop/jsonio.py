@@ -214,9 +214,10 @@ def read_file_bytes(path: Path, rel: str | None = None, *, root: Path | None = N
     path = Path(path)
     rel = rel or str(path)
     try:
-        if root is not None and os.path.islink(path) and _leaves(root, path):
+        if root is not None and _leaves(root, path):  # the file, or a folder above it, links out
+            target = os.readlink(path) if os.path.islink(path) else os.path.realpath(path)
             raise JsonProblems([Problem("path.symlink_escape", rel, f"is a symbolic link that leaves the project "
-                                        f"(-> {os.readlink(path)}); mlloop never follows it: put the real file inside the project")])
+                                        f"(-> {target}); mlloop never follows it: put the real file inside the project")])
         info = os.stat(path)
     except FileNotFoundError:
         raise JsonProblems([Problem("file.missing", rel, "the file does not exist")]) from None
