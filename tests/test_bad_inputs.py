@@ -514,3 +514,17 @@ def test_status_and_analyze_never_open_a_fifo(factory, rel):
     if rel.endswith("result-analysis.md"):
         assert analyze.exit_code == 1
         assert "Models/Artifacts/v002/result-analysis.md is not a regular file" in analyze.output
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": ' + '{"x": ' * 600 + "1" + "}" * 600 + "}",
+    '{"a": NaN, "b": ' + '{"x": ' * 600 + "1" + "}" * 600 + "}",   # the strict re-parse path
+    "[" * 100_000 + "]" * 100_000,
+])
+def test_deep_nesting_is_one_line_on_every_parse_path(text):
+    from mlloop.jsonio import JsonProblems, parse_json_text
+
+    with pytest.raises(JsonProblems) as err:
+        parse_json_text(text, "x.json")
+    assert [p.line() for p in err.value.problems] == [
+        "x.json: the document nests lists/objects more than 100 levels deep; refused"]

@@ -80,6 +80,8 @@ def _depth(value: Any) -> int:
         node, level = todo.pop()
         if isinstance(node, dict):
             node = node.values()
+        elif isinstance(node, _Pairs):  # an object as the strict re-parse holds it
+            node = [value for _key, value in node]
         elif not isinstance(node, list):
             continue
         deepest = max(deepest, level)
