@@ -32,10 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from mlloop.runtime.artifacts import read_index
-from mlloop.runtime.checkpoint import load_checkpoint
-from mlloop.runtime.contract import feature_observations
-from mlloop.runtime.run import entry, start
+from mlloop.script import entry, feature_observations, load_checkpoint, read_index, start
 
 # ---- settings (UPPER_CASE; override one run with --KEY=VALUE) ------------------------------------
 BACKBONE = "resnet18"    # any timm model that supports features_only; test_resnet for quick checks

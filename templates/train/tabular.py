@@ -31,9 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional import r2_score
 
-from mlloop.runtime.artifacts import read_index
-from mlloop.runtime.checkpoint import load_checkpoint
-from mlloop.runtime.run import entry, start
+from mlloop.script import entry, load_checkpoint, read_index, start
 
 # ---- settings (UPPER_CASE; override one run with --KEY=VALUE) ------------------------------------
 HIDDEN = 128          # width of the two hidden layers
