@@ -45,6 +45,7 @@ LABEL_SMOOTHING = 0.0    # cross-entropy label smoothing
 HFLIP = True             # random horizontal flips in training (turn off for text, digits, asymmetric classes)
 BATCH_SIZE = None        # None: training_config.batch_size, else derived from the smoke test's memory fit
 NUM_WORKERS = 4          # DataLoader worker processes; 0 loads in the main process (easiest to debug)
+TRAINER = {}             # lightning.Trainer arguments, e.g. {"gradient_clip_val": 1.0, "accumulate_grad_batches": 4}
 
 TASK_TYPES = ("image-classification",)
 FROM_RULES = {"BACKBONE": "model_config.backbone", "PRETRAINED": "model_config.pretrained",
@@ -204,6 +205,13 @@ def write_sample(record, result, folder, prepdata_dir):
     open_rgb(Path(prepdata_dir) / record.get("_split", "valid") / record["image_path"]).save(folder / "input.png")
     (folder / "output.txt").write_text(f"{result['prediction']}\n", encoding="utf-8")
     (folder / "gt.txt").write_text(f"{result['target']}\n", encoding="utf-8")
+
+
+# ---- Trainer options (forwarded to lightning.Trainer; the harness refuses the keys it owns) -------
+def callbacks():
+    """Extra Lightning callbacks for this version, e.g. [EarlyStopping("val_loss", patience=3)] or
+    [StochasticWeightAveraging(swa_lrs=1e-4)] from lightning.pytorch.callbacks; [] for none."""
+    return []
 
 
 # ---- main -----------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ LR = 1e-3                         # AdamW learning rate (CTC from scratch likes 
 WEIGHT_DECAY = 1e-4               # AdamW weight decay
 BATCH_SIZE = None                 # None: training_config.batch_size, else derived from the smoke test's memory fit
 NUM_WORKERS = 4                   # DataLoader worker processes; 0 loads in the main process
+TRAINER = {}                      # lightning.Trainer arguments, e.g. {"gradient_clip_val": 1.0, "accumulate_grad_batches": 4}
 
 TASK_TYPES = ("ocr-recognition", "ocr-line-recognition")
 FROM_RULES = {"VISION_BACKBONE": "model_config.vision_backbone", "VISION_PRETRAINED": "model_config.vision_pretrained",
@@ -236,6 +237,13 @@ def write_sample(record, result, folder, prepdata_dir):
         image.convert("RGB").save(folder / "input.png")
     (folder / "output.txt").write_text(result["prediction"] + "\n", encoding="utf-8")
     (folder / "gt.txt").write_text(result["target"] + "\n", encoding="utf-8")
+
+
+# ---- Trainer options (forwarded to lightning.Trainer; the harness refuses the keys it owns) -------
+def callbacks():
+    """Extra Lightning callbacks for this version, e.g. [EarlyStopping("val_loss", patience=3)] or
+    [StochasticWeightAveraging(swa_lrs=1e-4)] from lightning.pytorch.callbacks; [] for none."""
+    return []
 
 
 # ---- main -----------------------------------------------------------------------------------------

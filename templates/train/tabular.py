@@ -41,6 +41,7 @@ LR = 3e-3             # AdamW learning rate
 WEIGHT_DECAY = 1e-4   # AdamW weight decay
 BATCH_SIZE = None     # None: training_config.batch_size, else derived from the smoke test's memory fit
 NUM_WORKERS = 0       # rows are tiny: worker processes cost more than they save
+TRAINER = {}          # lightning.Trainer arguments, e.g. {"gradient_clip_val": 1.0, "accumulate_grad_batches": 4}
 
 TASK_TYPES = ("tabular-classification", "tabular-regression")
 FROM_RULES = {"HIDDEN": "model_config.hidden", "DEPTH": "model_config.depth"}
@@ -233,6 +234,13 @@ def write_sample(record, result, folder, prepdata_dir):
     (folder / "input.json").write_text(json.dumps(record.get("features"), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     (folder / "output.txt").write_text(f"{result['prediction']}\n", encoding="utf-8")
     (folder / "gt.txt").write_text(f"{result['target']}\n", encoding="utf-8")
+
+
+# ---- Trainer options (forwarded to lightning.Trainer; the harness refuses the keys it owns) -------
+def callbacks():
+    """Extra Lightning callbacks for this version, e.g. [EarlyStopping("val_loss", patience=3)] or
+    [StochasticWeightAveraging(swa_lrs=1e-4)] from lightning.pytorch.callbacks; [] for none."""
+    return []
 
 
 # ---- main -----------------------------------------------------------------------------------------

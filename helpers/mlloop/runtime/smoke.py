@@ -63,7 +63,7 @@ def planned_steps(run, optimal: int):
     n_train = len(run.full_index("train"))
     bs, source, _ = run.choose_batch_size(n_train, optimal, devices)
     steps = count_steps(n_train, bs, int(tc["epochs"]), int(tc["min_steps_per_epoch"]), int(tc["min_total_steps"]),
-                        devices.world_size)
+                        devices.world_size, run.trainer.accumulate)
     basis = (f"planned training of the versions: {n_train} training samples, batch {bs}, {tc['epochs']} epoch(s), "
              f"{devices.world_size} device(s)")
     return bs, source, {**steps.to_dict(), "basis": basis}
@@ -113,13 +113,14 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
         seed_everything(run.seed, deterministic=bool(run.switches["DETERMINISTIC"]))  # same start whatever the search did
         epochs = int(sc["epoch"])
         datamodule.batch_size = optimal
-        smoke_steps = count_steps(len(train_ds), optimal, epochs, 1, 1, run.devices.world_size)
+        smoke_steps = count_steps(len(train_ds), optimal, epochs, 1, 1, run.devices.world_size, run.trainer.accumulate)
         if run.devices.world_size > 1:
             os.environ[ENV_BATCH] = str(optimal)
         try:
             outcome = fit_once(run.paths.dir, module, datamodule, epochs=epochs, devices=run.devices,
                                precision=run.precision, monitor=monitor, mode=mode,
-                               steps_per_epoch=smoke_steps.per_epoch, deterministic=bool(run.switches["DETERMINISTIC"]))
+                               steps_per_epoch=smoke_steps.per_epoch, deterministic=bool(run.switches["DETERMINISTIC"]),
+                               **run.fit_kwargs())
         finally:
             if run.rank_zero:
                 os.environ.pop(ENV_BATCH, None)

@@ -108,6 +108,7 @@ class Steps:
     train_samples: int
     epochs: int
     world_size: int = 1
+    accumulate: int = 1  # TRAINER's accumulate_grad_batches: one optimizer step per this many batches
 
     @property
     def too_few(self) -> bool:
@@ -123,7 +124,9 @@ class Steps:
         if self.total < self.min_total_steps:
             parts.append(f"{self.total} optimizer steps in total is below min_total_steps={self.min_total_steps}")
         devices = f" on {self.world_size} devices" if self.world_size > 1 else ""
-        per_rank = self.train_samples / self.world_size
+        if self.accumulate > 1:
+            devices += f", accumulate_grad_batches={self.accumulate}"
+        per_rank = self.train_samples / self.world_size / self.accumulate
         b_needed = max(1, math.floor(min(per_rank / self.min_steps_per_epoch,
                                          per_rank * self.epochs / self.min_total_steps)))
         advice = []
@@ -144,30 +147,34 @@ class Steps:
         out = {"per_epoch": self.per_epoch, "total": self.total, "min_steps_per_epoch": self.min_steps_per_epoch,
                "min_total_steps": self.min_total_steps, "too_few": self.too_few, "batch_size": self.batch_size,
                "train_samples": self.train_samples, "epochs": self.epochs, "world_size": self.world_size}
+        if self.accumulate > 1:
+            out["accumulate_grad_batches"] = self.accumulate
         if self.warning:
             out["warning"] = self.warning
         return out
 
 
 def count_steps(train_samples: int, batch_size: int, epochs: int, min_steps_per_epoch: int, min_total_steps: int,
-                world_size: int = 1) -> Steps:
+                world_size: int = 1, accumulate: int = 1) -> Steps:
     """Optimizer steps as the templates' training loaders give them: a DistributedSampler under
     DDP, and drop_last when the split holds more than one batch (a last batch of one sample
-    breaks BatchNorm)."""
+    breaks BatchNorm). With ``accumulate`` > 1, Lightning steps the optimizer every ``accumulate``
+    batches and once more for a shorter remainder at the end of the epoch."""
     per_rank = math.ceil(train_samples / world_size) if train_samples else 0
-    per_epoch = (per_rank // batch_size if per_rank > batch_size else 1) if per_rank else 0
+    batches = (per_rank // batch_size if per_rank > batch_size else 1) if per_rank else 0
+    per_epoch = math.ceil(batches / max(1, accumulate))
     return Steps(per_epoch, per_epoch * epochs, min_steps_per_epoch, min_total_steps, batch_size,
-                 train_samples, epochs, world_size)
+                 train_samples, epochs, world_size, max(1, accumulate))
 
 
 def derive_train_batch_size(optimal: int, train_samples: int, epochs: int, min_steps_per_epoch: int,
-                            min_total_steps: int, floor: int = 1, world_size: int = 1) -> int:
+                            min_total_steps: int, floor: int = 1, world_size: int = 1, accumulate: int = 1) -> int:
     """The training batch size when the rules leave it open: the largest power of two ≤ the memory
     fit that still gives ``min_steps_per_epoch`` and ``min_total_steps``; ``floor`` if none does."""
     b = 1 << (max(1, optimal).bit_length() - 1)
     floor = max(1, min(floor, b))
     while b > floor:
-        s = count_steps(train_samples, b, epochs, min_steps_per_epoch, min_total_steps, world_size)
+        s = count_steps(train_samples, b, epochs, min_steps_per_epoch, min_total_steps, world_size, accumulate)
         if not s.too_few:
             return b
         b //= 2
