@@ -47,7 +47,7 @@ DROPOUT = 0.1                     # before the per-frame classifier
 LR = 1e-3                         # AdamW learning rate (CTC from scratch likes 1e-3; lower for pretrained)
 WEIGHT_DECAY = 1e-4               # AdamW weight decay
 BATCH_SIZE = None                 # None: training_config.batch_size, else derived from the smoke test's memory fit
-NUM_WORKERS = 4                   # DataLoader worker processes; 0 loads in the main process
+NUM_WORKERS = None                # None: from the usable CPUs and dataset size; 0 loads in the main process
 TRAINER = {}                      # lightning.Trainer arguments, e.g. {"gradient_clip_val": 1.0, "accumulate_grad_batches": 4}
 
 TASK_TYPES = ("ocr-recognition", "ocr-line-recognition")

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from ..errors import MlloopError
 from ..layout import BASELINE
-from . import reports
+from . import defaults, reports
 from .artifacts import (VersionPaths, assets_listing, is_rank_zero, parent_of, paths_for_script,
                         prepare_version_dir, save_asset)
 from .config import resolve_settings, script_settings
@@ -39,6 +39,7 @@ from .training import (Devices, count_steps, derive_train_batch_size, device_nam
 from .trainer_options import TrainerOptions, from_script as trainer_options_from_script
 
 _ACTIVE: "Run | None" = None
+defaults.remember_torch_threads()  # torch's own thread count, before the script's code can change it
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Run:
     failure_recorded: bool = False
     trainer: TrainerOptions = field(default_factory=TrainerOptions)  # the script's TRAINER and callbacks()
     rules_overrides: list = field(default_factory=list)  # settings whose script value the rules replaced
+    runtime_defaults: dict = field(default_factory=dict)  # threads, workers, image size chosen here, and why
     _index: dict = field(default_factory=dict)
 
     # ---- what a script asks --------------------------------------------------------------
@@ -180,7 +182,8 @@ class Run:
             precision=self.precision, wall_time_s=time.perf_counter() - self.started, peak_memory_mb=peak,
             peak_memory_source=peak_source, artifact_bytes=sizes,
             settings={k: {"value": v, "source": self.sources.get(k, "script")} for k, v in self.settings.items()},
-            extra={"trainer": self.trainer.to_dict(), "rules_overrides": self.rules_overrides, **(extra or {})})
+            extra={"trainer": self.trainer.to_dict(), "rules_overrides": self.rules_overrides,
+                   "runtime_defaults": self.runtime_defaults, **(extra or {})})
 
     def fit_kwargs(self) -> dict:
         """The script's own Trainer options and callbacks, for ``training.fit``."""
@@ -290,6 +293,7 @@ def start(script_file: str | os.PathLike, namespace: dict, argv: list[str] | Non
                           + [type(cb).__name__ for cb in trainer.callbacks])
         run.log(f"Trainer options from the script: {shown}")
     _ACTIVE = run
+    run.runtime_defaults = defaults.apply(run)
     return run
 
 
