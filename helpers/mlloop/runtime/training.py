@@ -217,6 +217,47 @@ def build_trainer(version_dir: Path, *, max_epochs: int, devices: Devices, preci
     return Trainer(**kwargs), best, last
 
 
+def step_timer():
+    """A Lightning callback that times the training batches (data loading included: the time from
+    one batch's end, or the epoch's start, to the next batch's end) and the validation passes."""
+    import time
+
+    from lightning.pytorch.callbacks import Callback
+
+    class StepTimer(Callback):
+        def __init__(self):
+            self.epochs: list[list[float]] = []  # per epoch: seconds per training batch
+            self.validation: list[float] = []    # seconds per validation pass (sanity check left out)
+            self._last = self._valid_start = 0.0
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.epochs.append([])
+            self._last = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            now = time.perf_counter()
+            self.epochs[-1].append(now - self._last)
+            self._last = now
+
+        def on_validation_epoch_start(self, trainer, pl_module):
+            self._valid_start = time.perf_counter()
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                self.validation.append(time.perf_counter() - self._valid_start)
+            self._last = time.perf_counter()  # validation inside an epoch is not a training batch
+
+        def batch_seconds(self) -> tuple[float | None, int]:
+            """Median seconds per batch and how many batches it is over; each epoch's first batch
+            (worker start-up, warm-up) is left out when the epoch has others."""
+            import statistics
+
+            times = [s for epoch in self.epochs for s in (epoch[1:] if len(epoch) > 1 else epoch)]
+            return (statistics.median(times) if times else None), len(times)
+
+    return StepTimer()
+
+
 def quiet_lightning() -> None:
     """Silence Lightning's advice that does not apply to mlloop's fixed layout."""
     import logging
