@@ -29,10 +29,10 @@ def fake_run(budget, n_valid=50):
 
 def test_the_estimate_scales_the_measured_batch_time_to_the_planned_steps():
     steps = count_steps(1000, 32, 3, 10, 10, accumulate=2).to_dict()  # 31 batches -> 16 steps per epoch, 48 in all
-    # 0.1 s per batch of 16 -> 0.2 s per batch of 32, 96 batches = 19.2 s; validation 1 s per 10 samples -> 5 s x 3
+    # 0.1 s per batch of 16 -> 0.2 s per batch of 32, 93 batches = 18.6 s; validation 1 s per 10 samples -> 5 s x 3
     e = estimate_version_time(fake_run(None), FakeTimer(0.1, [1.0, 1.0]), 16, steps, valid_used=10)
-    assert e["minutes"] == round((19.2 + 15.0) / 60, 2) and "warning" not in e
-    assert e["basis"].startswith("96 training batches of 32 (median 100.0 ms per batch of 16 over 7 smoke-run batches")
+    assert e["minutes"] == round((18.6 + 15.0) / 60, 2) and "warning" not in e
+    assert e["basis"].startswith("93 training batches of 32 (median 100.0 ms per batch of 16 over 7 smoke-run batches")
     over = estimate_version_time(fake_run(0.5), FakeTimer(0.1, [1.0]), 16, steps, valid_used=10)
     assert over["warning"] == ("a full version is estimated at 0.6 minutes, over training_config.max_minutes_per_version"
                                "=0.5: lower epochs, the image size or the model size, or raise the budget")

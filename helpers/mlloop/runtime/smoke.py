@@ -78,8 +78,8 @@ def estimate_version_time(run, timer, smoke_batch: int, steps: dict, valid_used:
     out = {"max_minutes_per_version": budget, "measured_batches": measured}
     if batch_s is None or not steps.get("total"):
         return {**out, "minutes": None, "basis": "not estimated: the smoke run timed no training batch"}
-    bs, accumulate, epochs = int(steps["batch_size"]), int(steps.get("accumulate_grad_batches", 1)), int(steps["epochs"])
-    batches = int(steps["total"]) * accumulate
+    bs, epochs = int(steps["batch_size"]), int(steps["epochs"])
+    batches = count_steps(int(steps["train_samples"]), bs, epochs, 1, 1, int(steps.get("world_size", 1))).total
     train_s = batch_s * bs / smoke_batch * batches
     n_valid = len(run.full_index("valid"))
     valid_s = (sum(timer.validation) / len(timer.validation) / max(1, valid_used)) * n_valid * epochs \
