@@ -20,9 +20,10 @@ search against Lightning's Tuner. Not a test: it prints ratios side by side in o
 3. --gpu: bf16-mixed throughput of the template's Trainer against a plain loop under
    torch.autocast(bfloat16), resnet18 at 224, when CUDA is available.
 4. --only threads: the template's step time with mlloop's thread default (the CPUs this process
-   may use: affinity and cgroup quota, mlloop.runtime.defaults) against torch's own default and
-   against 4x the usable CPUs (what torch picks in a container whose quota is below the cores it
-   sees). Configurations are interleaved and rotated per repetition; ratios are against
+   may use: affinity and cgroup quota, fewer when the load average says every CPU is already
+   busy; mlloop.runtime.defaults) against the usable CPUs alone, torch's own default, 4x the
+   usable CPUs (what torch picks in a container whose quota is below the cores it sees) and
+   1 thread. Configurations are interleaved and rotated per repetition; ratios are against
    mlloop's default. On a machine shared with other jobs the numbers are noisy: read the
    spread, not one value.
 """
@@ -359,8 +360,10 @@ def bench_threads(args) -> dict:
 
     tpl = load_template()
     cpus, why = defaults.usable_cpus()
-    configs = [("mlloop default", cpus), ("torch default", TORCH_DEFAULT_THREADS), ("4x usable CPUs", 4 * cpus)]
-    print(f"   usable CPUs: {cpus} ({why}); torch's own default here: {TORCH_DEFAULT_THREADS}")
+    chosen, reason = defaults.default_threads()  # what start() picks now (the load average counts)
+    configs = [("mlloop default", chosen), ("usable CPUs", cpus), ("torch default", TORCH_DEFAULT_THREADS),
+               ("4x usable CPUs", 4 * cpus), ("1 thread", 1)]
+    print(f"   mlloop's default: {chosen} ({reason}); torch's own default here: {TORCH_DEFAULT_THREADS}")
     warm = argparse.Namespace(**{**vars(args), "epochs": 1, "steps": 6})
     run_template(tpl, warm, torch.device("cpu"))  # warm-up, untimed
     times: dict[str, list[float]] = {name: [] for name, _ in configs}
@@ -375,7 +378,8 @@ def bench_threads(args) -> dict:
         print(f"  rep {rep}: " + "   ".join(cells), flush=True)
     torch.set_num_threads(args.threads)
     base = times["mlloop default"]
-    out = {"usable_cpus": cpus, "why": why, "torch_default": TORCH_DEFAULT_THREADS, "ms": times, "ratios": {}}
+    out = {"usable_cpus": cpus, "why": why, "mlloop_default": chosen, "mlloop_why": reason,
+           "torch_default": TORCH_DEFAULT_THREADS, "ms": times, "ratios": {}}
     for name, threads in configs[1:]:
         ratios = [t / b for t, b in zip(times[name], base)]
         out["ratios"][name] = {"threads": threads, "median": statistics.median(ratios), "min": min(ratios),
@@ -446,7 +450,7 @@ def main(argv=None) -> dict:
         results["threads"] = th
         base = statistics.median(th["ms"]["mlloop default"])
         print(f"   {'threads':<28} {'median ms/step':>14}  ratio to mlloop's default (median [min..max])")
-        print(f"   {'mlloop default (' + str(th['usable_cpus']) + ')':<28} {base:14.2f}  x1.000")
+        print(f"   {'mlloop default (' + str(th['mlloop_default']) + ')':<28} {base:14.2f}  x1.000")
         for name, r in th["ratios"].items():
             print(f"   {name + ' (' + str(r['threads']) + ')':<28} {statistics.median(th['ms'][name]):14.2f}  "
                   f"x{r['median']:.3f} [{r['min']:.3f}..{r['max']:.3f}]")

@@ -1,6 +1,7 @@
 """CPU defaults that fit the machine and the data (issue 11): threads, workers, image size."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -38,17 +39,21 @@ def test_cgroup_v1_quota_and_no_quota(tmp_path):
     none = fake_root(tmp_path / "b", "1:cpu:/\n0::/\n", {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000",
                                                          "cpu.max": "max 100000"})
     assert defaults.cgroup_cpu_limit(none) == (None, "no cgroup CPU quota")
-    assert defaults.usable_cpus(none)[0] == len(__import__("os").sched_getaffinity(0))
+    assert defaults.usable_cpus(none)[0] == len(os.sched_getaffinity(0))
 
 
 def test_threads_follow_the_usable_cpus_unless_the_user_chose(monkeypatch):
     monkeypatch.setattr(defaults, "usable_cpus", lambda root=None: (3, "affinity 8, quota 3 CPUs (fake)"))
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(defaults, "load_per_cpu", lambda: 0.5)
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # restored (unset) after the test: the DDP case exports it
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr(defaults, "_torch_default", torch.get_num_threads())  # as torch started
     monkeypatch.setattr(defaults, "_set_by_mlloop", None)
     assert defaults.set_threads(None)["value"] == 3 and torch.get_num_threads() == 3
-    assert defaults.set_threads(None, processes=2)["value"] == 1  # a second start: mlloop's own value is not the user's
+    ddp = defaults.set_threads(None, processes=2)  # a second start: mlloop's own value is not the user's
+    assert ddp["value"] == 1 and "exported as OMP_NUM_THREADS" in ddp["why"] and os.environ["OMP_NUM_THREADS"] == "1"
+    monkeypatch.delenv("OMP_NUM_THREADS")
     assert defaults.set_threads(4) == {"value": 4, "why": "the THREADS switch"} and torch.get_num_threads() == 4
     torch.set_num_threads(2)  # the script's own choice
     assert defaults.set_threads(None) == {"value": 2, "why": "set by the script (torch.set_num_threads before start); "
@@ -56,6 +61,22 @@ def test_threads_follow_the_usable_cpus_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "5")
     assert defaults.set_threads(None)["why"] == "OMP_NUM_THREADS=5 (torch follows it; left as set)"
     assert torch.get_num_threads() == 2
+
+
+def test_a_machine_already_busy_gets_fewer_threads(monkeypatch):
+    monkeypatch.setattr(defaults, "usable_cpus", lambda root=None: (2, "affinity 2, no cgroup CPU quota"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(defaults, "_torch_default", torch.get_num_threads())
+    monkeypatch.setattr(defaults, "_set_by_mlloop", None)
+    monkeypatch.setattr(defaults, "load_per_cpu", lambda: 5.0)  # 10 runnable processes on 2 CPUs
+    chosen = defaults.set_threads(None)
+    assert chosen["value"] == 1 and torch.get_num_threads() == 1
+    assert chosen["why"].startswith("2 usable CPUs (affinity 2, no cgroup CPU quota), 5.0 runnable processes per "
+                                    "CPU already (load average): 1")
+    monkeypatch.setattr(defaults, "load_per_cpu", lambda: 1.0)  # busy but not oversubscribed: all of them
+    assert defaults.set_threads(None)["value"] == 2
 
 
 @pytest.mark.parametrize("samples,cpus,accelerator,workers", [

@@ -118,12 +118,36 @@ def set_threads(switch: int | None, processes: int = 1) -> dict:
             return {"value": current, "why": f"{var}={os.environ[var].strip()} (torch follows it; left as set)"}
     if current not in (_torch_default, _set_by_mlloop):
         return {"value": current, "why": "set by the script (torch.set_num_threads before start); left as set"}
-    cpus, why = usable_cpus()
-    n = max(1, cpus // max(1, processes))
+    n, why = default_threads(processes)
     torch.set_num_threads(n)
     _set_by_mlloop = n
-    share = f", shared by {processes} processes" if processes > 1 else ""
-    return {"value": n, "why": f"{cpus} usable CPUs ({why}){share}; torch's own choice was {_torch_default}"}
+    if processes > 1:  # Lightning's DDP launcher would set its own (cores // processes) unless this is set
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        why += "; exported as OMP_NUM_THREADS for the DDP processes"
+    return {"value": n, "why": f"{why}; torch's own choice was {_torch_default}"}
+
+
+def default_threads(processes: int = 1) -> tuple[int, str]:
+    """``(threads, why)``: the usable CPUs, shared among ``processes``, fewer when the machine's
+    CPUs already each have a runnable process."""
+    cpus, why = usable_cpus()
+    n = max(1, cpus // max(1, processes))
+    text = f"{cpus} usable CPUs ({why})" + (f", shared by {processes} processes" if processes > 1 else "")
+    load = load_per_cpu()
+    if load > 1.0:
+        # threads that wait for each other at every parallel region lose their turn and spin:
+        # many times slower than fewer threads (benchmarks/train_bench.py --only threads)
+        n = max(1, math.floor(n / load))
+        text += f", {load:.1f} runnable processes per CPU already (load average): {n}"
+    return n, text
+
+
+def load_per_cpu() -> float:
+    """The 1-minute load average per CPU of the machine (0 where the OS does not say)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return 0.0
 
 
 # ---- DataLoader workers -----------------------------------------------------------------------
@@ -193,8 +217,7 @@ def choose_image_size(prepdata_dir: Path, records: list[dict], field: str = "ima
 
 def apply(run) -> dict:
     """Set the threads and fill ``NUM_WORKERS`` / ``IMAGE_SIZE`` left None; ``{name: {value, why}}``."""
-    chosen = {"threads": set_threads(run.switches.get("THREADS"),
-                                     run.devices.devices if run.devices.accelerator == "cpu" else 1)}
+    chosen = {"threads": set_threads(run.switches.get("THREADS"), run.devices.devices)}  # processes on this node
     settings, sources = run.settings, run.sources
     if "NUM_WORKERS" in settings and settings["NUM_WORKERS"] is None:
         n = len(run.full_index("train"))

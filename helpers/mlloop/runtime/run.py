@@ -8,7 +8,9 @@ A template's ``main`` is three calls::
 
 ``start`` resolves the rules (``mlloop.rules.resolve``: the merged view), the settings (script →
 rules → ``--KEY=VALUE``), the mode (``02_train_baseline.py`` → smoke test, ``02_train_vNNN.py`` →
-full training, ``--SMOKE=True`` forces the smoke test), devices and precision; seeds everything;
+full training, ``--SMOKE=True`` forces the smoke test), devices and precision, the script's Trainer
+options (``TRAINER``, ``callbacks()``: ``trainer_options``) and the machine's defaults (threads,
+workers, image size: ``defaults``); seeds everything;
 and, on rank 0, gets the version folder ready (an evaluated version is refused, a failed run is
 moved aside with ``_tests/`` kept). ``fit`` runs build-baseline Step 2 (``smoke.run_smoke``) or the
 full training, writes ``spec.json`` and the reports, prints a ``key: value`` summary and returns it.
