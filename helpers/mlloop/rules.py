@@ -74,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
         "loss_function": None,
         "min_steps_per_epoch": 10,
         "min_total_steps": 200,
+        "max_minutes_per_version": None,
     },
     "eval_config": {
         "primary_metric": "loss",

@@ -150,6 +150,7 @@ class SmokeReport:
     train_batch_size_source: str = ""
     smoke_run: dict = field(default_factory=dict)
     steps: dict = field(default_factory=dict)
+    time_estimate: dict = field(default_factory=dict)  # smoke.estimate_version_time
     attempts: list = field(default_factory=list)
     device: str = ""
     precision: str = ""
@@ -172,6 +173,7 @@ class SmokeReport:
         out += ["", "## Batch-size search"] + self._search()
         out += ["", "## Smoke run"] + self._smoke_run()
         out += ["", "## Steps per epoch"] + self._steps()
+        out += ["", "## Time estimate"] + self._time()
         out += ["", "## Retry history"]
         if self.attempts:
             out += [a.markdown(3).rstrip("\n") + "\n" for a in self.attempts]
@@ -252,6 +254,9 @@ class SmokeReport:
             rows.append(f"- artifact {name}: {size / 2 ** 20:.2f} MB")
         return rows
 
+    def _time(self) -> list[str]:
+        return _time_rows(self.time_estimate)
+
     def _steps(self) -> list[str]:
         s = self.steps
         if not s:
@@ -264,6 +269,22 @@ class SmokeReport:
         if s.get("warning"):
             rows.append(f"- steps_warning: {s['warning']}")
         return rows
+
+
+def _time_rows(e: dict) -> list[str]:
+    if not e:
+        return ["- estimated_version_minutes: not estimated"]
+    minutes, budget = e.get("minutes"), e.get("max_minutes_per_version")
+    rows = [f"- estimated_version_minutes: {_num(minutes) if minutes is not None else 'not estimated'}"]
+    if e.get("step_ms") is not None:
+        rows.append(f"- measured_step_ms: {_num(e['step_ms'])} (batch {e.get('smoke_batch_size')})")
+    rows += [f"- basis: {e.get('basis', '')}",
+             f"- max_minutes_per_version: {_num(budget) if budget is not None else 'not set'}"]
+    if budget is not None and minutes is not None:
+        rows.append(f"- time_budget: {'OVER' if e.get('warning') else 'OK'}")
+    if e.get("warning"):
+        rows.append(f"- time_warning: {e['warning']}")
+    return rows
 
 
 def _num(v) -> str:
