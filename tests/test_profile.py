@@ -176,3 +176,20 @@ def test_profile_imports_nothing_heavy(project):
              "'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "0 []", out.stderr
+
+
+def test_force_keeps_the_old_draft_until_the_new_one_is_written(project, monkeypatch):
+    project.profiling_md.parent.mkdir(parents=True, exist_ok=True)
+    project.profiling_md.write_text("# my notes\n")
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("mlloop.profile.write_text_atomic", full_disk)
+    result = CliRunner().invoke(cli, ["profile", "--project", str(project.root), "--force"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: dataset/rawdata/profiling.md: cannot be written (No space left on device); the old one is kept as it "
+        "was. Free some space or fix the folder's permissions, then run `mlloop profile --force` again.")
+    assert project.profiling_md.read_text() == "# my notes\n"
+    assert not (project.rawdata / "profiling.md.bak").exists()

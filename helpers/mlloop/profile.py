@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+import shutil
 import statistics
 import zipfile
 from collections import Counter
@@ -416,10 +417,18 @@ def draft_profiling(project: Project, force: bool = False) -> ProfileResult:
             warnings.append(f"source {s.name} is empty")
     decoded = decode_images(rawdata, sources, limit, rules.seed)
     text = render_draft(sources, loose, decoded, limit, rules.seed, rules.task_type)
+    # The old draft stays in place until the new one is written (write_text_atomic replaces it in
+    # one step); its copy in .bak is what remains of it afterwards.
     backup = None
     if target.exists():
         bak = free_backup_path(target)
-        os.replace(target, bak)
+        shutil.copy2(target, bak)
         backup = project.rel(bak)
-    write_text_atomic(target, text)
+    try:
+        write_text_atomic(target, text)
+    except OSError as exc:
+        if backup:
+            bak.unlink(missing_ok=True)
+        raise MlloopError(f"{rel}: cannot be written ({exc.strerror or exc}); the old one is kept as it was. "
+                          "Free some space or fix the folder's permissions, then run `mlloop profile --force` again.") from None
     return ProfileResult(rel, backup, sources, decoded, limit, rules.seed, loose, warnings)
