@@ -84,11 +84,17 @@ def write_split(split_dir: Path, split: str, records: list[dict], spec: TaskSpec
                 group_key: str | None) -> list[dict]:
     """Copy each record's assets to ``<split>/<field folder>/<id><ext>`` and write the index;
     returns the index records (paths relative to the split folder)."""
-    index = []
+    index, used = [], set()
     for r in records:
         paths = {}
         for name, ref in asset_map(r, spec).items():
-            rel = f"{name[:-5] if name.endswith('_path') else name}/{r['sample_id']}{suffix_of(ref)}"
+            folder, sid, ext = name[:-5] if name.endswith('_path') else name, r["sample_id"], suffix_of(ref)
+            # An id that already ends with the extension (``x.jpg``) keeps it once, not ``x.jpg.jpg``,
+            # unless another id (``x``) takes that name.
+            rel = f"{folder}/{sid}" if sid.lower().endswith(ext) else f"{folder}/{sid}{ext}"
+            if rel.lower() in used:
+                rel = f"{folder}/{sid}{ext}"
+            used.add(rel.lower())
             target = split_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(reader.read(ref))
