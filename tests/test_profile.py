@@ -247,3 +247,32 @@ def test_load_test_without_a_pipeline_or_task_type_is_one_line(project):
     assert result.output.startswith("Error: 01_data_pipeline.py: the parse region of 01_data_pipeline.py is not written")
     result = CliRunner().invoke(cli, ["profile", "--load-test", "--samples", "0", "--project", str(project.root)])
     assert (result.exit_code, result.output) == (1, "Error: --samples must be at least 1, not 0.\n")
+
+
+def test_draft_flags_label_spellings_missing_files_and_join_only_sources(tmp_path):
+    root = tmp_path / "proj"
+    raw = root / "dataset" / "rawdata"
+    for folder in ("Cat", "cat ", "dog"):
+        (raw / "folders" / folder).mkdir(parents=True)
+        (raw / "folders" / folder / "a.png").write_bytes(png(8, 8))
+    (raw / "listed" / "images").mkdir(parents=True)
+    for name in ("1.png", "2.png"):
+        (raw / "listed" / "images" / name).write_bytes(png(8, 8))
+    (raw / "listed" / "labels.csv").write_text("filename,label\nimages/1.png,Dog\nimages/2.png,dog\n"
+                                               "images/3.png,Dog\nimages/gone.png, cat\n")
+    (raw / "meta").mkdir()
+    (raw / "meta" / "extra.csv").write_text("image_id,weight\n1,3.5\n2,4.0\n")
+    result = draft_profiling(Project(root.resolve()))
+    looks = {s.name: s.looks for s in result.sources}
+    assert looks["folders"] == ["folder names: 'Cat', 'cat ' differ only by case or spaces; one label or several?"]
+    assert looks["listed"] == [
+        "`labels.csv` column `label`: 'Dog', 'dog' differ only by case or spaces; one label or several?",
+        "`labels.csv` column `filename`: 2 of 4 rows name a file that is not in the source "
+        "(e.g. `images/3.png`, `images/gone.png`)"]
+    assert looks["meta"] == [
+        "no sample files, only tables: `extra.csv` column `image_id` matches 2 of 2 values of source listed; it adds "
+        "columns to listed's samples through a join, not samples of its own"]
+    text = Project(root.resolve()).profiling_md.read_text(encoding="utf-8")
+    assert "<!-- look at: folder names: 'Cat', 'cat ' differ only by case or spaces; one label or several? -->" in text
+    assert "<!-- look at: no sample files, only tables: `extra.csv` column `image_id`" in text
+    assert any(line.startswith("meta: look at: no sample files") for line in result.lines())

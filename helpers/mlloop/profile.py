@@ -14,7 +14,9 @@ import csv
 import io
 import json
 import os
+import posixpath
 import random
+import re
 import shutil
 import statistics
 import zipfile
@@ -32,6 +34,9 @@ TABLE_EXTS = {".csv", ".tsv", ".jsonl", ".ndjson", ".json"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 MAX_TABLE_SCAN = 64 * 1024 * 1024   # a bigger table is described from its head only
 SAMPLE_NAMES = 5
+MAX_VALUE_ROWS = 200_000   # rows of a table kept for the cross-checks (labels, missing files, joins)
+MAX_LABEL_VALUES = 200     # a column with more distinct values is not a label
+FILE_VALUE_RE = re.compile(r"^[^\s/][^\n]*\.[A-Za-z0-9]{2,5}$")
 
 
 @dataclass
@@ -41,6 +46,7 @@ class TableInfo:
     rows: int | None = None
     columns: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    values: dict[str, list[str]] = field(default_factory=dict, repr=False)  # per column, for the cross-checks
 
     def line(self) -> str:
         what = "columns" if self.kind in (".csv", ".tsv") else "keys"
@@ -74,6 +80,9 @@ class SourceInventory:
     images: list[str] = field(default_factory=list)           # refs: relpath or zip::member
     decoded: list[tuple[str, int, int, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    names: set[str] = field(default_factory=set, repr=False)       # every file and zip member, source-relative
+    dirs: set[str] = field(default_factory=set, repr=False)        # every folder name (folder labels)
+    looks: list[str] = field(default_factory=list)                 # what the agent should look at
 
     def to_dict(self) -> dict:
         return {"name": self.name, "files": self.files, "bytes": self.bytes, "by_extension": dict(sorted(self.by_ext.items())),
@@ -82,7 +91,8 @@ class SourceInventory:
                 "zips": [{"path": z.path, "members": z.members, "by_extension": dict(sorted(z.by_ext.items())),
                           "sample_members": z.samples, "notes": z.notes} for z in self.zips],
                 "tables": [{"path": t.path, "rows": t.rows, "columns": t.columns, "notes": t.notes} for t in self.tables],
-                "decoded": len(self.decoded), "decode_failures": [{"ref": r, "error": e} for r, e in self.failed]}
+                "decoded": len(self.decoded), "decode_failures": [{"ref": r, "error": e} for r, e in self.failed],
+                "look_at": self.looks}
 
 
 @dataclass
@@ -105,6 +115,7 @@ class ProfileResult:
     def lines(self) -> list[str]:
         out = [f"{s.name}: {s.files} files ({_ext_summary(s.by_ext)})" for s in self.sources]
         out += [f"warning: {w}" for w in self.warnings]
+        out += [f"{s.name}: look at: {look}" for s in self.sources for look in s.looks]
         if self.backup:
             out.append(f"the previous profiling.md was kept as {self.backup}")
         out.append(f"wrote {self.path}: a draft with {self.decoded} decoded image(s) (seed {self.seed}); "
@@ -129,6 +140,7 @@ def inventory_source(rawdata: Path, folder: Path) -> SourceInventory:
     paths = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
+        inv.dirs.update(d for d in dirnames if not d.startswith("."))
         for fn in sorted(filenames):
             paths.append(Path(dirpath) / fn)
     for p in paths:
@@ -138,6 +150,7 @@ def inventory_source(rawdata: Path, folder: Path) -> SourceInventory:
             inv.junk.append(f"{rel_src} (a link leaving dataset/rawdata/, not read)")
             continue
         size = p.stat().st_size
+        inv.names.add(rel_src)
         inv.files += 1
         inv.bytes += size
         ext = p.suffix.lower()
@@ -158,7 +171,78 @@ def inventory_source(rawdata: Path, folder: Path) -> SourceInventory:
         elif ext in TABLE_EXTS:
             inv.tables.append(_inventory_table(p.read_bytes if size <= MAX_TABLE_SCAN else _head(p), rel_src, ext,
                                                complete=size <= MAX_TABLE_SCAN))
+    inv.looks += _spelling_looks("folder names", inv.dirs)
+    for t in inv.tables:
+        for col, values in t.values.items():
+            if len(set(values)) <= MAX_LABEL_VALUES:
+                inv.looks += _spelling_looks(f"`{t.path}` column `{col}`", set(values))
+        inv.looks += _missing_file_looks(inv, t)
     return inv
+
+
+def _spelling_key(value: str) -> str:
+    return "".join(value.split()).casefold()
+
+
+def _spelling_looks(where: str, values: set[str]) -> list[str]:
+    """Spellings of one label that differ only by case or spaces (``Cat``, ``cat``, `` cat``)."""
+    groups: dict[str, set[str]] = {}
+    for v in values:
+        if v.strip():
+            groups.setdefault(_spelling_key(v), set()).add(v)
+    clashes = [sorted(g) for g in groups.values() if len(g) > 1]
+    return [f"{where}: {', '.join(repr(v) for v in g)} differ only by case or spaces; one label or several?"
+            for g in sorted(clashes)[:10]]
+
+
+def _missing_file_looks(inv: SourceInventory, t: TableInfo) -> list[str]:
+    """A column that names files (most values end in an extension), and rows whose file is not in
+    the source (looked up next to the table, from the source root, then by file name)."""
+    if "::" in t.path:
+        return []
+    base = posixpath.dirname(t.path)
+    by_name = {posixpath.basename(n) for n in inv.names}
+    out = []
+    for col, values in t.values.items():
+        named = [v.strip() for v in values if FILE_VALUE_RE.match(v.strip())]
+        if not values or len(named) < max(1, len(values) // 2):
+            continue
+        missing = [v for v in named if posixpath.normpath(posixpath.join(base, v)) not in inv.names
+                   and posixpath.normpath(v) not in inv.names and posixpath.basename(v) not in by_name]
+        if missing:
+            out.append(f"`{t.path}` column `{col}`: {len(missing)} of {len(values)} rows name a file that is not in "
+                       f"the source (e.g. {', '.join(f'`{m}`' for m in missing[:3])})")
+    return out
+
+
+def join_looks(sources: list[SourceInventory]) -> None:
+    """A source with tables and no sample files of its own, whose key column matches another
+    source's file names or column values, adds columns to that source's samples (a join)."""
+    for s in sources:
+        if s.images or s.zips or not s.tables or any(Path(n).suffix.lower() not in TABLE_EXTS
+                                                        and not _is_junk(Path(n).name) for n in s.names):
+            continue
+        for t in s.tables:
+            for col, values in t.values.items():
+                keys = {v.strip() for v in values if v.strip()}
+                if not keys:
+                    continue
+                for other in sources:
+                    if other is s:
+                        continue
+                    pool = {posixpath.basename(n) for n in other.names} | {Path(n).stem for n in other.names}
+                    for ot in other.tables:
+                        for vals in ot.values.values():
+                            pool.update(v.strip() for v in vals)
+                    hits = len(keys & pool)
+                    if hits >= 2 and hits * 2 >= len(keys):
+                        s.looks.append(f"no sample files, only tables: `{t.path}` column `{col}` matches {hits} of "
+                                       f"{len(keys)} values of source {other.name}; it adds columns to {other.name}'s "
+                                       "samples through a join, not samples of its own")
+                        break
+                else:
+                    continue
+                break
 
 
 def _head(path: Path, n: int = 1024 * 1024):
@@ -180,6 +264,7 @@ def _inventory_zip(path: Path, rel_src: str, rel: str, inv: SourceInventory) -> 
                 if info.is_dir() or info.filename in junk:
                     continue
                 z.members += 1
+                inv.names.add(info.filename)
                 ext = Path(info.filename).suffix.lower()
                 z.by_ext[ext] += 1
                 if len(z.samples) < SAMPLE_NAMES:
@@ -219,6 +304,7 @@ def _inventory_table(read, rel: str, ext: str, complete: bool) -> TableInfo:
         if rows:
             t.columns = rows[0]
             t.rows = len(rows) - 1
+            t.values = {c: [r[i] for r in rows[1:MAX_VALUE_ROWS + 1] if i < len(r)] for i, c in enumerate(rows[0])}
             widths = Counter(len(r) for r in rows[1:])
             if len(widths) > 1:
                 t.notes.append("rows with differing field counts: " + ", ".join(f"{n}x{w}" for w, n in sorted(widths.items())))
@@ -237,6 +323,10 @@ def _inventory_table(read, rel: str, ext: str, complete: bool) -> TableInfo:
                 continue
             if isinstance(obj, dict):
                 keys += [k for k in obj if k not in keys]
+                if count <= MAX_VALUE_ROWS:
+                    for k, v in obj.items():
+                        if isinstance(v, (str, int)) and not isinstance(v, bool):
+                            t.values.setdefault(k, []).append(str(v))
         t.rows, t.columns = count, keys
         if blank:
             t.notes.append(f"{blank} blank line(s)")
@@ -327,6 +417,8 @@ def _source_section(s: SourceInventory) -> str:
     if s.failed:
         hints.append(f"images that failed to decode: {', '.join(f'{r} ({e})' for r, e in s.failed[:5])}")
     hint = ("<!-- observed by mlloop profile: " + "; ".join(hints) + " -->\n") if hints else ""
+    # Comments, so that the sub-section stays a gap until the agent writes the schema.
+    looks = [f"<!-- look at: {line} -->" for line in s.looks]
     sanity = []
     drawn = len(s.decoded) + len(s.failed)
     if drawn:
@@ -348,6 +440,7 @@ def _source_section(s: SourceInventory) -> str:
         *facts,
         "<TODO: the naming rule that joins an asset to its label>",
         "### Label schema",
+        *looks,
         "<TODO: each label field: name, type, allowed values or length range>",
         "### Edge cases",
         hint + "<TODO: what breaks the simple rule (missing, empty, duplicate, corrupt, oversized) and how often>",
@@ -415,6 +508,7 @@ def draft_profiling(project: Project, force: bool = False) -> ProfileResult:
     for s in sources:
         if s.files == 0:
             warnings.append(f"source {s.name} is empty")
+    join_looks(sources)
     decoded = decode_images(rawdata, sources, limit, rules.seed)
     text = render_draft(sources, loose, decoded, limit, rules.seed, rules.task_type)
     # The old draft stays in place until the new one is written (write_text_atomic replaces it in
