@@ -341,6 +341,9 @@ RULES = ".claude/skills/progressive-training/user_defined_rules.json"
     ("find . -name '*.json' -exec rm {} +", "`find -delete/-exec`"),
     ("ls Models/Artifacts/*/eval_score.json | xargs rm", "`xargs rm`"),
     (f"cat > {SCORE} <<EOF\n{{\"x\": 1}}\nEOF", "a `>` redirection"),
+    (f"echo \"$(rm -f {SCORE})\"", "`rm`"),
+    (f"echo \"`truncate -s0 {SCORE}`\"", "`truncate`"),
+    (f"ln -s {SCORE} s.json && echo '{{}}' > s.json", "`ln`"),
 ])
 def test_bash_writes_to_protected_files_are_denied(factory, command, expected):
     factory.complete(versions=1)

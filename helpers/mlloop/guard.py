@@ -126,16 +126,17 @@ def _tree_reason(project: Project, folder: str, names: tuple[str, ...]) -> str |
     real = os.path.realpath(folder)
     if not rels and not (real == root or root.startswith(real + os.sep)):
         return None  # outside the project, and not holding it
-    seen = 0
+    seen = walked = 0
     for dirpath, dirnames, filenames in os.walk(real):
         dirnames.sort()
-        for name in sorted(filenames) + (["."] if not filenames and not dirnames else []):
+        walked += len(filenames) + len(dirnames)
+        for name in sorted(filenames):
+            if names and not any(fnmatch.fnmatch(name, n) for n in names):
+                continue
             seen += 1
-            if seen > MAX_TREE_ENTRIES:
+            if seen > MAX_TREE_ENTRIES or walked > 10 * MAX_TREE_ENTRIES:
                 return (f"{project.rel(folder) or '.'} holds more than {MAX_TREE_ENTRIES} files, too many to "
                         "check for protected ones; name the files to change instead.")
-            if name == "." or (names and not any(fnmatch.fnmatch(name, n) for n in names)):
-                continue
             rel = os.path.relpath(os.path.join(dirpath, name), root)
             if rel.startswith(".."):
                 continue

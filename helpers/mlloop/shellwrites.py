@@ -81,6 +81,10 @@ def _read(command: str, env: dict[str, str], out: ShellWrites, depth: int) -> No
         out.opaque.append(("deeply nested shell", command))
         return
     text, bodies = _split_heredocs(command)
+    # Substitutions run even inside double quotes, where the lexer below keeps them in one word.
+    for inner in re.findall(r"\$\(([^()]*)\)", text) + re.findall(r"`([^`]*)`", text):
+        if '"' in text:
+            _read(inner, env, out, depth + 1)
     text = text.replace("\\\n", " ").replace("`", " ; ").replace("\n", " ; ")
     text = re.sub(r"[$<>]\(", " ( ", text)  # $(...), <(...), >(...): their commands run too
     try:
@@ -232,6 +236,8 @@ def _program(name: str, args: list[str], words: list[str], stdin: str | None, en
         sources, dest = (operands, target_dir) if target_dir else (operands[:-1], operands[-1] if operands else None)
         if kind == "move":
             out.targets += [Target(s, how, tree=True) for s in sources]
+        if name == "ln":  # a link to a protected file is a way to write it later
+            out.targets += [Target(s, how) for s in sources]
         if dest is not None:
             out.targets.append(Target(dest, how, tree=recursive or kind == "move"))
             out.targets += [Target(dest.rstrip("/") + "/" + os.path.basename(s.rstrip("/")), how,
