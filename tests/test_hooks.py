@@ -497,3 +497,20 @@ def test_blocks_in_a_row_never_exceed_three_even_from_zero(factory):
     broken(factory)
     outs = [stop(factory.root, active=n > 0) for n in range(6)]
     assert [("decision" in o) for o in outs] == [True, True, True, False, False, False]
+
+
+def test_session_start_says_when_the_guard_is_from_an_older_init(factory):
+    from mlloop.install import init_project
+
+    factory.complete(versions=1)
+    init_project(Project(factory.root.resolve()))
+    context = lambda: hook(factory.root, {"hook_event_name": "SessionStart", "source": "startup"})[
+        "hookSpecificOutput"]["additionalContext"]
+    assert "from an older mlloop" not in context()
+    path = factory.root / ".claude/settings.json"
+    settings = json.loads(path.read_text())
+    settings["hooks"]["PreToolUse"][0]["matcher"] = "Write|Edit|MultiEdit|NotebookEdit"
+    path.write_text(json.dumps(settings))
+    assert context().endswith("mlloop's PreToolUse hook in .claude/settings.json is from an older mlloop and does not "
+                              "guard every tool (matcher 'Write|Edit|MultiEdit|NotebookEdit'); ask the user to run "
+                              "`mlloop init` to update it.")

@@ -135,10 +135,32 @@ def session_start(project: Project, payload: dict) -> HookOutcome:
     if payload.get("source") == "compact":
         tail = ("The conversation was compacted: re-read the SKILL.md of the skill in use before going on. "
                 + tail)
+    outdated = _outdated_matcher(project)
+    if outdated:
+        tail += "\n" + outdated
     context = f"{head}\n{body}\n{tail}"
     if len(context) > MAX_CONTEXT_CHARS:
         context = context[:MAX_CONTEXT_CHARS - 40] + "\n… (run `mlloop status` for the rest)"
     return _json_out({"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}})
+
+
+def _outdated_matcher(project: Project) -> str | None:
+    """A settings.json written by an older `mlloop init` guards fewer tools: say how to update it."""
+    from .install import is_mlloop_command
+
+    try:
+        settings = read_json(project.settings_path) if project.settings_path.is_file() else None
+    except JsonProblems:
+        return None
+    groups = ((settings or {}).get("hooks") or {}).get("PreToolUse") if isinstance(settings, dict) else None
+    for group in groups if isinstance(groups, list) else []:
+        handlers = group.get("hooks") if isinstance(group, dict) else None
+        if isinstance(handlers, list) and any(isinstance(h, dict) and is_mlloop_command(h.get("command"))
+                                              for h in handlers) and group.get("matcher") != PRE_TOOL_USE_MATCHER:
+            return (f"mlloop's PreToolUse hook in {project.rel(project.settings_path)} is from an older mlloop and "
+                    f"does not guard every tool (matcher {group.get('matcher')!r}); ask the user to run `mlloop init` "
+                    "to update it.")
+    return None
 
 
 # ---- PreToolUse ---------------------------------------------------------------------------
