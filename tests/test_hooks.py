@@ -386,6 +386,16 @@ def test_bash_reads_and_own_files_are_allowed(factory, command):
     assert bash(factory.root, command) is None
 
 
+def test_removing_a_folder_that_holds_protected_files_is_denied(factory):
+    factory.complete(versions=1)
+    reason = denial(bash(factory.root, "rm -rf Models"))
+    assert reason.startswith("mlloop: Models/ holds a protected file: Models/Artifacts/v001/")
+    assert "(This Bash command writes it with `rm`; reading it is fine.)" in reason
+    for command in ("rm -rf ..", "rm -rf /", "mv . /tmp/elsewhere"):
+        assert "holds a protected file" in denial(bash(factory.root, command)), command
+    assert bash(factory.root, "rm -rf Models/Artifacts/v001/_tests") is None
+
+
 def test_bash_paths_are_taken_from_the_payload_cwd(factory):
     factory.complete(versions=1)
     assert "`rm`" in denial(bash(factory.root, "rm Artifacts/v001/eval_score.json", cwd=factory.root / "Models"))

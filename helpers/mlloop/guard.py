@@ -124,10 +124,12 @@ def _tree_reason(project: Project, folder: str, names: tuple[str, ...]) -> str |
     rels = _project_relative(project, Path(folder))
     root = str(project.root)
     real = os.path.realpath(folder)
-    if not rels and not (real == root or root.startswith(real + os.sep)):
+    holds_project = os.path.commonpath([real, root]) == real
+    if not rels and not holds_project:
         return None  # outside the project, and not holding it
     seen = walked = 0
-    for dirpath, dirnames, filenames in os.walk(real):
+    # A folder above the project (`rm -rf ..`) is judged by the project it holds.
+    for dirpath, dirnames, filenames in os.walk(root if holds_project else real):
         dirnames.sort()
         walked += len(filenames) + len(dirnames)
         for name in sorted(filenames):
@@ -144,8 +146,8 @@ def _tree_reason(project: Project, folder: str, names: tuple[str, ...]) -> str |
                                                                                       "Bash", {})
             if reason:
                 shown = project.rel(Path(os.path.abspath(folder))) if os.path.isabs(folder) else folder
-                return f"{shown} holds {reason[0].lower() + reason[1:]}"
-    holds_rawdata = real == root or any("dataset/rawdata" == r or "dataset/rawdata".startswith(r + "/") for r in rels)
+                return f"{shown or '.'}/ holds a protected file: {reason}"
+    holds_rawdata = holds_project or any("dataset/rawdata" == r or "dataset/rawdata".startswith(r + "/") for r in rels)
     if not names and holds_rawdata and project.rawdata.is_dir():
         return ("dataset/rawdata/ is raw input data, which is never modified or removed. Write derived data with "
                 "01_data_pipeline.py into dataset/prepdata/<dataset_id>/.")
