@@ -14,9 +14,7 @@ import csv
 import io
 import json
 import os
-import posixpath
 import random
-import re
 import shutil
 import statistics
 import zipfile
@@ -27,6 +25,7 @@ from pathlib import Path
 
 from .errors import MlloopError
 from .jsonio import write_text_atomic
+from .profilehints import join_hints, source_hints
 from .layout import Project, free_backup_path, is_inside
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -35,8 +34,6 @@ JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 MAX_TABLE_SCAN = 64 * 1024 * 1024   # a bigger table is described from its head only
 SAMPLE_NAMES = 5
 MAX_VALUE_ROWS = 200_000   # rows of a table kept for the cross-checks (labels, missing files, joins)
-MAX_LABEL_VALUES = 200     # a column with more distinct values is not a label
-FILE_VALUE_RE = re.compile(r"^[^\s/][^\n]*\.[A-Za-z0-9]{2,5}$")
 
 
 @dataclass
@@ -171,78 +168,8 @@ def inventory_source(rawdata: Path, folder: Path) -> SourceInventory:
         elif ext in TABLE_EXTS:
             inv.tables.append(_inventory_table(p.read_bytes if size <= MAX_TABLE_SCAN else _head(p), rel_src, ext,
                                                complete=size <= MAX_TABLE_SCAN))
-    inv.looks += _spelling_looks("folder names", inv.dirs)
-    for t in inv.tables:
-        for col, values in t.values.items():
-            if len(set(values)) <= MAX_LABEL_VALUES:
-                inv.looks += _spelling_looks(f"`{t.path}` column `{col}`", set(values))
-        inv.looks += _missing_file_looks(inv, t)
+    inv.looks += source_hints(inv)
     return inv
-
-
-def _spelling_key(value: str) -> str:
-    return "".join(value.split()).casefold()
-
-
-def _spelling_looks(where: str, values: set[str]) -> list[str]:
-    """Spellings of one label that differ only by case or spaces (``Cat``, ``cat``, `` cat``)."""
-    groups: dict[str, set[str]] = {}
-    for v in values:
-        if v.strip():
-            groups.setdefault(_spelling_key(v), set()).add(v)
-    clashes = [sorted(g) for g in groups.values() if len(g) > 1]
-    return [f"{where}: {', '.join(repr(v) for v in g)} differ only by case or spaces; one label or several?"
-            for g in sorted(clashes)[:10]]
-
-
-def _missing_file_looks(inv: SourceInventory, t: TableInfo) -> list[str]:
-    """A column that names files (most values end in an extension), and rows whose file is not in
-    the source (looked up next to the table, from the source root, then by file name)."""
-    if "::" in t.path:
-        return []
-    base = posixpath.dirname(t.path)
-    by_name = {posixpath.basename(n) for n in inv.names}
-    out = []
-    for col, values in t.values.items():
-        named = [v.strip() for v in values if FILE_VALUE_RE.match(v.strip())]
-        if not values or len(named) < max(1, len(values) // 2):
-            continue
-        missing = [v for v in named if posixpath.normpath(posixpath.join(base, v)) not in inv.names
-                   and posixpath.normpath(v) not in inv.names and posixpath.basename(v) not in by_name]
-        if missing:
-            out.append(f"`{t.path}` column `{col}`: {len(missing)} of {len(values)} rows name a file that is not in "
-                       f"the source (e.g. {', '.join(f'`{m}`' for m in missing[:3])})")
-    return out
-
-
-def join_looks(sources: list[SourceInventory]) -> None:
-    """A source with tables and no sample files of its own, whose key column matches another
-    source's file names or column values, adds columns to that source's samples (a join)."""
-    for s in sources:
-        if s.images or s.zips or not s.tables or any(Path(n).suffix.lower() not in TABLE_EXTS
-                                                        and not _is_junk(Path(n).name) for n in s.names):
-            continue
-        for t in s.tables:
-            for col, values in t.values.items():
-                keys = {v.strip() for v in values if v.strip()}
-                if not keys:
-                    continue
-                for other in sources:
-                    if other is s:
-                        continue
-                    pool = {posixpath.basename(n) for n in other.names} | {Path(n).stem for n in other.names}
-                    for ot in other.tables:
-                        for vals in ot.values.values():
-                            pool.update(v.strip() for v in vals)
-                    hits = len(keys & pool)
-                    if hits >= 2 and hits * 2 >= len(keys):
-                        s.looks.append(f"no sample files, only tables: `{t.path}` column `{col}` matches {hits} of "
-                                       f"{len(keys)} values of source {other.name}; it adds columns to {other.name}'s "
-                                       "samples through a join, not samples of its own")
-                        break
-                else:
-                    continue
-                break
 
 
 def _head(path: Path, n: int = 1024 * 1024):
@@ -508,7 +435,7 @@ def draft_profiling(project: Project, force: bool = False) -> ProfileResult:
     for s in sources:
         if s.files == 0:
             warnings.append(f"source {s.name} is empty")
-    join_looks(sources)
+    join_hints(sources)
     decoded = decode_images(rawdata, sources, limit, rules.seed)
     text = render_draft(sources, loose, decoded, limit, rules.seed, rules.task_type)
     # The old draft stays in place until the new one is written (write_text_atomic replaces it in
