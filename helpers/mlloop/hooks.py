@@ -1,4 +1,5 @@
-"""`mlloop hook EVENT`: what Claude Code runs at session start, before a file edit and at stop.
+"""`mlloop hook EVENT`: what Claude Code runs at session start, before a tool that can write a
+file (the edit tools, Bash, MCP tools: `mlloop.guard` reads what each would write) and at stop.
 
 Output formats, as the real client (Claude Code 2.1.x) honours them (tests/e2e check this):
 
