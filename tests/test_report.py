@@ -591,3 +591,33 @@ def test_a_re_signed_forged_score_is_re_evaluated(factory):
                                            "accuracy (0.99) is not what eval_samples.jsonl gives (0.6)")]
     assert factory.read_json("Models/Artifacts/v001/eval_score.json")["metrics"][1]["value"] == 0.6
     assert ",0.99," not in "\n".join(csv_lines(factory))
+
+
+def test_report_folders_get_normal_permissions(factory):
+    factory.complete(versions=2)
+    old = os.umask(0o022)
+    try:
+        assert CliRunner().invoke(cli, ["report", "--project", str(factory.root)]).exit_code == 0
+    finally:
+        os.umask(old)
+    (name,) = report_dirs(factory)
+    assert (factory.root / "Models/Report" / name).stat().st_mode & 0o777 == 0o755
+
+
+def test_a_later_report_supersedes_an_older_ones_problems(factory):
+    """An older report is history: only the newest one is checked."""
+    factory.complete(versions=2)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["report", "--project", str(factory.root)]).exit_code == 0
+    (first,) = report_dirs(factory)
+    (factory.root / "Models/Report" / first / "leaderboard.csv").unlink()  # the old report is damaged
+    result = runner.invoke(cli, ["check", "report", "--project", str(factory.root)])
+    assert result.exit_code == 1 and "leaderboard.csv is missing" in result.output
+    assert runner.invoke(cli, ["report", "--project", str(factory.root)]).exit_code == 0
+    newest = max(report_dirs(factory))
+    text = (factory.root / "Models/Report" / newest / "final-analysis.md").read_text()
+    (factory.root / "Models/Report" / newest / "final-analysis.md").write_text(
+        text.replace(ANALYSIS_PLACEHOLDER, "v002 trained longer and ranked first."))
+    result = runner.invoke(cli, ["check", "report", "--project", str(factory.root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["problems"] == []

@@ -108,6 +108,7 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
                               dataset_id, name)
         project.report_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=project.report_root))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0o700); a report is a normal folder
         try:
             write_text_atomic(tmp / "leaderboard.csv", csv_text)
             write_text_atomic(tmp / "final-analysis.md", text)
@@ -121,6 +122,12 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
     progress(f"report written to {project.rel(final)}/")
     return ReportResult(project.rel(final), best.name, best.primary, ranking.primary, len(ranking.rows),
                         reevaluated, warnings, none_beat)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def free_report_name(project: Project, when: datetime) -> str:

@@ -130,6 +130,43 @@ def append_retry_report(path: Path, attempt: Attempt, version_id: str) -> None:
     write_text_atomic(path, text.rstrip("\n") + "\n\n" + attempt.markdown(2))
 
 
+# A retried run records its attempt when it starts, so a kill cannot lose it; the status is
+# replaced when the run ends. It starts with FAIL so that a run that never ends reads as failed.
+IN_PROGRESS = "FAIL (in progress: if this stays, the run was killed or interrupted before it ended)"
+UNRECORDED = "none recorded: the run ended without recording an error (killed or interrupted)"
+
+
+def begin_retry_attempt(path: Path, version_id: str, cause: str | None, change: str | None) -> None:
+    """At the start of a retried version run: record the earlier run if nothing did (a killed
+    first run, a retry left in progress), then this run's attempt, in progress."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    attempts = read_attempts(text)
+    if not attempts:
+        append_retry_report(path, Attempt(1, UNRECORDED, "none (first attempt)", "none (first attempt)", "FAIL"),
+                            version_id)
+    elif attempts[-1].status == IN_PROGRESS:
+        finish_retry_attempt(path, "FAIL", UNRECORDED)
+    previous = read_attempts(path.read_text(encoding="utf-8"))
+    append_retry_report(path, next_attempt(previous, status=IN_PROGRESS, error="none yet (running)", cause=cause,
+                                           change=change), version_id)
+
+
+def finish_retry_attempt(path: Path, status: str, error: BaseException | str | None) -> bool:
+    """Close the attempt left in progress at the start; False when there is none."""
+    if not path.is_file():
+        return False
+    text = path.read_text(encoding="utf-8")
+    matches = list(ATTEMPT_RE.finditer(text))
+    attempts = read_attempts(text)
+    if not attempts or attempts[-1].status != IN_PROGRESS:
+        return False
+    last = attempts[-1]
+    summary = "none" if error is None else error_summary(error) if isinstance(error, BaseException) else str(error)
+    done = Attempt(last.attempt, summary, last.root_cause_hypothesis, last.code_change_summary, status)
+    write_text_atomic(path, text[:matches[-1].start()] + done.markdown(len(matches[-1].group(1))))
+    return True
+
+
 # ---- the smoke test report ------------------------------------------------------------------
 
 @dataclass

@@ -210,6 +210,8 @@ class Run:
 
             write_failed_report(self, exc, stage="script set-up (before fit)")
             return
+        if reports.finish_retry_attempt(self.paths.retry_report, "FAIL", exc):
+            return
         previous = reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8")) \
             if self.paths.retry_report.is_file() else []
         attempt = reports.next_attempt(previous, status="FAIL", error=exc, cause=self.switches.get("RETRY_CAUSE"),
@@ -219,6 +221,8 @@ class Run:
     def record_success(self) -> None:
         """After a retry passes, the retry report gets its PASS attempt (versions)."""
         if not self.rank_zero or not self.paths.retry_report.is_file():
+            return
+        if reports.finish_retry_attempt(self.paths.retry_report, "PASS", None):
             return
         previous = reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8"))
         if previous:
@@ -294,6 +298,9 @@ def start(script_file: str | os.PathLike, namespace: dict, argv: list[str] | Non
         shown = ", ".join([f"{k}={v!r}" for k, v in trainer.options.items()]
                           + [type(cb).__name__ for cb in trainer.callbacks])
         run.log(f"Trainer options from the script: {shown}")
+    if not smoke and is_rank_zero() and (moved is not None or switches.get("RETRY_CAUSE") or switches.get("RETRY_CHANGE")):
+        # A retry: its attempt is on disk before any work, so a kill cannot lose it.
+        reports.begin_retry_attempt(paths.retry_report, run.vid, switches.get("RETRY_CAUSE"), switches.get("RETRY_CHANGE"))
     _ACTIVE = run
     run.runtime_defaults = defaults.apply(run)
     return run
