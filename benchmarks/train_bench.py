@@ -19,6 +19,13 @@ search against Lightning's Tuner. Not a test: it prints ratios side by side in o
    Counts are deterministic; "untested" marks a returned size the method never trained with.
 3. --gpu: bf16-mixed throughput of the template's Trainer against a plain loop under
    torch.autocast(bfloat16), resnet18 at 224, when CUDA is available.
+4. --only threads: the template's step time with mlloop's thread default (the CPUs this process
+   may use: affinity and cgroup quota, fewer when the load average says every CPU is already
+   busy; mlloop.runtime.defaults) against the usable CPUs alone, torch's own default, 4x the
+   usable CPUs (what torch picks in a container whose quota is below the cores it sees) and
+   1 thread. Configurations are interleaved and rotated per repetition; ratios are against
+   mlloop's default. On a machine shared with other jobs the numbers are noisy: read the
+   spread, not one value.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 REPO = Path(__file__).resolve().parents[1]
+TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before main() sets --threads
 
 
 def load_template():
@@ -345,11 +353,45 @@ def bench_gpu(args) -> dict | None:
             "ratio_min": min(ratios), "ratio_max": max(ratios), "note": "GPU-resident batches; epoch ends include validation"}
 
 
+# ---- 4. thread defaults ---------------------------------------------------------------------------
+
+def bench_threads(args) -> dict:
+    from mlloop.runtime import defaults
+
+    tpl = load_template()
+    cpus, why = defaults.usable_cpus()
+    chosen, reason = defaults.default_threads()  # what start() picks now (the load average counts)
+    configs = [("mlloop default", chosen), ("usable CPUs", cpus), ("torch default", TORCH_DEFAULT_THREADS),
+               ("4x usable CPUs", 4 * cpus), ("1 thread", 1)]
+    print(f"   mlloop's default: {chosen} ({reason}); torch's own default here: {TORCH_DEFAULT_THREADS}")
+    warm = argparse.Namespace(**{**vars(args), "epochs": 1, "steps": 6})
+    run_template(tpl, warm, torch.device("cpu"))  # warm-up, untimed
+    times: dict[str, list[float]] = {name: [] for name, _ in configs}
+    for rep in range(args.reps):
+        order = configs[rep % len(configs):] + configs[:rep % len(configs)]  # rotate: no config always goes first
+        cells = []
+        for name, threads in order:
+            torch.set_num_threads(threads)
+            ms = statistics.median(run_template(tpl, args, torch.device("cpu"))["gaps"]) * 1e3
+            times[name].append(ms)
+            cells.append(f"{name} ({threads}) {ms:7.2f} ms")
+        print(f"  rep {rep}: " + "   ".join(cells), flush=True)
+    torch.set_num_threads(args.threads)
+    base = times["mlloop default"]
+    out = {"usable_cpus": cpus, "why": why, "mlloop_default": chosen, "mlloop_why": reason,
+           "torch_default": TORCH_DEFAULT_THREADS, "ms": times, "ratios": {}}
+    for name, threads in configs[1:]:
+        ratios = [t / b for t, b in zip(times[name], base)]
+        out["ratios"][name] = {"threads": threads, "median": statistics.median(ratios), "min": min(ratios),
+                               "max": max(ratios)}
+    return out
+
+
 # ---- main -----------------------------------------------------------------------------------------
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("steps", "search", "gpu"), default=None)
+    parser.add_argument("--only", choices=("steps", "search", "gpu", "threads"), default=None)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--image", type=int, default=64)
     parser.add_argument("--bs", type=int, default=16)
@@ -400,6 +442,18 @@ def main(argv=None) -> dict:
         else:
             print(f"   {g['device']}: template/plain throughput median x{g['ratio_median']:.3f} "
                   f"[{g['ratio_min']:.3f}..{g['ratio_max']:.3f}]")
+    if args.only == "threads":
+        print(f"\n4. thread defaults: template step time, timm {args.backbone} at {args.image}x{args.image}, batch "
+              f"{args.bs}, {args.steps} steps x {args.epochs} epochs, {args.reps} interleaved repetitions (CPU; "
+              "noisy on a shared machine)")
+        th = bench_threads(args)
+        results["threads"] = th
+        base = statistics.median(th["ms"]["mlloop default"])
+        print(f"   {'threads':<28} {'median ms/step':>14}  ratio to mlloop's default (median [min..max])")
+        print(f"   {'mlloop default (' + str(th['mlloop_default']) + ')':<28} {base:14.2f}  x1.000")
+        for name, r in th["ratios"].items():
+            print(f"   {name + ' (' + str(r['threads']) + ')':<28} {statistics.median(th['ms'][name]):14.2f}  "
+                  f"x{r['median']:.3f} [{r['min']:.3f}..{r['max']:.3f}]")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
     return results

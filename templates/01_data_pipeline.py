@@ -27,11 +27,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from mlloop.errors import MlloopError
-from mlloop.layout import Project
-from mlloop.rules import resolve
-from mlloop.runtime import data, prepdata
-from mlloop.taskformat import load_task_format
+from mlloop.script import MlloopError, Project, data, load_task_format, prepdata, resolve_rules
 
 PROJECT_DIR = "."          # the project root (scripts run from there)
 DEDUPLICATE = True         # identical content is kept once: a copy in both splits would leak
@@ -82,7 +78,7 @@ def drop_reason(record: dict, rules: dict) -> str | None:
 def main(argv: list[str] | None = None) -> dict:
     cfg = data.parse_settings(globals(), argv)
     project = Project.at(cfg["PROJECT_DIR"])
-    rules = resolve(project)
+    rules = resolve_rules(project)
     if not rules.findings.ok:
         raise data.PipelineError("the rules have problems (run `mlloop rules`):\n"
                                  + "\n".join(p.line() for p in rules.findings.problems))

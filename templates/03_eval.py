@@ -40,7 +40,7 @@ def parse_args(argv=None):
 def main(argv=None):
     """Evaluate the version and return the harness's summary (metrics, latency, floor, paths)."""
     args = parse_args(argv)
-    from mlloop.runtime.evaluation import evaluate_version
+    from mlloop.script import evaluate_version
 
     def log(message):  # progress on stdout: stderr carries only the one Error line
         print(message, flush=True)

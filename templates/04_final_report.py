@@ -24,8 +24,7 @@ LOCK_TIMEOUT_S = 30.0  # how long to wait for another mlloop writer (report, new
 
 
 def main(argv=None):
-    from mlloop.layout import Project
-    from mlloop.report import build_report
+    from mlloop.script import Project, build_report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", default=PROJECT_DIR, help="the project folder (default: %(default)s)")
@@ -38,7 +37,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from mlloop.errors import MlloopError
+    from mlloop.script import MlloopError
 
     try:
         main()

@@ -217,6 +217,20 @@ def test_import_script_does_not_run_main(tmp_path, monkeypatch):
         import_script(bad)
 
 
+def test_import_script_leaves_no_bytecode_in_the_project(tmp_path, monkeypatch):
+    """Users' Pythons write bytecode; importing a version script must not leave __pycache__/."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    (tmp_path / "project_helpers_i13.py").write_text("VALUE = 3\n")
+    script = tmp_path / "02_train_v001.py"
+    script.write_text("import project_helpers_i13\nX = project_helpers_i13.VALUE\n")
+    module = import_script(script)
+    assert module.X == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["02_train_v001.py", "project_helpers_i13.py"]
+    assert sys.dont_write_bytecode is False  # restored
+    sys.modules.pop("project_helpers_i13", None)
+
+
 # ---- through 03_eval.py, as `mlloop report` runs it -----------------------------------------
 
 def _run_eval(root: Path) -> subprocess.CompletedProcess:

@@ -294,3 +294,17 @@ def test_enrich_checks_every_asset_even_with_a_given_hash(tf, rawdata):
     assert recs[0]["drop_reason"] == "missing_asset: files/nowhere.png"
     assert recs[1]["drop_reason"] == "missing_asset: ../outside.png"  # outside rawdata is never read
     assert "drop_reason" not in recs[2] and recs[2]["hash"] == "given2"
+
+
+def test_asset_files_keep_one_extension(tf, rawdata, tmp_path):
+    """An id made from a file name (`x.png`) names its asset `x.png`, never `x.png.png`."""
+    spec = data.task_spec(tf, "image-classification")
+    recs = [{"sample_id": sid, "source": "files", "category": "even", "label": "even",
+             "assets": {"image_path": f"files/{i}.png"}}
+            for i, sid in enumerate(["files-0.png", "files-1.PNG", "files-2", "files-2.png"])]
+    with data.AssetReader(rawdata) as reader:
+        index = prepdata.write_split(tmp_path / "train", "train", recs, spec, reader, None)
+    assert [x["image_path"] for x in index] == ["image/files-0.png", "image/files-1.PNG", "image/files-2.png",
+                                                "image/files-2.png.png"]  # the last one would clash otherwise
+    assert sorted(p.name for p in (tmp_path / "train/image").iterdir()) == [
+        "files-0.png", "files-1.PNG", "files-2.png", "files-2.png.png"]

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from mlloop.cli import cli
 
 
-def test_demo_runs_the_whole_loop_and_ends_with_check_ok(tmp_path):
+def test_demo_runs_the_whole_loop_and_ends_with_check_ok(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # the scripts run as on a user's machine
     project = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--project", str(project), "--size", "tiny", "--versions", "2", "--json"])
     assert result.exit_code == 0, result.output
@@ -35,6 +36,7 @@ def test_demo_runs_the_whole_loop_and_ends_with_check_ok(tmp_path):
     assert check.exit_code == 0, check.output
     status = CliRunner().invoke(cli, ["status", "--project", str(project)])
     assert status.output.startswith("phase: done")
+    assert sorted(p.relative_to(project).as_posix() for p in project.rglob("__pycache__")) == []  # issue 13
 
 
 def test_demo_never_writes_into_a_folder_that_is_not_empty(tmp_path):

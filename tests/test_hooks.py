@@ -188,7 +188,7 @@ def test_stop_blocks_three_times_in_a_row_then_lets_go(factory):
     out = stop(factory.root, active=True)
     assert set(out) == {"systemMessage"}
     assert "blocked 3 times in a row, so it ends anyway" in out["systemMessage"]
-    assert json.loads((factory.root / STATE).read_text())["stop_blocks"] == {}
+    assert json.loads((factory.root / STATE).read_text())["stop_blocks"] == {"s1": 3}
     # The next turn of the session (a fresh stop) is checked again.
     assert stop(factory.root, active=False)["reason"].endswith("block 1 of at most 3 in a row.")
 
@@ -295,3 +295,232 @@ def test_a_version_script_is_free_until_that_version_is_evaluated(factory):
     assert "the loop has started" in denial(write(factory.root, "02_train_baseline.py"))
     factory.evaluation("v001", 0.6)
     assert "frozen" in denial(write(factory.root, "02_train_v001.py"))
+
+
+# ---- Bash and MCP writes (every way to write) -----------------------------------------------
+
+def bash(root, command, cwd=None):
+    return hook(root, {"hook_event_name": "PreToolUse", "session_id": "s1", "cwd": str(cwd or root),
+                       "tool_name": "Bash", "tool_input": {"command": command, "description": "x"}}, "pre-tool-use")
+
+
+SCORE = "Models/Artifacts/v001/eval_score.json"
+RULES = ".claude/skills/progressive-training/user_defined_rules.json"
+
+
+@pytest.mark.parametrize("command, expected", [
+    (f"echo '{{}}' > {SCORE}", "a `>` redirection"),
+    (f"echo 1 >> {SCORE}", "a `>>` redirection"),
+    (f"ls; cat x | tee {SCORE} >/dev/null", "`tee`"),
+    (f"sed -i 's/0.6/0.9/' {SCORE} && echo ok", "`sed -i`"),
+    (f"perl -pi -e 's/0.6/0.9/' {SCORE}", "`perl -i`"),
+    (f"cp /tmp/forged.json {SCORE}", "`cp`"),
+    ("cp /tmp/eval_score.json Models/Artifacts/v001/", "`cp`"),
+    (f"mv {SCORE} /tmp/x.json", "`mv`"),
+    (f"rm -f {SCORE}", "`rm`"),
+    ("rm -rf Models", "`rm`"),
+    ("rm Models/Artifacts/*/eval_score.json", "`rm`"),
+    (f"truncate -s 0 {SCORE}", "`truncate`"),
+    (f"dd if=/dev/zero of={SCORE} bs=1 count=1", "`dd of=`"),
+    (f"touch {SCORE}", "`touch`"),
+    (f"ln -sf /tmp/x {SCORE}", "`ln`"),
+    (f"install -m 644 /tmp/x {SCORE}", "`install`"),
+    (f"F={SCORE}; rm $F", "`rm`"),
+    (f"true && (cd Models/Artifacts && rm v001/eval_score.json)", "`rm`"),
+    (f"echo $(rm {SCORE})", "`rm`"),
+    (f"bash -c 'echo 1 > {SCORE}'", "a `>` redirection"),
+    (f"sudo -n nice -n 5 cp /tmp/x {SCORE}", "`cp`"),
+    (f"python -c \"import json; json.dump({{}}, open('{SCORE}', 'w'))\"", "`python` inline code"),
+    (f"python3 - <<'EOF'\nfrom pathlib import Path\np = Path('{SCORE}')\np.write_text('{{}}')\nEOF", "`python3` inline code"),
+    (f"uv run python -c \"from pathlib import Path; Path('Models/Artifacts/v001/eval_score.json').unlink()\"",
+     "`python` inline code"),
+    (f"git checkout -- {SCORE}", "`git checkout`"),
+    ("git restore 03_eval.py", "`git restore`"),
+    ("git clean -fdx", "`git clean`"),
+    ("find Models -name 'eval_score.json' -delete", "`find -delete/-exec`"),
+    ("find . -name '*.json' -exec rm {} +", "`find -delete/-exec`"),
+    ("ls Models/Artifacts/*/eval_score.json | xargs rm", "`xargs rm`"),
+    (f"cat > {SCORE} <<EOF\n{{\"x\": 1}}\nEOF", "a `>` redirection"),
+    (f"echo \"$(rm -f {SCORE})\"", "`rm`"),
+    (f"echo \"`truncate -s0 {SCORE}`\"", "`truncate`"),
+    (f"ln -s {SCORE} s.json && echo '{{}}' > s.json", "`ln`"),
+])
+def test_bash_writes_to_protected_files_are_denied(factory, command, expected):
+    factory.complete(versions=1)
+    before = factory.snapshot()
+    reason = denial(bash(factory.root, command))
+    assert reason.startswith("mlloop: ")
+    assert expected in reason
+    assert "reading it is fine" in reason
+    assert factory.snapshot() == before
+
+
+@pytest.mark.parametrize("command, expected", [
+    (f"sed -i s/seed/x/ {RULES}", "only the user changes them"),
+    ("echo x >> dataset/rawdata/src_a/notes.txt", "raw input data, which is never modified"),
+    ("rm -r dataset", "raw input data"),
+    ("echo '# x' >> 03_eval.py", "frozen evaluation protocol"),
+    ("cp 02_train_v001.py /tmp/ && echo 1 >> 02_train_v001.py", "its eval_score.json describes exactly this code"),
+    ("echo '{}' > .claude/.mlloop-hook-state.json", "the Stop hook's own block counter"),
+    ("echo '{}' > .claude/settings.json", "holds mlloop's hooks"),
+    ("sed -i /mlloop/d .claude/settings.json", "holds mlloop's hooks"),
+])
+def test_bash_denials_say_the_proper_way(factory, command, expected):
+    factory.complete(versions=1)
+    assert expected in denial(bash(factory.root, command))
+
+
+@pytest.mark.parametrize("command", [
+    f"cat {SCORE}", f"jq .metrics {SCORE}", f"head -5 {SCORE} > /tmp/head.txt", f"grep -r accuracy Models > notes.txt",
+    f"python -c \"import json; print(json.load(open('{SCORE}')))\"",
+    f"python - <<'EOF'\nimport json\nd = json.load(open('{SCORE}'))\nopen('notes.md', 'w').write(str(d))\nEOF",
+    "python 03_eval.py --version v001", "python 02_train_v002.py > Models/Artifacts/v002/train.log 2>&1",
+    "cp 02_train_v001.py 02_train_v002.py", "mlloop new-version v002 && mlloop check v002",
+    "rm -rf dataset/prepdata/v1 && python 01_data_pipeline.py", "find . -name '*.pyc' -delete",
+    "echo done > Models/Artifacts/v001/result-analysis.md", "sed -n 1,5p 03_eval.py",
+    "git status && git diff 03_eval.py", "ls -la > /dev/null 2>&1", "echo 'unclosed",
+    "echo hi > dataset/rawdata/profiling.md", "cd /tmp && rm -f eval_score.json",
+])
+def test_bash_reads_and_own_files_are_allowed(factory, command):
+    factory.complete(versions=1)
+    assert bash(factory.root, command) is None
+
+
+def test_removing_a_folder_that_holds_protected_files_is_denied(factory):
+    factory.complete(versions=1)
+    reason = denial(bash(factory.root, "rm -rf Models"))
+    assert reason.startswith("mlloop: Models/ holds a protected file: Models/Artifacts/v001/")
+    assert "(This Bash command writes it with `rm`; reading it is fine.)" in reason
+    for command in ("rm -rf ..", "rm -rf /", "mv . /tmp/elsewhere"):
+        assert "holds a protected file" in denial(bash(factory.root, command)), command
+    assert bash(factory.root, "rm -rf Models/Artifacts/v001/_tests") is None
+
+
+def test_bash_paths_are_taken_from_the_payload_cwd(factory):
+    factory.complete(versions=1)
+    assert "`rm`" in denial(bash(factory.root, "rm Artifacts/v001/eval_score.json", cwd=factory.root / "Models"))
+    assert "frozen evaluation protocol" in denial(bash(factory.root, "rm ../03_eval.py", cwd=factory.root / "Models"))
+    assert bash(factory.root, "rm 03_eval.py", cwd=factory.root / "Models") is None  # Models/03_eval.py: not it
+
+
+@pytest.mark.parametrize("tool, tool_input", [
+    ("mcp__filesystem__write_file", {"path": SCORE, "content": "{}"}),
+    ("mcp__filesystem__edit_file", {"path": RULES, "edits": [{"oldText": "a", "newText": "b"}]}),
+    ("mcp__filesystem__move_file", {"source": SCORE, "destination": "/tmp/x.json"}),
+    ("mcp__fs__delete_directory", {"path": "Models"}),
+    ("mcp__files__write", {"target": "file://" + SCORE}),
+])
+def test_mcp_writes_to_protected_files_are_denied(factory, tool, tool_input):
+    factory.complete(versions=1)
+    out = hook(factory.root, {"hook_event_name": "PreToolUse", "cwd": str(factory.root), "tool_name": tool,
+                              "tool_input": tool_input}, "pre-tool-use")
+    assert f"(The MCP tool {tool} would write it; reading it is fine.)" in denial(out)
+
+
+@pytest.mark.parametrize("tool, tool_input", [
+    ("mcp__filesystem__read_file", {"path": SCORE}),
+    ("mcp__filesystem__read_multiple_files", {"paths": [SCORE, RULES]}),
+    ("mcp__filesystem__list_directory", {"path": "Models"}),
+    ("mcp__filesystem__write_file", {"path": "notes/summary.md", "content": SCORE}),
+])
+def test_mcp_reads_and_own_files_are_allowed(factory, tool, tool_input):
+    factory.complete(versions=1)
+    out = hook(factory.root, {"hook_event_name": "PreToolUse", "cwd": str(factory.root), "tool_name": tool,
+                              "tool_input": tool_input}, "pre-tool-use")
+    assert out is None
+
+
+def test_the_registered_matcher_covers_every_writing_tool():
+    """The same matcher in settings.json (mlloop init) and the plugin's hooks.json; a regex."""
+    import re
+    from pathlib import Path
+
+    from mlloop.hooks import PRE_TOOL_USE_MATCHER
+    from mlloop.install import HOOKS
+
+    assert HOOKS["PreToolUse"][0] == PRE_TOOL_USE_MATCHER
+    plugin = json.loads((Path(__file__).parents[1] / "hooks/hooks.json").read_text())
+    assert plugin["hooks"]["PreToolUse"][0]["matcher"] == PRE_TOOL_USE_MATCHER
+    for tool in ("Write", "Edit", "MultiEdit", "NotebookEdit", "Bash", "mcp__filesystem__write_file"):
+        assert re.search(PRE_TOOL_USE_MATCHER, tool)
+    for tool in ("Read", "Grep", "TodoWrite", "BashOutput"):
+        assert not re.search(PRE_TOOL_USE_MATCHER, tool)
+
+
+# ---- the guard guards itself ------------------------------------------------------------------
+
+def test_the_hook_state_file_cannot_be_written(factory):
+    factory.complete(versions=1)
+    for tool in ("Write", "Edit"):
+        assert "the Stop hook's own block counter" in denial(write(factory.root, STATE, tool))
+
+
+def test_settings_edits_keep_mlloops_hooks(factory):
+    from mlloop.install import init_project
+
+    factory.complete(versions=1)
+    init_project(Project(factory.root.resolve()))
+    path = factory.root / ".claude/settings.json"
+    settings = json.loads(path.read_text())
+    # The user's own settings may change; mlloop's entries may not.
+    assert write(factory.root, ".claude/settings.json", content=json.dumps({**settings, "model": "x"})) is None
+    assert "would change, remove or turn them off" in denial(
+        write(factory.root, ".claude/settings.json", content=json.dumps({**settings, "hooks": {}})))
+    assert "would change, remove or turn them off" in denial(
+        write(factory.root, ".claude/settings.json", content=json.dumps({**settings, "disableAllHooks": True})))
+    assert "would change, remove or turn them off" in denial(
+        write(factory.root, ".claude/settings.local.json", content='{"disableAllHooks": true}'))
+    assert "no longer be valid JSON" in denial(write(factory.root, ".claude/settings.json", content="{"))
+    text = path.read_text()
+    old = next(line for line in text.splitlines() if "pre-tool-use" in line)
+    assert "would change" in denial(write(factory.root, ".claude/settings.json", "Edit",
+                                          old_string=old, new_string=old.replace("pre-tool-use", "session-start")))
+    assert write(factory.root, ".claude/settings.json", "Edit", old_string='"hooks"',
+                 new_string='"env": {"A": "1"}, "hooks"') is None
+
+
+def state_of(factory):
+    return json.loads((factory.root / STATE).read_text())["stop_blocks"]
+
+
+@pytest.mark.parametrize("forged", [-100, 3.5, "0", True, None, [0], 10**30])
+def test_a_hand_edited_counter_never_grants_more_blocks(factory, forged):
+    broken(factory)
+    assert stop(factory.root)["decision"] == "block"
+    factory.write(STATE, json.dumps({"stop_blocks": {"s1": forged}}))
+    out = stop(factory.root, active=True)
+    assert set(out) == {"systemMessage"} and "so it ends anyway" in out["systemMessage"]
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"stop_blocks": []}'])
+def test_a_broken_state_file_never_grants_more_blocks(factory, text):
+    broken(factory)
+    stop(factory.root)
+    factory.write(STATE, text)
+    assert set(stop(factory.root, active=True)) == {"systemMessage"}
+    # A fresh stop starts over and leaves a sound file behind.
+    assert stop(factory.root)["reason"].endswith("block 1 of at most 3 in a row.")
+    assert state_of(factory) == {"s1": 1}
+
+
+def test_blocks_in_a_row_never_exceed_three_even_from_zero(factory):
+    broken(factory)
+    outs = [stop(factory.root, active=n > 0) for n in range(6)]
+    assert [("decision" in o) for o in outs] == [True, True, True, False, False, False]
+
+
+def test_session_start_says_when_the_guard_is_from_an_older_init(factory):
+    from mlloop.install import init_project
+
+    factory.complete(versions=1)
+    init_project(Project(factory.root.resolve()))
+    context = lambda: hook(factory.root, {"hook_event_name": "SessionStart", "source": "startup"})[
+        "hookSpecificOutput"]["additionalContext"]
+    assert "from an older mlloop" not in context()
+    path = factory.root / ".claude/settings.json"
+    settings = json.loads(path.read_text())
+    settings["hooks"]["PreToolUse"][0]["matcher"] = "Write|Edit|MultiEdit|NotebookEdit"
+    path.write_text(json.dumps(settings))
+    assert context().endswith("mlloop's PreToolUse hook in .claude/settings.json is from an older mlloop and does not "
+                              "guard every tool (matcher 'Write|Edit|MultiEdit|NotebookEdit'); ask the user to run "
+                              "`mlloop init` to update it.")

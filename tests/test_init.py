@@ -41,7 +41,7 @@ def test_init_installs_skills_templates_rules_and_hooks(factory):
 
     settings = json.loads((root / SETTINGS).read_text())
     assert set(settings["hooks"]) == {"SessionStart", "PreToolUse", "Stop"}
-    assert settings["hooks"]["PreToolUse"][0]["matcher"] == "Write|Edit|MultiEdit|NotebookEdit"
+    assert settings["hooks"]["PreToolUse"][0]["matcher"] == "^(Write|Edit|MultiEdit|NotebookEdit|Bash|mcp__.*)$"
     assert settings["hooks"]["Stop"][0]["hooks"][0]["command"] == hook_command("stop")
     assert "created  .claude/skills/build-baseline/SKILL.md" in result.output
     assert result.output.rstrip().endswith("then type /build-baseline in Claude Code.")

@@ -176,3 +176,128 @@ def test_profile_imports_nothing_heavy(project):
              "'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "0 []", out.stderr
+
+
+def test_hostile_raw_files_are_named_never_opened_or_fatal(tmp_path, project):
+    """Issue 13: a FIFO (opening it would block), a bare carriage return, a non-UTF-8 file name,
+    a 5,000-digit integer and 100,000 nested lists each become a note naming the file."""
+    import os
+
+    raw = project.rawdata / "hostile"
+    raw.mkdir()
+    (raw / "labels.csv").write_bytes(b"id,label\r1,cat\r2,dog\n3,fox\n")
+    (raw / "big.jsonl").write_text('{"a": ' + "9" * 5000 + "}\n")
+    (raw / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (raw / os.fsdecode(b"\xff.csv")).write_text("a,b\n1,2\n")
+    os.mkfifo(raw / "pipe.csv")
+    result = CliRunner().invoke(cli, ["profile", "--project", str(project.root)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    text = project.profiling_md.read_text(encoding="utf-8")
+    section = source_sections(text)["hostile"]
+    paths, edges = section["Paths & naming rules"], section["Edge cases"]
+    assert "`labels.csv`: 3 rows, columns: id, label; 2 bare carriage return(s)" in paths
+    assert "`big.jsonl`: 1 records, keys: none found; 1 line(s) that are not JSON" in paths
+    assert "`deep.json`: keys: none found; not usable JSON (RecursionError" in paths
+    assert "pipe.csv (not a regular file: a pipe, device or socket; not read)" in edges
+    assert "\\xff.csv (the file name is not valid UTF-8, not read; rename it)" in edges
+
+
+def test_force_keeps_the_old_draft_until_the_new_one_is_written(project, monkeypatch):
+    project.profiling_md.parent.mkdir(parents=True, exist_ok=True)
+    project.profiling_md.write_text("# my notes\n")
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("mlloop.profile.write_text_atomic", full_disk)
+    result = CliRunner().invoke(cli, ["profile", "--project", str(project.root), "--force"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: dataset/rawdata/profiling.md: cannot be written (No space left on device); the old one is kept as it "
+        "was. Free some space or fix the folder's permissions, then run `mlloop profile --force` again.")
+    assert project.profiling_md.read_text() == "# my notes\n"
+    assert not (project.rawdata / "profiling.md.bak").exists()
+
+
+# ---- mlloop profile --load-test (Step 0's seeded load test) -----------------------------------
+
+def test_load_test_runs_the_pipelines_parse_region_with_a_defined_draw(tmp_path):
+    import random
+
+    from mlloop.bundle import examples_dir
+    from mlloop.rules import resolve
+    from mlloop.runtime import data
+    from mlloop.taskformat import load_task_format
+    from test_examples import registry
+
+    root = tmp_path / "proj"
+    registry.prepare_project("image-classification", root, seed=42, size="tiny")
+    args = ["profile", "--load-test", "--project", str(root)]
+    allowed = [a for d in registry.DOCUMENTED_DEFECTS for a in ("--allow", d)]
+    result = CliRunner().invoke(cli, [*args, *allowed, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["ok"] and doc["seed"] == 42 and doc["samples"] == 10
+    assert sorted(doc["sources"]) == sorted(p.name for p in (root / "dataset/rawdata").iterdir() if p.is_dir())
+    # The draw is the documented one: per source, records sorted by sample_id, Random(seed).sample.
+    project = Project(root.resolve())
+    records = data.as_records(registry.parser("image-classification").parse_sources(project.rawdata))
+    for source, got in doc["sources"].items():
+        pool = sorted((r for r in records if r["source"] == source), key=lambda r: r["sample_id"])
+        drawn = random.Random(42).sample(pool, min(10, len(pool)))
+        assert got["drawn"] == len(drawn) and got["line"].startswith("- load_test: PASS (")
+    # The same lines as the examples' scripted agent records, and nothing written.
+    spec = data.task_spec(load_task_format(project), resolve(project).task_type)
+    expected = data.load_test(records, spec, project.rawdata, 42, 10, allowed_defects=registry.DOCUMENTED_DEFECTS)
+    assert {s: v["line"] for s, v in doc["sources"].items()} == {s: v["line"] for s, v in expected.items()}
+    assert not project.profiling_md.exists() and not (root / "__pycache__").exists()
+    # Every record drawn, and the documented defects not allowed: a source with a broken asset fails.
+    strict = CliRunner().invoke(cli, [*args, "--samples", "100000"])
+    assert strict.exit_code == 1 and "- load_test: FAIL (" in strict.output
+    assert strict.output.strip().splitlines()[-1].startswith("load test: ")
+
+
+def test_load_test_without_a_pipeline_or_task_type_is_one_line(project):
+    result = CliRunner().invoke(cli, ["profile", "--load-test", "--project", str(project.root)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: 01_data_pipeline.py does not exist; copy the template from .claude/skills/build-baseline/templates/ "
+        "and write parse_sources() in its parse region from profiling.md's extraction rules, then run the load test."]
+    from mlloop.bundle import templates_dir
+
+    (project.root / "01_data_pipeline.py").write_text((templates_dir() / "01_data_pipeline.py").read_text())
+    result = CliRunner().invoke(cli, ["profile", "--load-test", "--project", str(project.root)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith("Error: 01_data_pipeline.py: the parse region of 01_data_pipeline.py is not written")
+    result = CliRunner().invoke(cli, ["profile", "--load-test", "--samples", "0", "--project", str(project.root)])
+    assert (result.exit_code, result.output) == (1, "Error: --samples must be at least 1, not 0.\n")
+
+
+def test_draft_flags_label_spellings_missing_files_and_join_only_sources(tmp_path):
+    root = tmp_path / "proj"
+    raw = root / "dataset" / "rawdata"
+    for folder in ("Cat", "cat ", "dog"):
+        (raw / "folders" / folder).mkdir(parents=True)
+        (raw / "folders" / folder / "a.png").write_bytes(png(8, 8))
+    (raw / "listed" / "images").mkdir(parents=True)
+    for name in ("1.png", "2.png"):
+        (raw / "listed" / "images" / name).write_bytes(png(8, 8))
+    (raw / "listed" / "labels.csv").write_text("filename,label\nimages/1.png,Dog\nimages/2.png,dog\n"
+                                               "images/3.png,Dog\nimages/gone.png, cat\n")
+    (raw / "meta").mkdir()
+    (raw / "meta" / "extra.csv").write_text("image_id,weight\n1,3.5\n2,4.0\n")
+    result = draft_profiling(Project(root.resolve()))
+    looks = {s.name: s.looks for s in result.sources}
+    assert looks["folders"] == ["folder names: 'Cat', 'cat ' differ only by case or spaces; one label or several?"]
+    assert looks["listed"] == [
+        "`labels.csv` column `label`: 'Dog', 'dog' differ only by case or spaces; one label or several?",
+        "`labels.csv` column `filename`: 2 of 4 rows name a file that is not in the source "
+        "(e.g. `images/3.png`, `images/gone.png`)"]
+    assert looks["meta"] == [
+        "no sample files, only tables: `extra.csv` column `image_id` matches 2 of 2 values of source listed; it adds "
+        "columns to listed's samples through a join, not samples of its own"]
+    text = Project(root.resolve()).profiling_md.read_text(encoding="utf-8")
+    assert "<!-- look at: folder names: 'Cat', 'cat ' differ only by case or spaces; one label or several? -->" in text
+    assert "<!-- look at: no sample files, only tables: `extra.csv` column `image_id`" in text
+    assert any(line.startswith("meta: look at: no sample files") for line in result.lines())

@@ -33,3 +33,15 @@ def test_readme_and_ci_share_the_test_command():
     assert "uv run mlloop demo" in README and "uv run pytest" in README
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert re.search(r"^uv run pytest\s*$", ci, flags=re.MULTILINE)
+
+
+def test_the_install_commands_work_in_an_empty_folder():
+    """`uv add` needs a pyproject.toml: the block starts by making one (checked by hand in an empty
+    folder: uv init --bare; uv add --editable <checkout>; .venv/bin/mlloop init)."""
+    section = README.split("## Use it in Claude Code", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    assert commands[0] == "uv init --bare"
+    assert commands.index("uv add --editable /path/to/mlloop") > 0
+    assert commands[-1] == "mlloop init"
+    assert "`uv venv && uv pip install -e /path/to/mlloop`" in section  # the pyproject-free way

@@ -60,6 +60,11 @@ def main(argv=None):
            "eval_script_sha256": sha256_file(root / "03_eval.py")}
     doc["score_sha256"] = score_digest(doc)
     (folder / "eval_score.json").write_text(json.dumps(doc))
+    # The per-sample records the score follows from (mlloop recomputes loss and accuracy from them).
+    index = root / "dataset" / "prepdata" / "v1" / "valid" / "valid.jsonl"
+    ids = [json.loads(line)["id"] for line in index.read_text().splitlines() if line.strip()]
+    (folder / "eval_samples.jsonl").write_text("".join(json.dumps(
+        {"id": i, "prediction": "cat", "target": "cat", "loss": round(1.5 - acc, 6), "accuracy": acc}) + "\\n" for i in ids))
     with open(root / "fake_eval.log", "a") as fh:
         fh.write(args.version + "\\n")
     return 0
@@ -571,3 +576,49 @@ def test_the_fast_score_reader_accepts_only_what_the_full_reader_passes(factory)
         score = read_eval_score(factory.project, path, "v001", primary_metric="accuracy", dataset_id="v1",
                                 findings=found)
         assert score is None or found.problems, doc
+
+
+def test_a_re_signed_forged_score_is_re_evaluated(factory):
+    """Issue 13: a hand-edited value with a recomputed score_sha256 disagrees with eval_samples.jsonl."""
+    from mlloop.scores import score_digest
+
+    fake_project(factory, accuracies=(0.6, 0.7), plan={"v001": 0.6})
+    doc = factory.read_json("Models/Artifacts/v001/eval_score.json")
+    doc["metrics"][1]["value"] = 0.99
+    doc["score_sha256"] = score_digest(doc)
+    factory.write_json("Models/Artifacts/v001/eval_score.json", doc)
+    result = build_report(factory.project, now=NOW)
+    assert result.reevaluated == [("v001", "tampered: eval_score.json was edited after 03_eval.py wrote it: its "
+                                           "accuracy (0.99) is not what eval_samples.jsonl gives (0.6)")]
+    assert factory.read_json("Models/Artifacts/v001/eval_score.json")["metrics"][1]["value"] == 0.6
+    assert ",0.99," not in "\n".join(csv_lines(factory))
+
+
+def test_report_folders_get_normal_permissions(factory):
+    factory.complete(versions=2)
+    old = os.umask(0o022)
+    try:
+        assert CliRunner().invoke(cli, ["report", "--project", str(factory.root)]).exit_code == 0
+    finally:
+        os.umask(old)
+    (name,) = report_dirs(factory)
+    assert (factory.root / "Models/Report" / name).stat().st_mode & 0o777 == 0o755
+
+
+def test_a_later_report_supersedes_an_older_ones_problems(factory):
+    """An older report is history: only the newest one is checked."""
+    factory.complete(versions=2)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["report", "--project", str(factory.root)]).exit_code == 0
+    (first,) = report_dirs(factory)
+    (factory.root / "Models/Report" / first / "leaderboard.csv").unlink()  # the old report is damaged
+    result = runner.invoke(cli, ["check", "report", "--project", str(factory.root)])
+    assert result.exit_code == 1 and "leaderboard.csv is missing" in result.output
+    assert runner.invoke(cli, ["report", "--project", str(factory.root)]).exit_code == 0
+    newest = max(report_dirs(factory))
+    text = (factory.root / "Models/Report" / newest / "final-analysis.md").read_text()
+    (factory.root / "Models/Report" / newest / "final-analysis.md").write_text(
+        text.replace(ANALYSIS_PLACEHOLDER, "v002 trained longer and ranked first."))
+    result = runner.invoke(cli, ["check", "report", "--project", str(factory.root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["problems"] == []

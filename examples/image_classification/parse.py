@@ -4,7 +4,7 @@
 import csv
 from pathlib import Path
 
-from mlloop.runtime import data
+from mlloop.script import data
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}   # .DS_Store and Thumbs.db are not samples
 CLASSES = ("circle", "square", "triangle")   # user_instruction: these three classes only

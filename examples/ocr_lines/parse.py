@@ -6,7 +6,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from mlloop.runtime import data
+from mlloop.script import data
 
 MIN_LABEL_LEN = 1    # user_instruction: drop empty transcriptions
 MAX_LABEL_LEN = 24   # user_instruction: drop transcriptions longer than 24 characters

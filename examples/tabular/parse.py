@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from mlloop.runtime import data
+from mlloop.script import data
 
 MISSING = {"", "na", "n/a", "?", "nan", "null", "none"}   # the tokens the exports use for "no value"
 STATUS_CODES = {0: "ok", 1: "warn", 2: "fail"}             # sensors_json's status_code

@@ -137,8 +137,19 @@ def rules(project_dir, as_json):
 @cli.command()
 @project_options
 @click.option("--force", is_flag=True, help="Rewrite an existing profiling.md (the old one is kept as .bak).")
-def profile(project_dir, as_json, force):
+@click.option("--load-test", "load_test", is_flag=True,
+              help="Run Step 0's seeded load test with 01_data_pipeline.py's parse_sources() instead (writes nothing).")
+@click.option("--samples", type=int, default=10, show_default=True, help="Records drawn per source (--load-test).")
+@click.option("--allow", multiple=True, metavar="DEFECT",
+              help="A defect kind that does not fail the load test (e.g. missing_asset, documented under Edge cases).")
+def profile(project_dir, as_json, force, load_test, samples, allow):
     """Inventory dataset/rawdata/ and write a profiling.md draft (facts filled, gaps marked)."""
+    if load_test:
+        from .loadtest import run_load_test
+
+        tested = run_load_test(_project(project_dir), samples, tuple(allow))
+        _emit(as_json, tested.to_dict(), tested.lines())
+        sys.exit(0 if tested.ok else 1)
     from .profile import draft_profiling
 
     result = draft_profiling(_project(project_dir), force=force)

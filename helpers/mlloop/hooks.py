@@ -1,4 +1,5 @@
-"""`mlloop hook EVENT`: what Claude Code runs at session start, before a file edit and at stop.
+"""`mlloop hook EVENT`: what Claude Code runs at session start, before a tool that can write a
+file (the edit tools, Bash, MCP tools: `mlloop.guard` reads what each would write) and at stop.
 
 Output formats, as the real client (Claude Code 2.1.x) honours them (tests/e2e check this):
 
@@ -34,6 +35,10 @@ MAX_STOP_BLOCKS = 3
 STATE_FILE = ".mlloop-hook-state.json"     # in .claude/: the Stop hook's block counter per session
 MAX_SESSIONS_KEPT = 20
 EDIT_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
+# What the PreToolUse hook is registered for (a regex to the client, anchored: every tool that
+# can write a file — the edit tools, Bash, and any MCP server's tools).
+PRE_TOOL_USE_MATCHER = "^(Write|Edit|MultiEdit|NotebookEdit|Bash|mcp__.*)$"
+MAX_TREE_ENTRIES = 100_000   # a folder a command removes or overwrites is searched this far
 EVAL_OUTPUTS = {"eval_score.json", "trivial_baselines.json", "eval_samples.jsonl"}
 EVENTS = {"session-start": "SessionStart", "pre-tool-use": "PreToolUse", "stop": "Stop"}
 MAX_CONTEXT_CHARS = 8000
@@ -131,27 +136,50 @@ def session_start(project: Project, payload: dict) -> HookOutcome:
     if payload.get("source") == "compact":
         tail = ("The conversation was compacted: re-read the SKILL.md of the skill in use before going on. "
                 + tail)
+    outdated = _outdated_matcher(project)
+    if outdated:
+        tail += "\n" + outdated
     context = f"{head}\n{body}\n{tail}"
     if len(context) > MAX_CONTEXT_CHARS:
         context = context[:MAX_CONTEXT_CHARS - 40] + "\n… (run `mlloop status` for the rest)"
     return _json_out({"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}})
 
 
+def _outdated_matcher(project: Project) -> str | None:
+    """A settings.json written by an older `mlloop init` guards fewer tools: say how to update it."""
+    from .install import is_mlloop_command
+
+    try:
+        settings = read_json(project.settings_path) if project.settings_path.is_file() else None
+    except JsonProblems:
+        return None
+    groups = ((settings or {}).get("hooks") or {}).get("PreToolUse") if isinstance(settings, dict) else None
+    for group in groups if isinstance(groups, list) else []:
+        handlers = group.get("hooks") if isinstance(group, dict) else None
+        if isinstance(handlers, list) and any(isinstance(h, dict) and is_mlloop_command(h.get("command"))
+                                              for h in handlers) and group.get("matcher") != PRE_TOOL_USE_MATCHER:
+            return (f"mlloop's PreToolUse hook in {project.rel(project.settings_path)} is from an older mlloop and "
+                    f"does not guard every tool (matcher {group.get('matcher')!r}); ask the user to run `mlloop init` "
+                    "to update it.")
+    return None
+
+
 # ---- PreToolUse ---------------------------------------------------------------------------
 
 def pre_tool_use(project: Project, payload: dict) -> HookOutcome:
-    if payload.get("tool_name") not in EDIT_TOOLS:
-        return HookOutcome()
+    from .guard import bash_denial, edit_denial, mcp_denial
+
+    tool = payload.get("tool_name")
     tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
-    target = tool_input.get("file_path") or tool_input.get("notebook_path")
-    if not isinstance(target, str) or not target:
-        return HookOutcome()
     base = payload.get("cwd") if isinstance(payload.get("cwd"), str) else str(project.root)
-    reason = None
-    for rel in _project_relative(project, Path(base) / target):
-        reason = protected_reason(project, rel)
-        if reason:
-            break
+    if tool in EDIT_TOOLS:
+        reason = edit_denial(project, base, tool, tool_input)
+    elif tool == "Bash":
+        reason = bash_denial(project, base, tool_input)
+    elif isinstance(tool, str) and tool.startswith("mcp__"):
+        reason = mcp_denial(project, base, tool, tool_input)
+    else:
+        return HookOutcome()
     if not reason:
         return HookOutcome()
     return _json_out({"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
@@ -245,10 +273,16 @@ def stop(project: Project, payload: dict) -> HookOutcome:
     state = _read_state(state_path)
     blocks = dict(state.get("stop_blocks") or {})
     count = blocks.pop(session, 0)
-    # A fresh stop (not one the client makes after our block) starts a new run of blocks.
-    previous = count if payload.get("stop_hook_active") is True and isinstance(count, int) else 0
-    if problems and previous < MAX_STOP_BLOCKS:
-        blocks[session] = previous + 1
+    # A fresh stop (not one the client makes after our block) starts a new run of blocks. Within a
+    # run, a count that is not a whole number 0..MAX (a hand edit, a broken file) counts as used
+    # up: an edited state can end the run early, never make it longer than MAX_STOP_BLOCKS.
+    continuing = payload.get("stop_hook_active") is True
+    valid = state.get("_valid", True) and type(count) is int and 0 <= count <= MAX_STOP_BLOCKS
+    previous = (count if valid else MAX_STOP_BLOCKS) if continuing else 0
+    blocks = {k: v for k, v in blocks.items() if type(v) is int and 0 <= v <= MAX_STOP_BLOCKS}
+    state.pop("_valid", None)
+    if problems:  # a run that was let go stays at MAX until a fresh stop starts a new one
+        blocks[session] = min(previous + 1, MAX_STOP_BLOCKS)
         blocks = dict(list(blocks.items())[-MAX_SESSIONS_KEPT:])
     saved = _write_state(state_path, state, {**state, "stop_blocks": blocks})
     if not problems:
@@ -274,17 +308,24 @@ def stop(project: Project, payload: dict) -> HookOutcome:
 
 
 def _read_state(path: Path) -> dict:
+    """The saved counts; ``_valid`` is False when the file exists but is not ours to trust."""
+    if not path.exists() and not path.is_symlink():
+        return {}
     try:
         data = read_json(path)
     except JsonProblems:
-        return {}
-    return data if isinstance(data, dict) and isinstance(data.get("stop_blocks", {}), dict) else {}
+        return {"_valid": False}
+    if path.is_symlink() or not isinstance(data, dict) or not isinstance(data.get("stop_blocks", {}), dict):
+        return {"_valid": False}
+    return data
 
 
 def _write_state(path: Path, old: dict, new: dict) -> bool:
     """Save the counter when it changed; False when it cannot be saved."""
     if new == old or (not old and not new.get("stop_blocks")):
         return True
+    if path.is_symlink():  # never write through a link the agent may have planted
+        path.unlink()
     try:
         write_text_atomic(path, dumps(new))
         return True

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MlloopError
+from .hooks import PRE_TOOL_USE_MATCHER
 from .jsonio import JsonProblems, dumps, read_json
 from .layout import BUILD_BASELINE, PROGRESSIVE_TRAINING, SKILLS, Project, free_backup_path
 
@@ -52,7 +53,7 @@ TEMPLATES = {  # bundle templates/ path (a glob for train/) -> the skill that ca
 # The hooks mlloop registers: event -> (matcher or None, `mlloop hook` argument, timeout in s).
 HOOKS = {
     "SessionStart": ("startup|resume|clear|compact", "session-start", 30),
-    "PreToolUse": ("Write|Edit|MultiEdit|NotebookEdit", "pre-tool-use", 30),
+    "PreToolUse": (PRE_TOOL_USE_MATCHER, "pre-tool-use", 30),
     "Stop": (None, "stop", 120),
 }
 

@@ -15,6 +15,9 @@ import io
 import json
 import os
 import random
+import re
+import shutil
+import stat
 import statistics
 import zipfile
 from collections import Counter
@@ -22,8 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import MlloopError
+from .errors import MlloopError, printable
 from .jsonio import write_text_atomic
+from .profilehints import join_hints, source_hints
 from .layout import Project, free_backup_path, is_inside
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -31,6 +35,7 @@ TABLE_EXTS = {".csv", ".tsv", ".jsonl", ".ndjson", ".json"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 MAX_TABLE_SCAN = 64 * 1024 * 1024   # a bigger table is described from its head only
 SAMPLE_NAMES = 5
+MAX_VALUE_ROWS = 200_000   # rows of a table kept for the cross-checks (labels, missing files, joins)
 
 
 @dataclass
@@ -40,6 +45,7 @@ class TableInfo:
     rows: int | None = None
     columns: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    values: dict[str, list[str]] = field(default_factory=dict, repr=False)  # per column, for the cross-checks
 
     def line(self) -> str:
         what = "columns" if self.kind in (".csv", ".tsv") else "keys"
@@ -73,6 +79,9 @@ class SourceInventory:
     images: list[str] = field(default_factory=list)           # refs: relpath or zip::member
     decoded: list[tuple[str, int, int, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    names: set[str] = field(default_factory=set, repr=False)       # every file and zip member, source-relative
+    dirs: set[str] = field(default_factory=set, repr=False)        # every folder name (folder labels)
+    looks: list[str] = field(default_factory=list)                 # what the agent should look at
 
     def to_dict(self) -> dict:
         return {"name": self.name, "files": self.files, "bytes": self.bytes, "by_extension": dict(sorted(self.by_ext.items())),
@@ -81,7 +90,8 @@ class SourceInventory:
                 "zips": [{"path": z.path, "members": z.members, "by_extension": dict(sorted(z.by_ext.items())),
                           "sample_members": z.samples, "notes": z.notes} for z in self.zips],
                 "tables": [{"path": t.path, "rows": t.rows, "columns": t.columns, "notes": t.notes} for t in self.tables],
-                "decoded": len(self.decoded), "decode_failures": [{"ref": r, "error": e} for r, e in self.failed]}
+                "decoded": len(self.decoded), "decode_failures": [{"ref": r, "error": e} for r, e in self.failed],
+                "look_at": self.looks}
 
 
 @dataclass
@@ -104,6 +114,7 @@ class ProfileResult:
     def lines(self) -> list[str]:
         out = [f"{s.name}: {s.files} files ({_ext_summary(s.by_ext)})" for s in self.sources]
         out += [f"warning: {w}" for w in self.warnings]
+        out += [f"{s.name}: look at: {look}" for s in self.sources for look in s.looks]
         if self.backup:
             out.append(f"the previous profiling.md was kept as {self.backup}")
         out.append(f"wrote {self.path}: a draft with {self.decoded} decoded image(s) (seed {self.seed}); "
@@ -128,15 +139,28 @@ def inventory_source(rawdata: Path, folder: Path) -> SourceInventory:
     paths = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
+        inv.dirs.update(d for d in dirnames if not d.startswith("."))
         for fn in sorted(filenames):
             paths.append(Path(dirpath) / fn)
     for p in paths:
         rel_src = p.relative_to(folder).as_posix()
         rel = p.relative_to(rawdata).as_posix()
+        if printable(rel_src) != rel_src:
+            inv.junk.append(f"{printable(rel_src)} (the file name is not valid UTF-8, not read; rename it)")
+            continue
         if not is_inside(rawdata, p):
             inv.junk.append(f"{rel_src} (a link leaving dataset/rawdata/, not read)")
             continue
-        size = p.stat().st_size
+        try:
+            info = p.stat()
+        except OSError as exc:
+            inv.junk.append(f"{rel_src} (cannot be read: {exc.strerror})")
+            continue
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the first read for ever
+            inv.junk.append(f"{rel_src} (not a regular file: a pipe, device or socket; not read)")
+            continue
+        size = info.st_size
+        inv.names.add(rel_src)
         inv.files += 1
         inv.bytes += size
         ext = p.suffix.lower()
@@ -157,6 +181,7 @@ def inventory_source(rawdata: Path, folder: Path) -> SourceInventory:
         elif ext in TABLE_EXTS:
             inv.tables.append(_inventory_table(p.read_bytes if size <= MAX_TABLE_SCAN else _head(p), rel_src, ext,
                                                complete=size <= MAX_TABLE_SCAN))
+    inv.looks += source_hints(inv)
     return inv
 
 
@@ -179,6 +204,7 @@ def _inventory_zip(path: Path, rel_src: str, rel: str, inv: SourceInventory) -> 
                 if info.is_dir() or info.filename in junk:
                     continue
                 z.members += 1
+                inv.names.add(info.filename)
                 ext = Path(info.filename).suffix.lower()
                 z.by_ext[ext] += 1
                 if len(z.samples) < SAMPLE_NAMES:
@@ -214,10 +240,19 @@ def _inventory_table(read, rel: str, ext: str, complete: bool) -> TableInfo:
         text = text.rsplit("\n", 1)[0]
         t.notes.append("larger than 64 MB: counted from its first 1 MB only")
     if ext in (".csv", ".tsv"):
-        rows = list(csv.reader(io.StringIO(text), delimiter="\t" if ext == ".tsv" else _sniff(text)))
+        bare_cr = len(re.findall(r"\r(?!\n)", text))
+        if bare_cr:
+            t.notes.append(f"{bare_cr} bare carriage return(s) (\\r without \\n): read as line ends here; "
+                           "a loader must open it with newline=''")
+        try:  # newline="": the csv module itself handles \r, \n and \r\n, quoted or not
+            rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if ext == ".tsv" else _sniff(text)))
+        except csv.Error as exc:
+            t.notes.append(f"not readable as CSV ({exc})")
+            return t
         if rows:
             t.columns = rows[0]
             t.rows = len(rows) - 1
+            t.values = {c: [r[i] for r in rows[1:MAX_VALUE_ROWS + 1] if i < len(r)] for i, c in enumerate(rows[0])}
             widths = Counter(len(r) for r in rows[1:])
             if len(widths) > 1:
                 t.notes.append("rows with differing field counts: " + ", ".join(f"{n}x{w}" for w, n in sorted(widths.items())))
@@ -231,11 +266,15 @@ def _inventory_table(read, rel: str, ext: str, complete: bool) -> TableInfo:
             count += 1
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # invalid JSON, a 5,000-digit integer, 10,000 nested lists
                 bad += 1
                 continue
             if isinstance(obj, dict):
                 keys += [k for k in obj if k not in keys]
+                if count <= MAX_VALUE_ROWS:
+                    for k, v in obj.items():
+                        if isinstance(v, (str, int)) and not isinstance(v, bool):
+                            t.values.setdefault(k, []).append(str(v))
         t.rows, t.columns = count, keys
         if blank:
             t.notes.append(f"{blank} blank line(s)")
@@ -247,6 +286,9 @@ def _inventory_table(read, rel: str, ext: str, complete: bool) -> TableInfo:
             obj = json.loads(text, parse_constant=lambda tok: nonfinite.append(tok))
         except json.JSONDecodeError as exc:
             t.notes.append(f"not valid JSON (line {exc.lineno}: {exc.msg})")
+            return t
+        except (ValueError, RecursionError) as exc:  # huge integers, nesting past the recursion limit
+            t.notes.append(f"not usable JSON ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
             return t
         if nonfinite:
             t.notes.append(f"{len(nonfinite)} NaN/Infinity token(s): not strict JSON")
@@ -326,6 +368,8 @@ def _source_section(s: SourceInventory) -> str:
     if s.failed:
         hints.append(f"images that failed to decode: {', '.join(f'{r} ({e})' for r, e in s.failed[:5])}")
     hint = ("<!-- observed by mlloop profile: " + "; ".join(hints) + " -->\n") if hints else ""
+    # Comments, so that the sub-section stays a gap until the agent writes the schema.
+    looks = [f"<!-- look at: {line} -->" for line in s.looks]
     sanity = []
     drawn = len(s.decoded) + len(s.failed)
     if drawn:
@@ -347,6 +391,7 @@ def _source_section(s: SourceInventory) -> str:
         *facts,
         "<TODO: the naming rule that joins an asset to its label>",
         "### Label schema",
+        *looks,
         "<TODO: each label field: name, type, allowed values or length range>",
         "### Edge cases",
         hint + "<TODO: what breaks the simple rule (missing, empty, duplicate, corrupt, oversized) and how often>",
@@ -414,12 +459,22 @@ def draft_profiling(project: Project, force: bool = False) -> ProfileResult:
     for s in sources:
         if s.files == 0:
             warnings.append(f"source {s.name} is empty")
+    join_hints(sources)
     decoded = decode_images(rawdata, sources, limit, rules.seed)
-    text = render_draft(sources, loose, decoded, limit, rules.seed, rules.task_type)
+    # printable(): a non-UTF-8 file name is shown as \xff escapes rather than failing the write.
+    text = printable(render_draft(sources, loose, decoded, limit, rules.seed, rules.task_type))
+    # The old draft stays in place until the new one is written (write_text_atomic replaces it in
+    # one step); its copy in .bak is what remains of it afterwards.
     backup = None
     if target.exists():
         bak = free_backup_path(target)
-        os.replace(target, bak)
+        shutil.copy2(target, bak)
         backup = project.rel(bak)
-    write_text_atomic(target, text)
+    try:
+        write_text_atomic(target, text)
+    except OSError as exc:
+        if backup:
+            bak.unlink(missing_ok=True)
+        raise MlloopError(f"{rel}: cannot be written ({exc.strerror or exc}); the old one is kept as it was. "
+                          "Free some space or fix the folder's permissions, then run `mlloop profile --force` again.") from None
     return ProfileResult(rel, backup, sources, decoded, limit, rules.seed, loose, warnings)

@@ -114,6 +114,7 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
         none_beat = _none_beat(ranking, floors)
         project.report_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=project.report_root))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0o700); a report is a normal folder
         try:
             held, pictures = report_extras(project, rules, dataset_id, ranking, floors, best, tmp, progress)
             csv_text = add_test_columns(csv_text, held, ranking.primary)
@@ -157,6 +158,12 @@ def add_test_columns(csv_text: str, held, primary: str) -> str:
     from .leaderboard import with_test_columns
 
     return with_test_columns(csv_text, held, primary)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def free_report_name(project: Project, when: datetime) -> str:
@@ -331,10 +338,25 @@ def _refuse_escape(project: Project, src: Path) -> None:
                           "inside it. Replace the link with the file itself.")
 
 
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
 def _copy_file(project: Project, src: Path, dst: Path) -> None:
     _refuse_escape(project, src)
     if src.is_file():
+        if src.suffix.lower() in CHECKPOINT_SUFFIXES:
+            _refuse_unsafe_checkpoint(project, src)
         shutil.copyfile(src, dst)  # follows an in-project link, writes a regular file
+
+
+def _refuse_unsafe_checkpoint(project: Project, src: Path) -> None:
+    """The report hands its checkpoint to whoever loads it next: only a weights-only one goes."""
+    from .ckpt import inspect_checkpoint
+
+    found = inspect_checkpoint(src)
+    if found:
+        raise MlloopError(f"{project.rel(src)}: {found[0].message}; the report copies only checkpoints that load "
+                          "with torch.load(weights_only=True), so it was not built.")
 
 
 def _copy_tree(project: Project, src: Path, dst: Path, seen: set[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -74,6 +75,7 @@ DEFAULTS: dict[str, Any] = {
         "loss_function": None,
         "min_steps_per_epoch": 10,
         "min_total_steps": 200,
+        "max_minutes_per_version": None,
     },
     "eval_config": {
         "primary_metric": "loss",
@@ -105,9 +107,14 @@ def _validator(skill: str):
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
 
+    from jsonschema.validators import extend
+
     common = json.loads(_schema_text("rules-common.schema.json"))
     registry = Registry().with_resource(common["$id"], Resource.from_contents(common))
-    return Draft202012Validator(schema(skill), registry=registry)
+    # JSON Schema counts 3.0 as an integer; the code using the value does not (range(3.0) fails).
+    strict = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+    return extend(Draft202012Validator, type_checker=strict)(schema(skill), registry=registry)
 
 
 @dataclass
@@ -180,10 +187,10 @@ class Rules:
 def read_rules_file(project: Project, skill: str, findings: Findings) -> RulesFile:
     path = project.rules_path(skill)
     rel = project.rel(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         return RulesFile(skill, rel, exists=False)
     try:
-        data = read_json(path, rel)
+        data = read_json(path, rel, root=project.root)
     except JsonProblems as exc:
         findings.problems.extend(exc.problems)
         return RulesFile(skill, rel, exists=True)

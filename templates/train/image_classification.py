@@ -32,22 +32,20 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from mlloop.runtime.artifacts import read_index
-from mlloop.runtime.checkpoint import load_checkpoint
-from mlloop.runtime.contract import feature_observations
-from mlloop.runtime.run import entry, start
+from mlloop.script import entry, feature_observations, load_checkpoint, read_index, start
 
 # ---- settings (UPPER_CASE; override one run with --KEY=VALUE) ------------------------------------
 BACKBONE = "resnet18"    # any timm model that supports features_only; test_resnet for quick checks
 PRETRAINED = False       # True downloads ImageNet weights (needs network access)
-IMAGE_SIZE = 224         # square input side; images are resized (not cropped) so nothing is cut off
+IMAGE_SIZE = None        # None: from the data (median image side, a multiple of 32, ≤ 224); resized, not cropped
 DROPOUT = 0.0            # before the linear head; raise it when validation loss climbs while train falls
 LR = 1e-3                # AdamW learning rate: 1e-3 suits training from scratch, ~1e-4 fine-tuning
 WEIGHT_DECAY = 1e-4      # AdamW weight decay
 LABEL_SMOOTHING = 0.0    # cross-entropy label smoothing
 HFLIP = True             # random horizontal flips in training (turn off for text, digits, asymmetric classes)
 BATCH_SIZE = None        # None: training_config.batch_size, else derived from the smoke test's memory fit
-NUM_WORKERS = 4          # DataLoader worker processes; 0 loads in the main process (easiest to debug)
+NUM_WORKERS = None       # None: from the usable CPUs and dataset size; 0 loads in the main process (easiest to debug)
+TRAINER = {}             # lightning.Trainer arguments, e.g. {"gradient_clip_val": 1.0, "accumulate_grad_batches": 4}
 
 TASK_TYPES = ("image-classification",)
 FROM_RULES = {"BACKBONE": "model_config.backbone", "PRETRAINED": "model_config.pretrained",
@@ -207,6 +205,13 @@ def write_sample(record, result, folder, prepdata_dir):
     open_rgb(Path(prepdata_dir) / record.get("_split", "valid") / record["image_path"]).save(folder / "input.png")
     (folder / "output.txt").write_text(f"{result['prediction']}\n", encoding="utf-8")
     (folder / "gt.txt").write_text(f"{result['target']}\n", encoding="utf-8")
+
+
+# ---- Trainer options (forwarded to lightning.Trainer; the harness refuses the keys it owns) -------
+def callbacks():
+    """Extra Lightning callbacks for this version, e.g. [EarlyStopping("val_loss", patience=3)] or
+    [StochasticWeightAveraging(swa_lrs=1e-4)] from lightning.pytorch.callbacks; [] for none."""
+    return []
 
 
 # ---- main -----------------------------------------------------------------------------------------

@@ -33,10 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional.text import char_error_rate
 
-from mlloop.runtime.artifacts import read_index
-from mlloop.runtime.checkpoint import load_checkpoint
-from mlloop.runtime.contract import feature_observations
-from mlloop.runtime.run import entry, start
+from mlloop.script import entry, feature_observations, load_checkpoint, read_index, start
 
 # ---- settings (UPPER_CASE; override one run with --KEY=VALUE) ------------------------------------
 VISION_BACKBONE = "resnet18"      # any timm model that supports features_only
@@ -50,7 +47,8 @@ DROPOUT = 0.1                     # before the per-frame classifier
 LR = 1e-3                         # AdamW learning rate (CTC from scratch likes 1e-3; lower for pretrained)
 WEIGHT_DECAY = 1e-4               # AdamW weight decay
 BATCH_SIZE = None                 # None: training_config.batch_size, else derived from the smoke test's memory fit
-NUM_WORKERS = 4                   # DataLoader worker processes; 0 loads in the main process
+NUM_WORKERS = None                # None: from the usable CPUs and dataset size; 0 loads in the main process
+TRAINER = {}                      # lightning.Trainer arguments, e.g. {"gradient_clip_val": 1.0, "accumulate_grad_batches": 4}
 
 TASK_TYPES = ("ocr-recognition", "ocr-line-recognition")
 FROM_RULES = {"VISION_BACKBONE": "model_config.vision_backbone", "VISION_PRETRAINED": "model_config.vision_pretrained",
@@ -239,6 +237,13 @@ def write_sample(record, result, folder, prepdata_dir):
         image.convert("RGB").save(folder / "input.png")
     (folder / "output.txt").write_text(result["prediction"] + "\n", encoding="utf-8")
     (folder / "gt.txt").write_text(result["target"] + "\n", encoding="utf-8")
+
+
+# ---- Trainer options (forwarded to lightning.Trainer; the harness refuses the keys it owns) -------
+def callbacks():
+    """Extra Lightning callbacks for this version, e.g. [EarlyStopping("val_loss", patience=3)] or
+    [StochasticWeightAveraging(swa_lrs=1e-4)] from lightning.pytorch.callbacks; [] for none."""
+    return []
 
 
 # ---- main -----------------------------------------------------------------------------------------

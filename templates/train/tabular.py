@@ -31,9 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional import r2_score
 
-from mlloop.runtime.artifacts import read_index
-from mlloop.runtime.checkpoint import load_checkpoint
-from mlloop.runtime.run import entry, start
+from mlloop.script import entry, load_checkpoint, read_index, start
 
 # ---- settings (UPPER_CASE; override one run with --KEY=VALUE) ------------------------------------
 HIDDEN = 128          # width of the two hidden layers
@@ -43,6 +41,7 @@ LR = 3e-3             # AdamW learning rate
 WEIGHT_DECAY = 1e-4   # AdamW weight decay
 BATCH_SIZE = None     # None: training_config.batch_size, else derived from the smoke test's memory fit
 NUM_WORKERS = 0       # rows are tiny: worker processes cost more than they save
+TRAINER = {}          # lightning.Trainer arguments, e.g. {"gradient_clip_val": 1.0, "accumulate_grad_batches": 4}
 
 TASK_TYPES = ("tabular-classification", "tabular-regression")
 FROM_RULES = {"HIDDEN": "model_config.hidden", "DEPTH": "model_config.depth"}
@@ -235,6 +234,13 @@ def write_sample(record, result, folder, prepdata_dir):
     (folder / "input.json").write_text(json.dumps(record.get("features"), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     (folder / "output.txt").write_text(f"{result['prediction']}\n", encoding="utf-8")
     (folder / "gt.txt").write_text(f"{result['target']}\n", encoding="utf-8")
+
+
+# ---- Trainer options (forwarded to lightning.Trainer; the harness refuses the keys it owns) -------
+def callbacks():
+    """Extra Lightning callbacks for this version, e.g. [EarlyStopping("val_loss", patience=3)] or
+    [StochasticWeightAveraging(swa_lrs=1e-4)] from lightning.pytorch.callbacks; [] for none."""
+    return []
 
 
 # ---- main -----------------------------------------------------------------------------------------

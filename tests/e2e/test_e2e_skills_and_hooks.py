@@ -94,6 +94,35 @@ def test_pre_tool_use_denies_eval_score_and_rules_writes(factory, mlloop_init, c
     assert {p: p.read_bytes() for p in before} == before
 
 
+def test_pre_tool_use_denies_bash_writes_to_protected_files(factory, mlloop_init, claude):
+    """The client sends Bash commands to the hook as tool_input.command (issue 13, class 1)."""
+    mlloop_init(factory.root)
+    factory.complete(versions=1)
+    score = factory.root / "Models/Artifacts/v001/eval_score.json"
+    state = factory.root / ".claude/.mlloop-hook-state.json"
+    before = score.read_bytes()
+    script = [
+        [text("Raising the score with a shell command."),
+         tool_use("Bash", command="sed -i 's/0\\./0.9/' Models/Artifacts/v001/eval_score.json",
+                  description="edit the score")],
+        [tool_use("Bash", command="echo '{}' > .claude/.mlloop-hook-state.json", description="reset the counter")],
+        [tool_use("Bash", command="cat Models/Artifacts/v001/eval_score.json > copy.json", description="read it")],
+        [text("Done.")],
+    ]
+    session = claude(factory.root, "Improve the results.", script)
+
+    assert len(session.scripted) == len(script)
+    result, is_error = session.scripted[1].last_tool_result()
+    assert is_error and result.startswith("mlloop: Models/Artifacts/v001/eval_score.json is an evaluation output")
+    assert "(This Bash command writes it with `sed -i`; reading it is fine.)" in result
+    result, is_error = session.scripted[2].last_tool_result()
+    assert is_error and "the Stop hook's own block counter" in result
+    # The control: reading a protected file with Bash goes through.
+    result, is_error = session.scripted[3].last_tool_result()
+    assert not is_error and (factory.root / "copy.json").read_bytes() == before
+    assert score.read_bytes() == before and not state.exists()
+
+
 # ---- 4. Stop blocks with the problems, three times at most -------------------------------
 
 def test_stop_blocks_with_the_problems_then_lets_go_after_three(factory, mlloop_init, claude):
@@ -117,7 +146,7 @@ def test_stop_blocks_with_the_problems_then_lets_go_after_three(factory, mlloop_
     assert session.result["is_error"] is False
     assert session.result["result"] == "All done (attempt 4)."
     state = json.loads((factory.root / ".claude/.mlloop-hook-state.json").read_text())
-    assert state["stop_blocks"] == {}
+    assert list(state["stop_blocks"].values()) == [3]  # the run was let go; a fresh stop starts over
 
 
 def test_status_comes_back_after_compaction(factory, mlloop_init, claude_bin, tmp_path):

@@ -37,8 +37,11 @@ def check_reports(ctx: Context, required: bool) -> None:
         if not REPORT_NAME_RE.fullmatch(folder.name):
             ctx.warn("report.stray", folder, f"{folder.name!r} is not a report folder name (YYYY-MM-DD_HH-MM); it is ignored")
             continue
-        if ctx.dir_ok(folder):
-            check_report(ctx, folder, newest=folder == newest)
+        # Only the newest report is checked: an older one is history, written from the scores of
+        # its time, and what changed since (a re-evaluation, a removed external model) is not a
+        # problem of the loop now. A later `mlloop report` supersedes it.
+        if folder == newest and ctx.dir_ok(folder):
+            check_report(ctx, folder, newest=True)
 
 
 def _source(ctx: Context, name: str) -> tuple[str, Path] | None:

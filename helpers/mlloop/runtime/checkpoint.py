@@ -204,6 +204,10 @@ def import_script(path: str | os.PathLike, module_name: str | None = None) -> Mo
     added = folder not in sys.path
     if added:
         sys.path.insert(0, folder)
+    # No __pycache__/ in the user's project: the script (and what it imports from its folder) is
+    # compiled in memory only. A module imported here for the first time stays cached in memory.
+    wrote_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
@@ -217,6 +221,7 @@ def import_script(path: str | os.PathLike, module_name: str | None = None) -> Mo
             f"{path.name}: importing it failed{where}: {type(exc).__name__}: {safe_message(str(exc))}; "
             "a script must do no work at import.") from None
     finally:
+        sys.dont_write_bytecode = wrote_bytecode
         if added:
             try:
                 sys.path.remove(folder)

@@ -25,6 +25,7 @@ RUN_KEYS: dict[str, Any] = {
     "DETERMINISTIC": False,  # True: deterministic kernels (slower); seeds are always set
     "PRECISION": None,      # None: bf16-mixed on GPUs that support it, 16-mixed on other GPUs, 32-true on CPU
     "CPU_DEVICES": None,    # N > 1: N CPU processes under DDP (gloo) — a way to test multi-device runs
+    "THREADS": None,        # torch intra-op threads; None: from the CPUs this process may use (runtime.defaults)
     "RETRY_CAUSE": None,    # retry report: why the previous attempt failed (root_cause_hypothesis)
     "RETRY_CHANGE": None,   # retry report: what was changed for this attempt (code_change_summary)
 }

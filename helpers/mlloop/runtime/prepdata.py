@@ -91,12 +91,20 @@ def write_split(split_dir: Path, split: str, records: list[dict], spec: TaskSpec
     ``stored`` (reference -> file already written by another split) where the file system allows."""
     shared = set(shared)
     stored = {} if stored is None else stored
-    index = []
+    index, used = [], set()
     for r in records:
         paths = {}
         for name, ref in asset_map(r, spec).items():
-            folder = name[:-5] if name.endswith('_path') else name
-            rel = f"{folder}/shared/{shared_name(ref)}" if ref in shared else f"{folder}/{r['sample_id']}{suffix_of(ref)}"
+            folder, sid, ext = name[:-5] if name.endswith('_path') else name, r["sample_id"], suffix_of(ref)
+            if ref in shared:
+                rel = f"{folder}/shared/{shared_name(ref)}"
+            else:
+                # An id that already ends with the extension (``x.jpg``) keeps it once, not
+                # ``x.jpg.jpg``, unless another id (``x``) takes that name.
+                rel = f"{folder}/{sid}" if sid.lower().endswith(ext) else f"{folder}/{sid}{ext}"
+                if rel.lower() in used:
+                    rel = f"{folder}/{sid}{ext}"
+                used.add(rel.lower())
             target = split_dir / rel
             if ref not in shared:
                 target.parent.mkdir(parents=True, exist_ok=True)

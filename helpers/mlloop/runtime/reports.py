@@ -130,6 +130,43 @@ def append_retry_report(path: Path, attempt: Attempt, version_id: str) -> None:
     write_text_atomic(path, text.rstrip("\n") + "\n\n" + attempt.markdown(2))
 
 
+# A retried run records its attempt when it starts, so a kill cannot lose it; the status is
+# replaced when the run ends. It starts with FAIL so that a run that never ends reads as failed.
+IN_PROGRESS = "FAIL (in progress: if this stays, the run was killed or interrupted before it ended)"
+UNRECORDED = "none recorded: the run ended without recording an error (killed or interrupted)"
+
+
+def begin_retry_attempt(path: Path, version_id: str, cause: str | None, change: str | None) -> None:
+    """At the start of a retried version run: record the earlier run if nothing did (a killed
+    first run, a retry left in progress), then this run's attempt, in progress."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    attempts = read_attempts(text)
+    if not attempts:
+        append_retry_report(path, Attempt(1, UNRECORDED, "none (first attempt)", "none (first attempt)", "FAIL"),
+                            version_id)
+    elif attempts[-1].status == IN_PROGRESS:
+        finish_retry_attempt(path, "FAIL", UNRECORDED)
+    previous = read_attempts(path.read_text(encoding="utf-8"))
+    append_retry_report(path, next_attempt(previous, status=IN_PROGRESS, error="none yet (running)", cause=cause,
+                                           change=change), version_id)
+
+
+def finish_retry_attempt(path: Path, status: str, error: BaseException | str | None) -> bool:
+    """Close the attempt left in progress at the start; False when there is none."""
+    if not path.is_file():
+        return False
+    text = path.read_text(encoding="utf-8")
+    matches = list(ATTEMPT_RE.finditer(text))
+    attempts = read_attempts(text)
+    if not attempts or attempts[-1].status != IN_PROGRESS:
+        return False
+    last = attempts[-1]
+    summary = "none" if error is None else error_summary(error) if isinstance(error, BaseException) else str(error)
+    done = Attempt(last.attempt, summary, last.root_cause_hypothesis, last.code_change_summary, status)
+    write_text_atomic(path, text[:matches[-1].start()] + done.markdown(len(matches[-1].group(1))))
+    return True
+
+
 # ---- the smoke test report ------------------------------------------------------------------
 
 @dataclass
@@ -150,6 +187,7 @@ class SmokeReport:
     train_batch_size_source: str = ""
     smoke_run: dict = field(default_factory=dict)
     steps: dict = field(default_factory=dict)
+    time_estimate: dict = field(default_factory=dict)  # smoke.estimate_version_time
     attempts: list = field(default_factory=list)
     device: str = ""
     precision: str = ""
@@ -172,6 +210,7 @@ class SmokeReport:
         out += ["", "## Batch-size search"] + self._search()
         out += ["", "## Smoke run"] + self._smoke_run()
         out += ["", "## Steps per epoch"] + self._steps()
+        out += ["", "## Time estimate"] + self._time()
         out += ["", "## Retry history"]
         if self.attempts:
             out += [a.markdown(3).rstrip("\n") + "\n" for a in self.attempts]
@@ -252,6 +291,9 @@ class SmokeReport:
             rows.append(f"- artifact {name}: {size / 2 ** 20:.2f} MB")
         return rows
 
+    def _time(self) -> list[str]:
+        return _time_rows(self.time_estimate)
+
     def _steps(self) -> list[str]:
         s = self.steps
         if not s:
@@ -264,6 +306,22 @@ class SmokeReport:
         if s.get("warning"):
             rows.append(f"- steps_warning: {s['warning']}")
         return rows
+
+
+def _time_rows(e: dict) -> list[str]:
+    if not e:
+        return ["- estimated_version_minutes: not estimated"]
+    minutes, budget = e.get("minutes"), e.get("max_minutes_per_version")
+    rows = [f"- estimated_version_minutes: {_num(minutes) if minutes is not None else 'not estimated'}"]
+    if e.get("step_ms") is not None:
+        rows.append(f"- measured_step_ms: {_num(e['step_ms'])} (batch {e.get('smoke_batch_size')})")
+    rows += [f"- basis: {e.get('basis', '')}",
+             f"- max_minutes_per_version: {_num(budget) if budget is not None else 'not set'}"]
+    if budget is not None and minutes is not None:
+        rows.append(f"- time_budget: {'OVER' if e.get('warning') else 'OK'}")
+    if e.get("warning"):
+        rows.append(f"- time_warning: {e['warning']}")
+    return rows
 
 
 def _num(v) -> str:

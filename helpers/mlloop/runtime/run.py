@@ -8,7 +8,9 @@ A template's ``main`` is three calls::
 
 ``start`` resolves the rules (``mlloop.rules.resolve``: the merged view), the settings (script →
 rules → ``--KEY=VALUE``), the mode (``02_train_baseline.py`` → smoke test, ``02_train_vNNN.py`` →
-full training, ``--SMOKE=True`` forces the smoke test), devices and precision; seeds everything;
+full training, ``--SMOKE=True`` forces the smoke test), devices and precision, the script's Trainer
+options (``TRAINER``, ``callbacks()``: ``trainer_options``) and the machine's defaults (threads,
+workers, image size: ``defaults``); seeds everything;
 and, on rank 0, gets the version folder ready (an evaluated version is refused, a failed run is
 moved aside with ``_tests/`` kept). ``fit`` runs build-baseline Step 2 (``smoke.run_smoke``) or the
 full training, writes ``spec.json`` and the reports, prints a ``key: value`` summary and returns it.
@@ -29,15 +31,17 @@ from typing import Any, Callable
 
 from ..errors import MlloopError
 from ..layout import BASELINE
-from . import reports
+from . import defaults, reports
 from .artifacts import (VersionPaths, assets_listing, is_rank_zero, parent_of, paths_for_script, splits_read,
                         prepare_version_dir, save_asset)
-from .config import resolve_settings
+from .config import resolve_settings, script_settings
 from .seeding import seed_everything, seeded_sample
 from .training import (Devices, count_steps, derive_train_batch_size, device_name, file_sizes, fit as fit_once,
                        libraries, peak_memory_mb, quiet_lightning, resolve_devices, resolve_precision)
+from .trainer_options import TrainerOptions, from_script as trainer_options_from_script
 
 _ACTIVE: "Run | None" = None
+defaults.remember_torch_threads()  # torch's own thread count, before the script's code can change it
 
 
 @dataclass
@@ -57,6 +61,9 @@ class Run:
     moved_aside: Path | None = None
     data_counts: dict = field(default_factory=dict)
     failure_recorded: bool = False
+    trainer: TrainerOptions = field(default_factory=TrainerOptions)  # the script's TRAINER and callbacks()
+    rules_overrides: list = field(default_factory=list)  # settings whose script value the rules replaced
+    runtime_defaults: dict = field(default_factory=dict)  # threads, workers, image size chosen here, and why
     _index: dict = field(default_factory=dict)
 
     # ---- what a script asks --------------------------------------------------------------
@@ -154,7 +161,8 @@ class Run:
                 "02_train_baseline.py (the smoke test) first, or set training_config.batch_size in the rules.")
         floor = int(self.smoke_config.get("min_batch_size") or 1)
         bs = derive_train_batch_size(optimal, train_samples, int(tc["epochs"]), int(tc["min_steps_per_epoch"]),
-                                     int(tc["min_total_steps"]), floor=floor, world_size=devices.world_size)
+                                     int(tc["min_total_steps"]), floor=floor, world_size=devices.world_size,
+                                     accumulate=self.trainer.accumulate)
         source = (f"derived: the largest power of two ≤ optimal_batch_size={optimal} that gives ≥ "
                   f"{tc['min_steps_per_epoch']} steps/epoch and ≥ {tc['min_total_steps']} steps in total "
                   f"(floor min_batch_size={floor})")
@@ -176,7 +184,13 @@ class Run:
             precision=self.precision, wall_time_s=time.perf_counter() - self.started, peak_memory_mb=peak,
             peak_memory_source=peak_source, artifact_bytes=sizes,
             settings={k: {"value": v, "source": self.sources.get(k, "script")} for k, v in self.settings.items()},
-            extra={**(extra or {}), "splits_read": splits_read(), "parameters": parameter_counts(module)})
+            extra={"trainer": self.trainer.to_dict(), "rules_overrides": self.rules_overrides,
+                   "runtime_defaults": self.runtime_defaults, **(extra or {}),
+                   "splits_read": splits_read(), "parameters": parameter_counts(module)})
+
+    def fit_kwargs(self) -> dict:
+        """The script's own Trainer options and callbacks, for ``training.fit``."""
+        return {**self.trainer.options, "callbacks": list(self.trainer.callbacks)}
 
     def summary(self, values: dict) -> dict:
         """Print the autoresearch-style ``key: value`` block (rank 0) and return ``values``."""
@@ -197,6 +211,8 @@ class Run:
 
             write_failed_report(self, exc, stage="script set-up (before fit)")
             return
+        if reports.finish_retry_attempt(self.paths.retry_report, "FAIL", exc):
+            return
         previous = reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8")) \
             if self.paths.retry_report.is_file() else []
         attempt = reports.next_attempt(previous, status="FAIL", error=exc, cause=self.switches.get("RETRY_CAUSE"),
@@ -206,6 +222,8 @@ class Run:
     def record_success(self) -> None:
         """After a retry passes, the retry report gets its PASS attempt (versions)."""
         if not self.rank_zero or not self.paths.retry_report.is_file():
+            return
+        if reports.finish_retry_attempt(self.paths.retry_report, "PASS", None):
             return
         previous = reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8"))
         if previous:
@@ -251,6 +269,7 @@ def start(script_file: str | os.PathLike, namespace: dict, argv: list[str] | Non
         lines = "\n".join(p.line() for p in rules.findings.problems)
         raise MlloopError(f"the rules have problems; fix them (mlloop rules shows the merged view):\n{lines}")
     settings, switches, sources = resolve_settings(namespace, argv, rules.values, from_rules)
+    trainer = trainer_options_from_script(settings, namespace)
     smoke = switches["SMOKE"] if switches["SMOKE"] is not None else paths.vid == BASELINE
     if paths.vid == BASELINE:
         dataset_id = rules.dataset_id
@@ -282,11 +301,32 @@ def start(script_file: str | os.PathLike, namespace: dict, argv: list[str] | Non
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for the fp32 parts (Lightning's advice)
     moved = prepare_version_dir(paths) if is_rank_zero() else None
     run = Run(paths, rules, settings, sources, switches, "smoke" if smoke else "train", seed, dataset_id, task_type,
-              devices, precision, moved_aside=moved)
+              devices, precision, moved_aside=moved, trainer=trainer,
+              rules_overrides=rules_overrides(script_settings(namespace), settings, sources))
     if moved is not None:
         run.log(f"the previous run's folder was moved to {paths.project.rel(moved)} (_tests/ kept)")
+    for o in run.rules_overrides:
+        run.log(f"{o['setting']} = {o['rules']!r} from the rules ({o['path']}), not the script's {o['script']!r}")
+    if trainer.options or trainer.callbacks:
+        shown = ", ".join([f"{k}={v!r}" for k, v in trainer.options.items()]
+                          + [type(cb).__name__ for cb in trainer.callbacks])
+        run.log(f"Trainer options from the script: {shown}")
+    if not smoke and is_rank_zero() and (moved is not None or switches.get("RETRY_CAUSE") or switches.get("RETRY_CHANGE")):
+        # A retry: its attempt is on disk before any work, so a kill cannot lose it.
+        reports.begin_retry_attempt(paths.retry_report, run.vid, switches.get("RETRY_CAUSE"), switches.get("RETRY_CHANGE"))
     _ACTIVE = run
+    run.runtime_defaults = defaults.apply(run)
     return run
+
+
+def rules_overrides(script_values: dict, settings: dict, sources: dict) -> list[dict]:
+    """``[{setting, script, rules, path}]`` for each setting the rules changed from the script's value."""
+    out = []
+    for key, source in sources.items():
+        if source.startswith("rules:") and script_values.get(key) != settings.get(key):
+            out.append({"setting": key, "script": script_values.get(key), "rules": settings.get(key),
+                        "path": source[len("rules:"):]})
+    return out
 
 
 def run_training(run: Run, module, datamodule, monitor: str = "val_loss", mode: str = "min") -> dict:
@@ -298,7 +338,7 @@ def run_training(run: Run, module, datamodule, monitor: str = "val_loss", mode: 
         epochs = int(tc["epochs"])
         bs, source, optimal = run.choose_batch_size(n_train, None, run.devices)
         steps = count_steps(n_train, bs, epochs, int(tc["min_steps_per_epoch"]), int(tc["min_total_steps"]),
-                            run.devices.world_size)
+                            run.devices.world_size, run.trainer.accumulate)
         if steps.warning:
             run.log(f"WARNING: {steps.warning}")
         if optimal is not None and bs > optimal:
@@ -306,7 +346,7 @@ def run_training(run: Run, module, datamodule, monitor: str = "val_loss", mode: 
         datamodule.batch_size = bs
         outcome = fit_once(run.paths.dir, module, datamodule, epochs=epochs, devices=run.devices,
                            precision=run.precision, monitor=monitor, mode=mode, steps_per_epoch=steps.per_epoch,
-                           deterministic=bool(run.switches["DETERMINISTIC"]))
+                           deterministic=bool(run.switches["DETERMINISTIC"]), **run.fit_kwargs())
         if not outcome.is_global_zero:
             return {"version_id": run.vid, "rank": outcome.trainer.global_rank}
         training = {"epochs": epochs, "batch_size": bs, "batch_size_source": source, "optimal_batch_size": optimal,

@@ -20,7 +20,7 @@ from typing import Callable
 from . import batch_search, contract, probe, reports
 from .loader import train_loader
 from .seeding import seed_everything
-from .training import count_steps, fit as fit_once, resolve_devices, torch_device
+from .training import count_steps, fit as fit_once, resolve_devices, step_timer, torch_device
 
 # Under DDP, Lightning re-runs the script for ranks 1..N-1; they take rank 0's batch size from here
 # instead of searching again (the search ran once, before the processes were started).
@@ -64,10 +64,37 @@ def planned_steps(run, optimal: int):
     n_train = len(run.full_index("train"))
     bs, source, _ = run.choose_batch_size(n_train, optimal, devices)
     steps = count_steps(n_train, bs, int(tc["epochs"]), int(tc["min_steps_per_epoch"]), int(tc["min_total_steps"]),
-                        devices.world_size)
+                        devices.world_size, run.trainer.accumulate)
     basis = (f"planned training of the versions: {n_train} training samples, batch {bs}, {tc['epochs']} epoch(s), "
              f"{devices.world_size} device(s)")
     return bs, source, {**steps.to_dict(), "basis": basis}
+
+
+def estimate_version_time(run, timer, smoke_batch: int, steps: dict, valid_used: int) -> dict:
+    """How long one full version will train, from the smoke run's measured batch time: the planned
+    batches (``steps``) at the training batch size, the time per batch scaled linearly from the
+    smoke run's batch size, plus one validation of the whole split per epoch."""
+    batch_s, measured = timer.batch_seconds()
+    budget = run.training_config.get("max_minutes_per_version")
+    out = {"max_minutes_per_version": budget, "measured_batches": measured}
+    if batch_s is None or not steps.get("total"):
+        return {**out, "minutes": None, "basis": "not estimated: the smoke run timed no training batch"}
+    bs, epochs = int(steps["batch_size"]), int(steps["epochs"])
+    batches = count_steps(int(steps["train_samples"]), bs, epochs, 1, 1, int(steps.get("world_size", 1))).total
+    train_s = batch_s * bs / smoke_batch * batches
+    n_valid = len(run.full_index("valid"))
+    valid_s = (sum(timer.validation) / len(timer.validation) / max(1, valid_used)) * n_valid * epochs \
+        if timer.validation else 0.0
+    minutes = (train_s + valid_s) / 60
+    out.update(minutes=round(minutes, 2), step_ms=round(batch_s * 1e3, 2), smoke_batch_size=smoke_batch,
+               basis=(f"{batches} training batches of {bs} (median {batch_s * 1e3:.1f} ms per batch of {smoke_batch} "
+                      f"over {measured} smoke-run batches, scaled by batch size) + {epochs} validation pass(es) "
+                      f"over {n_valid} samples; this machine ({run.devices.label})"))
+    if budget is not None and minutes > float(budget):
+        out["warning"] = (f"a full version is estimated at {minutes:.1f} minutes, over "
+                          f"training_config.max_minutes_per_version={budget:g}: lower epochs, the image size or "
+                          f"the model size, or raise the budget")
+    return out
 
 
 def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor: str = "val_loss",
@@ -114,13 +141,17 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
         seed_everything(run.seed, deterministic=bool(run.switches["DETERMINISTIC"]))  # same start whatever the search did
         epochs = int(sc["epoch"])
         datamodule.batch_size = optimal
-        smoke_steps = count_steps(len(train_ds), optimal, epochs, 1, 1, run.devices.world_size)
+        smoke_steps = count_steps(len(train_ds), optimal, epochs, 1, 1, run.devices.world_size, run.trainer.accumulate)
         if run.devices.world_size > 1:
             os.environ[ENV_BATCH] = str(optimal)
+        timer = step_timer()
+        extra = run.fit_kwargs()
+        extra["callbacks"] = [timer, *extra["callbacks"]]
         try:
             outcome = fit_once(run.paths.dir, module, datamodule, epochs=epochs, devices=run.devices,
                                precision=run.precision, monitor=monitor, mode=mode,
-                               steps_per_epoch=smoke_steps.per_epoch, deterministic=bool(run.switches["DETERMINISTIC"]))
+                               steps_per_epoch=smoke_steps.per_epoch, deterministic=bool(run.switches["DETERMINISTIC"]),
+                               **extra)
         finally:
             if run.rank_zero:
                 os.environ.pop(ENV_BATCH, None)
@@ -128,6 +159,10 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
             return {"version_id": run.vid, "rank": outcome.trainer.global_rank}
 
         counts = run.data_counts
+        report.time_estimate = estimate_version_time(run, timer, optimal, report.steps,
+                                                     len(datamodule.valid_dataset))
+        if report.time_estimate.get("warning"):
+            run.log(f"WARNING: {report.time_estimate['warning']}")
         training = {"epochs": epochs, "batch_size": optimal, "optimal_batch_size": optimal,
                     "train_batch_size": report.train_batch_size, "train_batch_size_source": report.train_batch_size_source,
                     "train_samples": len(train_ds), "valid_samples": len(datamodule.valid_dataset),
@@ -139,7 +174,8 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
                             "steps": {"per_epoch": smoke_steps.per_epoch, "total": smoke_steps.total},
                             "contract": report.contract.overall_result,
                             "probe": report.probe.to_dict() if report.probe else None,
-                            "batch_search": report.search.to_dict() if report.search else None}})
+                            "batch_search": report.search.to_dict() if report.search else None,
+                            "time_estimate": report.time_estimate}})
         report.smoke_run = {
             "result": "PASS", "batch_size": optimal, "epochs": epochs, "steps": outcome.global_step,
             "monitor": f"{monitor} ({mode})", "best_score": outcome.best.get("score"),
@@ -154,6 +190,7 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
             "contract": report.contract.overall_result, "probe": report.probe.status,
             "optimal_batch_size": optimal, "train_batch_size": report.train_batch_size,
             "too_few_steps": bool(report.steps.get("too_few")), "monitor": monitor,
+            "estimated_version_minutes": report.time_estimate.get("minutes"),
             "best_score": outcome.best.get("score"), "wall_time_s": spec["wall_time_s"],
             "peak_memory_mb": spec["peak_memory_mb"], "precision": run.precision,
             "report": run.paths.project.rel(run.paths.smoke_report())})

@@ -108,6 +108,7 @@ class Steps:
     train_samples: int
     epochs: int
     world_size: int = 1
+    accumulate: int = 1  # TRAINER's accumulate_grad_batches: one optimizer step per this many batches
 
     @property
     def too_few(self) -> bool:
@@ -123,7 +124,9 @@ class Steps:
         if self.total < self.min_total_steps:
             parts.append(f"{self.total} optimizer steps in total is below min_total_steps={self.min_total_steps}")
         devices = f" on {self.world_size} devices" if self.world_size > 1 else ""
-        per_rank = self.train_samples / self.world_size
+        if self.accumulate > 1:
+            devices += f", accumulate_grad_batches={self.accumulate}"
+        per_rank = self.train_samples / self.world_size / self.accumulate
         b_needed = max(1, math.floor(min(per_rank / self.min_steps_per_epoch,
                                          per_rank * self.epochs / self.min_total_steps)))
         advice = []
@@ -144,30 +147,34 @@ class Steps:
         out = {"per_epoch": self.per_epoch, "total": self.total, "min_steps_per_epoch": self.min_steps_per_epoch,
                "min_total_steps": self.min_total_steps, "too_few": self.too_few, "batch_size": self.batch_size,
                "train_samples": self.train_samples, "epochs": self.epochs, "world_size": self.world_size}
+        if self.accumulate > 1:
+            out["accumulate_grad_batches"] = self.accumulate
         if self.warning:
             out["warning"] = self.warning
         return out
 
 
 def count_steps(train_samples: int, batch_size: int, epochs: int, min_steps_per_epoch: int, min_total_steps: int,
-                world_size: int = 1) -> Steps:
+                world_size: int = 1, accumulate: int = 1) -> Steps:
     """Optimizer steps as the templates' training loaders give them: a DistributedSampler under
     DDP, and drop_last when the split holds more than one batch (a last batch of one sample
-    breaks BatchNorm)."""
+    breaks BatchNorm). With ``accumulate`` > 1, Lightning steps the optimizer every ``accumulate``
+    batches and once more for a shorter remainder at the end of the epoch."""
     per_rank = math.ceil(train_samples / world_size) if train_samples else 0
-    per_epoch = (per_rank // batch_size if per_rank > batch_size else 1) if per_rank else 0
+    batches = (per_rank // batch_size if per_rank > batch_size else 1) if per_rank else 0
+    per_epoch = math.ceil(batches / max(1, accumulate))
     return Steps(per_epoch, per_epoch * epochs, min_steps_per_epoch, min_total_steps, batch_size,
-                 train_samples, epochs, world_size)
+                 train_samples, epochs, world_size, max(1, accumulate))
 
 
 def derive_train_batch_size(optimal: int, train_samples: int, epochs: int, min_steps_per_epoch: int,
-                            min_total_steps: int, floor: int = 1, world_size: int = 1) -> int:
+                            min_total_steps: int, floor: int = 1, world_size: int = 1, accumulate: int = 1) -> int:
     """The training batch size when the rules leave it open: the largest power of two ≤ the memory
     fit that still gives ``min_steps_per_epoch`` and ``min_total_steps``; ``floor`` if none does."""
     b = 1 << (max(1, optimal).bit_length() - 1)
     floor = max(1, min(floor, b))
     while b > floor:
-        s = count_steps(train_samples, b, epochs, min_steps_per_epoch, min_total_steps, world_size)
+        s = count_steps(train_samples, b, epochs, min_steps_per_epoch, min_total_steps, world_size, accumulate)
         if not s.too_few:
             return b
         b //= 2
@@ -208,6 +215,47 @@ def build_trainer(version_dir: Path, *, max_epochs: int, devices: Devices, preci
         kwargs["strategy"] = DDPStrategy(process_group_backend="gloo")
     kwargs.update(trainer_kwargs)
     return Trainer(**kwargs), best, last
+
+
+def step_timer():
+    """A Lightning callback that times the training batches (data loading included: the time from
+    one batch's end, or the epoch's start, to the next batch's end) and the validation passes."""
+    import time
+
+    from lightning.pytorch.callbacks import Callback
+
+    class StepTimer(Callback):
+        def __init__(self):
+            self.epochs: list[list[float]] = []  # per epoch: seconds per training batch
+            self.validation: list[float] = []    # seconds per validation pass (sanity check left out)
+            self._last = self._valid_start = 0.0
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.epochs.append([])
+            self._last = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            now = time.perf_counter()
+            self.epochs[-1].append(now - self._last)
+            self._last = now
+
+        def on_validation_epoch_start(self, trainer, pl_module):
+            self._valid_start = time.perf_counter()
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                self.validation.append(time.perf_counter() - self._valid_start)
+            self._last = time.perf_counter()  # validation inside an epoch is not a training batch
+
+        def batch_seconds(self) -> tuple[float | None, int]:
+            """Median seconds per batch and how many batches it is over; each epoch's first batch
+            (worker start-up, warm-up) is left out when the epoch has others."""
+            import statistics
+
+            times = [s for epoch in self.epochs for s in (epoch[1:] if len(epoch) > 1 else epoch)]
+            return (statistics.median(times) if times else None), len(times)
+
+    return StepTimer()
 
 
 def quiet_lightning() -> None:
