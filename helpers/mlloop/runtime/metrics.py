@@ -95,12 +95,33 @@ def compute_metrics(results: list[dict], metrics: list[dict], *, ids: list | Non
     return MetricValues(values, per_sample, skipped, warnings)
 
 
-def can_compute(name: str, results: list[dict]) -> str | None:
-    """None when ``name`` can be computed from ``results``, else the reason it cannot."""
+def sample_fields(result: dict, metrics: list[dict]) -> dict:
+    """What ``eval_samples.jsonl`` keeps of one result so that every configured metric can be
+    recomputed from the rows alone (a bootstrap resamples them): prediction, target, loss, the
+    extra fields the metrics need (``scores``, ``history``), and for segmentation the pixel
+    counts in place of the masks."""
+    row = {"prediction": result.get("prediction"), "target": result.get("target"), "loss": result.get("loss")}
+    for spec in metrics:
+        parsed = registry.parse(spec["name"])
+        if parsed is None:
+            continue
+        for needed in parsed.metric.needs:
+            if needed not in row and needed in result:
+                row[needed] = result[needed]
+        if parsed.metric.floor == "majority_pixel" and "pixel_counts" not in row:
+            row["pixel_counts"] = mc.pixel_counts(result)
+            row["prediction"] = row["target"] = None  # the masks live in infer_samples/; counts suffice
+    return row
+
+
+def can_compute(name: str, results: list[dict], ids: list | None = None) -> str | None:
+    """None when the results carry what ``name`` needs, else the reason they do not (an unknown
+    name, a missing field, a wrong type). A value undefined on these records (one target class
+    for ROC AUC) is found only by computing it."""
     parsed = registry.parse(name)
     if parsed is None:
         return _unsupported(name)
-    return _cannot(parsed, results, list(range(len(results))))
+    return _cannot(parsed, results, ids if ids is not None else list(range(len(results))))
 
 
 def _unsupported(name: str) -> str:
