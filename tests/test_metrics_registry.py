@@ -282,3 +282,14 @@ def test_floors_from_results():
     again = trivial.score_from_results(trivial.RANKING, ranked, spec("mrr"), "mrr", 3)
     assert doc == again and doc["predictors"][0]["name"] == "shuffled"
     assert 0.25 <= doc["floor"]["value"] <= 1.0
+
+
+def test_task_format_documents_one_representation_per_family():
+    import yaml
+
+    from mlloop.bundle import skills_dir
+
+    data = yaml.safe_load((skills_dir() / "build-baseline" / "task_format.yaml").read_text(encoding="utf-8"))
+    assert set(data["predictions"]) == set(registry.FAMILIES)
+    for task in data["supported_tasks"]:
+        assert task in registry.TASK_FAMILIES or task == "custom", task
