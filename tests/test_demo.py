@@ -53,13 +53,37 @@ def test_demo_rejects_an_unknown_task(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("task, primary", [("tabular-classification", "macro_f1"), ("ocr-line-recognition", "cer")])
-def test_each_template_runs_from_raw_data_to_check_ok(tmp_path, task, primary):
+def test_demo_rejects_an_unknown_or_unfitting_primary_metric(tmp_path):
+    result = CliRunner().invoke(cli, ["demo", "--project", str(tmp_path / "x"), "--primary-metric", "roc_acu"])
+    assert result.exit_code == 1
+    assert ("Error: --primary-metric: 'roc_acu' is not a metric mlloop knows; the closest known metric is 'roc_auc' "
+            "(`mlloop metrics` lists them).") in result.stderr
+    result = CliRunner().invoke(cli, ["demo", "--project", str(tmp_path / "x"), "--primary-metric", "cer"])
+    assert result.exit_code == 1
+    assert ("Error: --primary-metric: cer does not fit the image-classification example; "
+            "`mlloop metrics --task image-classification` lists the metrics that do.") in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_use_primary_puts_the_metric_in_the_rules():
+    from mlloop.demo import use_primary
+
+    rules = {"eval_config": {"primary_metric": "accuracy", "metrics": [{"name": "loss", "higher_is_better": False},
+                                                                       "auc"]}}
+    use_primary(rules, "roc_auc")
+    assert rules["eval_config"] == {"primary_metric": "roc_auc", "metrics": [
+        {"name": "loss", "higher_is_better": False}, {"name": "roc_auc", "higher_is_better": True}]}
+
+
+@pytest.mark.parametrize("task, primary, extra", [("tabular-classification", "roc_auc", ["--primary-metric", "auc"]),
+                                                  ("ocr-line-recognition", "cer", [])])
+def test_each_template_runs_from_raw_data_to_check_ok(tmp_path, task, primary, extra):
     """The other two templates through the same chain: the example's 01_data_pipeline.py, the
-    baseline smoke test, v001, 03_eval.py, the report and `mlloop check` (one version, tiny data)."""
+    baseline smoke test, v001, 03_eval.py, the report and `mlloop check` (one version, tiny data);
+    the tabular one ranked by ROC AUC from the template's scores (an alias on the command line)."""
     project = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--project", str(project), "--task", task, "--size", "tiny",
-                                      "--versions", "1", "--json"])
+                                      "--versions", "1", "--json", *extra])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["task"] == task and summary["primary_metric"] == primary
