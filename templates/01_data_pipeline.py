@@ -50,12 +50,18 @@ SPLIT_KEYS = ("split_strategy", "valid_ratio", "stratify_key", "group_key", "max
 #     assets     {"image_path": ref, ...}: one ref per path field of the task (task_format.yaml),
 #                a path relative to dataset/rawdata, or data.zip_ref("src/crops.zip", "a/b.png")
 #                for a zip member (read later without extracting).
-#     group_id   when samples must stay together in one split (split_strategy: group).
+#     <group_key> the field the rules' dataset_config.group_key names (`mlloop rules` shows it;
+#                group_id by default): with split_strategy group EVERY record needs it (samples
+#                that must stay in one split share its value), else the pipeline stops. The same
+#                for <stratify_key> with split_strategy stratified.
 #     plus the task's other index fields (label / target / features / line_id ...), and
-#     optionally meta (a dict kept in the index).
+#     optionally meta (a dict kept in the index). Any other field is moved into meta, with a
+#     warning: return only what the index needs.
 #   drop_reason(record, rules) -> why the record is left out (user_instruction's filters), or
 #     None to keep it. The record already has width/height (images), length (text target), hash.
-#   After parsing, identical content is kept once: the record whose sample_id sorts first stays.
+#   After parsing, identical content (the same asset bytes AND the same inputs and targets) is
+#   kept once: the record whose sample_id sorts first stays. Records cut from one asset (windows
+#   of a series, crops of an image) are not duplicates; the asset is stored once per split.
 
 
 def parse_sources(rawdata: Path) -> list[dict]:
@@ -98,6 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     except NotImplementedError as exc:
         raise data.PipelineError(str(exc)) from None
     data.validate_records(records, spec)
+    moved = data.move_unknown_fields(records, spec, keep=(group_key, dc["stratify_key"]))
+    for line in data.unknown_field_warnings(moved, spec.name):
+        print(f"warning: {line}", file=sys.stderr)
     print(f"parsed {len(records)} records from {len({r['source'] for r in records})} source(s)", file=sys.stderr)
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
@@ -123,13 +132,17 @@ def main(argv: list[str] | None = None) -> dict:
             stats = prepdata.write_prepdata(staging, records=records, train=train, valid=valid, spec=spec,
                                             reader=reader, group_key=group_key, stats={
                                                 "dataset_id": dataset_id, "task_type": task_type, "seed": seed,
-                                                **{k: dc[k] for k in SPLIT_KEYS}, "index_format": spec.index_format,
+                                                **{k: dc[k] for k in SPLIT_KEYS}, "index_format": spec.index_format, "moved_to_meta": moved,
                                                 "pipeline": Path(__file__).name})
 
         # 5. Test what was written (read back from disk), write the report, move it into place.
         report = prepdata.verify_prepdata(staging, spec, split_strategy=strategy, group_key=group_key,
                                           stratify_key=dc["stratify_key"], seed=seed,
-                                          load_samples=cfg["LOAD_TEST_SAMPLES"])
+                                          load_samples=cfg["LOAD_TEST_SAMPLES"],
+                                          max_drop_share=dc["max_drop_share"],
+                                          min_samples_per_class=dc["min_samples_per_class"],
+                                          profiling_text=project.profiling_md.read_text(encoding="utf-8")
+                                          if project.profiling_md.is_file() else None)
         prepdata.write_report(staging, report, stats, leaks)
     except BaseException:
         prepdata.move_aside(staging, trash)  # a half-written folder is kept for inspection, out of the way

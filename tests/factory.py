@@ -259,8 +259,13 @@ class ProjectFactory:
             "additional_assets": ["label_map.json"],
             "steps": {"per_epoch": 4, "total": 4, "min_steps_per_epoch": 1, "min_total_steps": 1, "too_few": False},
             "libraries": {"python": "3.11"}, "device": "cpu", "num_devices": 1, "num_nodes": 1,
-            "precision": "32-true", "wall_time_s": 1.0, "peak_memory_mb": 100.0, "created_at": CREATED_AT})
+            "precision": "32-true", "wall_time_s": 1.0, "peak_memory_mb": 100.0, "created_at": CREATED_AT,
+            **self._script_hash(vid)})
         return self
+
+    def _script_hash(self, vid: str) -> dict:
+        script = self.root / ("02_train_baseline.py" if vid == "baseline" else f"02_train_{vid}.py")
+        return {"script_sha256": sha256_file(script)} if script.is_file() else {}
 
     def baseline(self) -> "ProjectFactory":
         self.write("02_train_baseline.py", TRAIN_SCRIPT)
@@ -288,7 +293,9 @@ class ProjectFactory:
         """Lay out version n up to ``stage`` (authored|trained|evaluated|analysed|action)."""
         vid = f"v{n:03d}"
         parent = parent or ("baseline" if n == 1 else f"v{n - 1:03d}")
-        self.write(f"02_train_{vid}.py", self.header(vid, parent) + TRAIN_SCRIPT)
+        # Each version applies its change (EPOCHS 1 -> 2 …); v001 is the baseline's copy (Step 0).
+        body = TRAIN_SCRIPT if n == 1 else TRAIN_SCRIPT.replace("EPOCHS = 1", f"EPOCHS = {n}")
+        self.write(f"02_train_{vid}.py", self.header(vid, parent) + body)
         (self.root / f"Models/Artifacts/{vid}").mkdir(parents=True, exist_ok=True)
         order = ["authored", "trained", "evaluated", "analysed", "action"]
         reach = order.index(stage)
@@ -323,8 +330,21 @@ class ProjectFactory:
             "predictors": [{"name": "majority_class", "description": "always the most frequent training label",
                             "metrics": [{"name": "accuracy", "value": floor, "higher_is_better": True}]}],
             "floor": {"metric": "accuracy", "value": floor, "predictor": "majority_class", "higher_is_better": True}})
+        # Per-sample columns whose means are the metrics above (what `mlloop check` recomputes);
+        # 4 samples cannot give accuracy 0.6 as 0/1 values, so the columns carry the mean itself.
+        columns = {m["name"]: m["value"] for m in metrics
+                   if m["name"] in ("loss", "accuracy", "exact_match", "mse", "mae", "mape")}
         self.write(f"{base}/eval_samples.jsonl", "".join(
-            json.dumps({"id": sid, "prediction": "cat", "target": "cat", "loss": 0.5}) + "\n" for sid in valid_ids))
+            json.dumps({"id": sid, "prediction": "cat", "target": "cat", "loss": 0.5, **columns}) + "\n"
+            for sid in valid_ids))
+        doc.update({"eval_samples_sha256": sha256_file(self.root / base / "eval_samples.jsonl"),
+                    "trivial_baselines_sha256": sha256_file(self.root / base / "trivial_baselines.json")})
+        for key, path in (("train_script_sha256", self.root / ("02_train_baseline.py" if vid == "baseline" else f"02_train_{vid}.py")),
+                          ("valid_index_sha256", self.root / f"dataset/prepdata/{self.dataset_id}/valid/valid.jsonl")):
+            if path.is_file():
+                doc[key] = sha256_file(path)
+        doc["score_sha256"] = score_digest(doc)
+        self.write_json(f"{base}/eval_score.json", doc)
         drawn = random.Random(seed).sample(sorted(valid_ids), min(infer_samples, len(valid_ids)))
         for i, sid in enumerate(drawn, start=1):
             folder = f"{base}/infer_samples/{i:04d}"

@@ -191,3 +191,14 @@ def test_a_stale_score_is_warned_about(factory):
     assert result.warnings == [
         "the score is stale (best.ckpt changed since this score was computed); these deltas may not hold: run "
         "`python 03_eval.py --version v001`, then `mlloop analyze v001 --force`"]
+
+
+def test_heading_names_the_parent_from_the_header_not_the_version_before(factory):
+    factory.build_baseline_done()
+    factory.version(1, "action", accuracy=0.8).version(2, "action", accuracy=0.6)
+    factory.version(3, "evaluated", accuracy=0.7, parent="v001")
+    draft_analysis(factory.project, "v003")
+    assert "## Metric deltas (v001 → v003; previous v002)" in text_of(factory, "v003").splitlines()
+    factory.version(4, "evaluated", accuracy=0.7, parent="v003")
+    draft_analysis(factory.project, "v004")
+    assert "## Metric deltas (v003 → v004)" in text_of(factory, "v004").splitlines()

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -137,6 +138,50 @@ def drop_line(rel, startswith):
         lines = (f.root / rel).read_text(encoding="utf-8").splitlines(keepends=True)
         f.write(rel, "".join(ln for ln in lines if not ln.startswith(startswith)))
     return run
+
+
+def fifo(rel):
+    """``rel`` becomes a named pipe: opening it would block for ever."""
+    def run(f, out):
+        p = f.root / rel
+        p.unlink()
+        os.mkfifo(p)
+    return run
+
+
+def folder_at(rel):
+    def run(f, out):
+        (f.root / rel).unlink()
+        (f.root / rel).mkdir()
+    return run
+
+
+def resign_outputs(vid):
+    """Re-sign v's eval_score.json over its current eval_samples.jsonl / trivial_baselines.json:
+    a forger who knows the format (only recomputation can catch what follows)."""
+    from mlloop.scores import sha256_file
+
+    def run(f, out):
+        base = f.root / "Models/Artifacts" / vid
+        doc = json.loads((base / "eval_score.json").read_text())
+        doc["eval_samples_sha256"] = sha256_file(base / "eval_samples.jsonl")
+        doc["trivial_baselines_sha256"] = sha256_file(base / "trivial_baselines.json")
+        doc["score_sha256"] = score_digest(doc)
+        f.write_json(f"Models/Artifacts/{vid}/eval_score.json", doc)
+    return run
+
+
+def many_opcodes_ckpt(n=600_000):
+    """A torch-layout zip whose data.pkl is n NONE/POP pairs: tiny on disk, millions of opcodes."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("best/data.pkl", b"\x80\x02" + b"N0" * n + b"N.")
+        z.writestr("best/version", "3\n")
+        z.writestr("best/byteorder", "little")
+    return buf.getvalue()
 
 
 SCORE = f"{V1}/eval_score.json"
@@ -342,6 +387,45 @@ CASES = [
          f"{REPORT}/Artifacts/v002/best.ckpt", "best version v002", report=True),
     Case("report-unicode-row", board_edit(lambda ls: ls + [ls[2].replace("v001", "v٠٠١", 1)]), "report.unknown_row", BOARD,
          "'v٠٠١' has no eval_score.json", report=True),
+    # -- forged scores (issue 13, class 2) -----------------------------------------------------------------
+    Case("score-forged-resigned", edit_score("v001", lambda d: d["metrics"][1].update(value=0.99)), "eval.recompute", SCORE,
+         "accuracy is 0.99 but eval_samples.jsonl gives 0.6"),
+    Case("score-forged-samples-too", both(replace(f"{V1}/eval_samples.jsonl", '"accuracy": 0.6', '"accuracy": 0.99'),
+                                          edit_score("v001", lambda d: d["metrics"][1].update(value=0.99))),
+         "eval.tampered", SCORE, "eval_samples.jsonl was edited after 03_eval.py wrote it"),
+    Case("score-forged-loss-column", both(replace(f"{V1}/eval_samples.jsonl", '"loss": 0.9', '"loss": 0.1'),
+                                          resign_outputs("v001")),
+         "eval.recompute", SCORE, "loss is 0.9 but eval_samples.jsonl gives 0.7"),
+    Case("trivial-floor-lowered", edit_json(f"{V1}/trivial_baselines.json", lambda d: d["floor"].update(value=0.01)),
+         "eval.tampered", SCORE, "trivial_baselines.json was edited after 03_eval.py wrote it"),
+    Case("trivial-floor-lowered-resigned", both(edit_json(f"{V1}/trivial_baselines.json", lambda d: d["floor"].update(value=0.01)),
+                                                resign_outputs("v001")),
+         "floor.mismatch", f"{V1}/trivial_baselines.json", "floor.value is 0.01 but the best predictor on accuracy scores 0.34"),
+    Case("script-changed-after-training", replace("02_train_v001.py", "EPOCHS = 1", "EPOCHS = 9"), "spec.script_changed",
+         "02_train_v001.py", "02_train_v001.py changed after training"),
+    Case("score-stale-train-script", replace("02_train_v002.py", "EPOCHS = 2", "EPOCHS = 5"), "eval.stale",
+         f"{V2}/eval_score.json", "02_train_v002.py changed since this score was computed"),
+    Case("score-stale-valid-data", index_lines("valid", lambda rs: rs.reverse()), "eval.stale", SCORE,
+         "the validation data (dataset/prepdata/v1/valid/valid.jsonl) changed"),
+    Case("script-change-never-applied", replace("02_train_v002.py", "EPOCHS = 2", "EPOCHS = 1"), "script.unchanged",
+         "02_train_v002.py", "the code is v001's unchanged (only the change summary differs)"),
+    # -- hostile trees (issue 13, class 3) ----------------------------------------------------------------
+    Case("stray-v100000", put("02_train_v100000.py", "x = 1\n"), "versions.gap", "Models/Artifacts/v003",
+         "v003…v99999 (99,997 versions) are missing before v100000"),
+    Case("score-fifo", fifo(SCORE), "file.not_regular", SCORE, "is a named pipe (FIFO), not a regular file"),
+    Case("rules-fifo", fifo(PT), "file.not_regular", PT, "is a named pipe (FIFO)"),
+    Case("samples-fifo", fifo(f"{V1}/eval_samples.jsonl"), "eval.not_regular", f"{V1}/eval_samples.jsonl", "named pipe"),
+    Case("rules-symlink-out", symlink(PT, outside_file), "path.symlink_escape", PT, "leaves the project"),
+    Case("score-is-folder", folder_at(SCORE), "file.not_a_file", SCORE, "expected a JSON file, found a folder"),
+    Case("score-huge-integer", replace(SCORE, '"latency_ms": 2.5', '"latency_ms": ' + "9" * 5000), "json.huge_integer",
+         SCORE, "an integer with 5000 digits"),
+    Case("rules-600-deep", replace(PT, '"seed": 42', '"seed": 42, "x": ' + "[" * 600 + "]" * 600), "json.too_deep", PT,
+         "more than 100 levels deep"),
+    Case("rules-float-for-int", rules_pt(eval_config__infer_samples=3.0), "rules.schema", PT, "expected integer"),
+    Case("name-not-utf8", put(os.fsdecode(b"02_train_v\xff.py"), "x = 1\n"), "versions.misnamed_script",
+         "02_train_v\\xff.py", "not a training script name"),
+    Case("ckpt-millions-of-opcodes", put(f"{V1}/last.ckpt", many_opcodes_ckpt()), "ckpt.too_complex", f"{V1}/last.ckpt",
+         "more than 500,000 pickle opcodes"),
     # -- unicode names ------------------------------------------------------------------------------------
     Case("unicode-source-missing", put("dataset/rawdata/데이터/a.png", b"png"), "profiling.source_missing", PROFILE,
          "dataset/rawdata/데이터/"),
@@ -382,3 +466,65 @@ def test_bad_input(factory, tmp_path, case: Case):
 
     assert factory.snapshot() == before
     assert {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()} == outside_before
+
+
+def test_a_stray_far_version_is_one_gap_problem_not_thousands(factory):
+    factory.complete(versions=2)
+    factory.write("02_train_v100000.py", "x = 1\n")
+    result = CliRunner().invoke(cli, ["check", "--project", str(factory.root), "--json"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    problems = json.loads(result.stdout)["problems"]
+    assert [p["code"] for p in problems if p["code"] == "versions.gap"] == ["versions.gap"]
+    assert len(problems) <= 4, problems  # the gap, max_versions, the stray's missing header
+    status = CliRunner().invoke(cli, ["status", "--project", str(factory.root), "--json"])
+    assert "Traceback" not in status.output and json.loads(status.stdout)["cur"] == "v100000"
+
+
+@pytest.mark.parametrize("special", ["/dev/null", "/dev/zero"])
+def test_the_file_reader_refuses_devices_unopened(tmp_path, special):
+    """read_json refuses what is not a regular file from its stat: /dev/zero would never end."""
+    from mlloop.jsonio import JsonProblems, read_json
+
+    with pytest.raises(JsonProblems) as err:
+        read_json(Path(special), "rules.json")
+    [problem] = err.value.problems
+    assert (problem.code, problem.path) == ("file.not_regular", "rules.json")
+    assert problem.message.startswith("is a character device, not a regular file")
+    link = tmp_path / "proj" / "rules.json"
+    link.parent.mkdir()
+    os.symlink(special, link)
+    with pytest.raises(JsonProblems) as err:
+        read_json(link, "rules.json", root=tmp_path / "proj")
+    assert err.value.problems[0].code == "path.symlink_escape"
+
+
+@pytest.mark.parametrize("rel", [ANALYSIS.replace("v001", "v002"), ACTION.replace("v001", "v002"), PROFILE, BOARD,
+                                 f"{REPORT}/final-analysis.md", "02_train_v002.py"])
+def test_status_and_analyze_never_open_a_fifo(factory, rel):
+    """status runs in the SessionStart hook: a named pipe where a document belongs must not block it."""
+    factory.complete(versions=2)
+    build_report(factory)
+    fifo(rel)(factory, None)
+    runner = CliRunner()
+    status = runner.invoke(cli, ["status", "--project", str(factory.root), "--json"])
+    assert status.exit_code == 0 and "Traceback" not in status.output, status.output
+    json.loads(status.stdout)
+    analyze = runner.invoke(cli, ["analyze", "v002", "--force", "--project", str(factory.root)])
+    assert "Traceback" not in analyze.output and "internal error" not in analyze.output, analyze.output
+    if rel.endswith("result-analysis.md"):
+        assert analyze.exit_code == 1
+        assert "Models/Artifacts/v002/result-analysis.md is not a regular file" in analyze.output
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": ' + '{"x": ' * 600 + "1" + "}" * 600 + "}",
+    '{"a": NaN, "b": ' + '{"x": ' * 600 + "1" + "}" * 600 + "}",   # the strict re-parse path
+    "[" * 100_000 + "]" * 100_000,
+])
+def test_deep_nesting_is_one_line_on_every_parse_path(text):
+    from mlloop.jsonio import JsonProblems, parse_json_text
+
+    with pytest.raises(JsonProblems) as err:
+        parse_json_text(text, "x.json")
+    assert [p.line() for p in err.value.problems] == [
+        "x.json: the document nests lists/objects more than 100 levels deep; refused"]

@@ -159,3 +159,82 @@ def test_check_reports_a_broken_checkpoint_once_with_its_file(factory):
     (factory.root / "Models/Artifacts/v001/last.ckpt").write_bytes(b"PK\x03\x04 not really a zip")
     found = run_check(factory.project, "v001")
     assert [(p.code, p.path) for p in found.problems] == [("ckpt.not_zip", "Models/Artifacts/v001/last.ckpt")]
+
+
+# ---- issue 13: a fixed budget for the scan, and the report refuses what is not weights-only ------
+
+def _opcode_bomb(n: int) -> bytes:
+    """data.pkl of n NONE/POP pairs: a few KB compressed, 2n opcodes to walk."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("bomb/data.pkl", b"\x80\x02" + b"N0" * n + b"N.")
+        z.writestr("bomb/version", "3\n")
+        z.writestr("bomb/byteorder", "little")
+    return buf.getvalue()
+
+
+def test_a_pickle_of_millions_of_opcodes_is_refused_within_the_budget(tmp_path):
+    from mlloop.ckpt import MAX_PICKLE_OPS, PickleTooLong
+
+    path = tmp_path / "bomb.ckpt"
+    path.write_bytes(_opcode_bomb(3_000_000))  # 6 million opcodes
+    assert path.stat().st_size < 100_000
+    [problem] = inspect_checkpoint(path)
+    assert problem.code == "ckpt.too_complex"
+    assert problem.message.startswith(f"bomb/data.pkl has more than {MAX_PICKLE_OPS:,} pickle opcodes")
+    with pytest.raises(PickleTooLong):
+        pickle_globals(io.BytesIO(b"\x80\x02" + b"N0" * 50 + b"N."), max_ops=100)
+    assert pickle_globals(io.BytesIO(b"\x80\x02" + b"N0" * 48 + b"N."), max_ops=100) == []  # 99 opcodes
+
+
+def test_real_checkpoints_are_far_inside_the_opcode_budget(lightning_ckpts):
+    from mlloop.ckpt import MAX_PICKLE_OPS
+
+    with zipfile.ZipFile(lightning_ckpts / "last.ckpt") as zf:
+        top = zf.namelist()[0].split("/")[0]
+        ops = sum(1 for _ in pickletools.genops(zf.open(f"{top}/data.pkl")))
+    assert ops * 100 < MAX_PICKLE_OPS
+
+
+def test_report_refuses_to_copy_a_checkpoint_that_is_not_weights_only(factory, tmp_path):
+    from types import SimpleNamespace
+
+    from mlloop.errors import MlloopError
+    from mlloop.report import copy_best
+
+    factory.complete(versions=1)
+    folder = factory.root / "Models/Artifacts/v001"
+    (folder / "best.ckpt").write_bytes(_unsafe_ckpt_bytes(tmp_path))
+    dest = factory.root / "Models/Report/x/Artifacts/v001"
+    with pytest.raises(MlloopError) as err:
+        copy_best(factory.project, SimpleNamespace(folder=folder), dest)
+    assert str(err.value).startswith("Models/Artifacts/v001/best.ckpt: would run code when loaded: data.pkl imports posix.system")
+    assert "was not built" in str(err.value)
+    assert not (dest / "best.ckpt").exists()
+
+
+def test_report_copies_a_weights_only_checkpoint(factory):
+    from types import SimpleNamespace
+
+    from mlloop.report import copy_best
+
+    factory.complete(versions=1)
+    folder = factory.root / "Models/Artifacts/v001"
+    dest = factory.root / "Models/Report/x/Artifacts/v001"
+    copy_best(factory.project, SimpleNamespace(folder=folder), dest)
+    assert (dest / "best.ckpt").read_bytes() == (folder / "best.ckpt").read_bytes()
+
+
+def _unsafe_ckpt_bytes(tmp_path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("best/data.pkl", pickle.dumps({"state_dict": {}, "x": RunsCode(tmp_path / "RAN")}, protocol=2))
+        z.writestr("best/version", "3\n")
+        z.writestr("best/byteorder", "little")
+    return buf.getvalue()
+
+
+def test_a_fifo_checkpoint_is_refused_unopened(tmp_path):
+    path = tmp_path / "best.ckpt"
+    os.mkfifo(path)
+    assert [p.code for p in inspect_checkpoint(path)] == ["ckpt.not_a_file"]

@@ -91,8 +91,10 @@ def test_field_types_and_ids(factory):
 
 
 def test_group_split_needs_the_group_field(factory):
-    rows = {"train": [{"id": "a", "features": {}, "label": "x", "group_id": "g1"}, {"id": "b", "features": {}, "label": "x"}],
-            "valid": [{"id": "c", "features": {}, "label": "y", "group_id": "g2"}]}
+    rows = {"train": [{"id": "a", "features": {}, "label": "x", "group_id": "g1"}, {"id": "b", "features": {}, "label": "y"},
+                      {"id": "d", "features": {}, "label": "y", "group_id": "g1"}],
+            "valid": [{"id": "c", "features": {}, "label": "x", "group_id": "g2"},
+                      {"id": "e", "features": {}, "label": "y", "group_id": "g2"}]}
     with_task(factory, "tabular-classification", rows, split_strategy="group")
     assert found(factory) == [("prepdata.group_missing", f"{PREP}/train/train.jsonl",
                                "split_strategy is group but 1 record(s) have no top-level 'group_id' (lines 2)")]
@@ -146,3 +148,60 @@ def test_parquet_footer_rejects_non_parquet(tmp_path):
     (tmp_path / "fake.parquet").write_bytes(b"PAR1\x00\x00\x00\x00PAR1")
     with pytest.raises(ParquetError, match="footer length is invalid"):
         read_parquet_info(tmp_path / "fake.parquet")
+
+
+# ---- effects against the rules' intent (issue 15) ----------------------------------------------------
+
+def tabular_rows(train_labels: str, valid_labels: str) -> dict[str, list[dict]]:
+    return {s: [{"id": f"{s}{i}", "features": {"x": i}, "label": labels[i]} for i in range(len(labels))]
+            for s, labels in (("train", train_labels), ("valid", valid_labels))}
+
+
+def test_a_split_with_too_few_samples_of_a_class_is_a_problem(factory):
+    with_task(factory, "tabular-classification", tabular_rows("aabbc", "ab"))
+    assert found(factory) == [("prepdata.class_count", f"{PREP}/valid/valid.jsonl",
+                               "1 class(es) have fewer than min_samples_per_class (1) records in valid: 'c' (0); "
+                               "merge or drop rare classes, or lower min_samples_per_class in the rules")]
+    bb = factory.read_json(".claude/skills/build-baseline/user_defined_rules.json")
+    bb["dataset_config"]["min_samples_per_class"] = 2
+    factory.write_json(".claude/skills/build-baseline/user_defined_rules.json", bb)
+    assert [p[0] + " " + p[1] for p in found(factory)] == [f"prepdata.class_count {PREP}/train/train.jsonl",
+                                                           f"prepdata.class_count {PREP}/valid/valid.jsonl"]
+    bb["dataset_config"]["min_samples_per_class"] = 0  # off
+    factory.write_json(".claude/skills/build-baseline/user_defined_rules.json", bb)
+    assert found(factory) == []
+
+
+def test_a_drop_reason_over_its_share_must_be_named_in_profiling(factory):
+    with_task(factory, "tabular-classification", tabular_rows("aabb", "ab"))
+    stats = factory.read_json(f"{PREP}/stats.json")
+    stats.update(parsed=10, dropped={"duplicate": 2, "too_hot": 3, "missing_asset": 1})
+    factory.write_json(f"{PREP}/stats.json", stats)
+    factory.write("dataset/rawdata/profiling.md", "# Profiling\n## Source: src_a\n### Edge cases\nDuplicates happen.\n"
+                                                  "### Sanity checks\ntoo_hot readings are sensor faults.\n")
+    assert found(factory) == [("prepdata.drop_share", f"{PREP}/stats.json",
+                               "'too_hot' dropped 3 of 10 parsed records (30%), more than max_drop_share (0.2), and "
+                               "profiling.md's Edge cases do not name it; fix the rule if it drops too much, else name "
+                               "'too_hot' and why under Edge cases")]
+    factory.write("dataset/rawdata/profiling.md", "# Profiling\n## Source: src_a\n### Edge cases\n- Too hot: sensor "
+                                                  "faults above 90 °C, about a third of the rows.\n")
+    assert found(factory) == []  # "Too hot" names too_hot; 2 of 10 duplicates is within the share
+    bb = factory.read_json(".claude/skills/build-baseline/user_defined_rules.json")
+    bb["dataset_config"]["max_drop_share"] = 0.1
+    factory.write_json(".claude/skills/build-baseline/user_defined_rules.json", bb)
+    assert [p[2].split(" dropped")[0] for p in found(factory)] == ["'duplicate'"]  # "Duplicates happen" is gone now
+
+
+def test_the_intent_settings_have_defaults_and_a_schema():
+    from mlloop.rules import DEFAULTS
+
+    assert DEFAULTS["dataset_config"]["max_drop_share"] == 0.2 and DEFAULTS["dataset_config"]["min_samples_per_class"] == 1
+
+
+def test_the_intent_settings_are_validated(factory):
+    bb = json.loads(json.dumps(BB_RULES))
+    bb["dataset_config"].update(max_drop_share=1.5, min_samples_per_class=-1)
+    factory.rules(bb=bb, pt=PT_RULES)
+    result = run_check(factory.project, "rules")
+    assert {p.json_path for p in result.problems} == {"$.dataset_config.max_drop_share",
+                                                      "$.dataset_config.min_samples_per_class"}

@@ -149,11 +149,13 @@ def test_enrich_flags_wrong_types_and_deduplicates_index_only_records(tf):
     spec = data.task_spec(tf, "tabular-classification")
     recs = [{"sample_id": "r1", "source": "s", "features": {"a": 1.0, "b": None}, "label": "x"},
             {"sample_id": "r2", "source": "s", "features": {"b": None, "a": 1.0}, "label": "y"},
-            {"sample_id": "r3", "source": "s", "features": [1.0], "label": "x"}]
+            {"sample_id": "r3", "source": "s", "features": [1.0], "label": "x"},
+            {"sample_id": "r4", "source": "t", "features": {"b": None, "a": 1.0}, "label": "x", "meta": {"row": 9}}]
     data.enrich(recs, spec, data.AssetReader("."))
     assert recs[2]["drop_reason"] == "wrong_type: features (expected object)"
     data.deduplicate(recs)
-    assert recs[1]["drop_reason"] == "duplicate: same content as r1"  # same features, key order aside
+    assert "drop_reason" not in recs[1]  # same input, another target: not a duplicate
+    assert recs[3]["drop_reason"] == "duplicate: same content as r1"  # input and target; key order, source, meta aside
 
 
 def test_load_test_per_source(tf, rawdata):

@@ -88,12 +88,21 @@ def test_group_split_refuses_a_single_group():
         data.group_split(ids(10), ["g"] * 10, 0.2, 1)
 
 
-def test_split_records_fills_the_group_field_for_loners():
+def test_split_records_refuses_records_without_the_rules_keys():
     records = recs(30, group_id=lambda i: f"g{i // 5}" if i < 20 else None)
-    train, valid = data.split_records(records, "group", 0.3, 42, group_key="group_id")
-    assert all(r["group_id"] is not None for r in train + valid)
-    assert {r["group_id"] for r in train}.isdisjoint({r["group_id"] for r in valid})
-    assert {r["split"] for r in train} == {"train"} and {r["split"] for r in valid} == {"valid"}
+    with pytest.raises(data.PipelineError) as err:
+        data.split_records(records, "group", 0.3, 42, group_key="group_id")
+    assert str(err.value) == (
+        "split_strategy is group but 10 of 30 records have no 'group_id' field (the rules' group_key), e.g. sample_id "
+        "'s0020' (source 'a'); set 'group_id' on every record in parse_sources(), or change group_key or "
+        "split_strategy in the rules.")
+    assert all("split" not in r for r in records) and records[25]["group_id"] is None  # nothing filled in
+    labelled = recs(20, label=lambda i: "x" if i != 7 else None)
+    with pytest.raises(data.PipelineError, match=r"^split_strategy is stratified but 1 of 20 records have no 'label' "
+                                                 r"field \(the rules' stratify_key\), e.g. sample_id 's0007'"):
+        data.split_records(labelled, "stratified", 0.2, 42, stratify_key="label")
+    train, valid = data.split_records(labelled, "random", 0.2, 42, stratify_key="label")  # random needs neither
+    assert len(train) + len(valid) == 20
 
 
 def test_split_records_uses_the_rules_keys():

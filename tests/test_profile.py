@@ -176,3 +176,28 @@ def test_profile_imports_nothing_heavy(project):
              "'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "0 []", out.stderr
+
+
+def test_hostile_raw_files_are_named_never_opened_or_fatal(tmp_path, project):
+    """Issue 13: a FIFO (opening it would block), a bare carriage return, a non-UTF-8 file name,
+    a 5,000-digit integer and 100,000 nested lists each become a note naming the file."""
+    import os
+
+    raw = project.rawdata / "hostile"
+    raw.mkdir()
+    (raw / "labels.csv").write_bytes(b"id,label\r1,cat\r2,dog\n3,fox\n")
+    (raw / "big.jsonl").write_text('{"a": ' + "9" * 5000 + "}\n")
+    (raw / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (raw / os.fsdecode(b"\xff.csv")).write_text("a,b\n1,2\n")
+    os.mkfifo(raw / "pipe.csv")
+    result = CliRunner().invoke(cli, ["profile", "--project", str(project.root)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    text = project.profiling_md.read_text(encoding="utf-8")
+    section = source_sections(text)["hostile"]
+    paths, edges = section["Paths & naming rules"], section["Edge cases"]
+    assert "`labels.csv`: 3 rows, columns: id, label; 2 bare carriage return(s)" in paths
+    assert "`big.jsonl`: 1 records, keys: none found; 1 line(s) that are not JSON" in paths
+    assert "`deep.json`: keys: none found; not usable JSON (RecursionError" in paths
+    assert "pipe.csv (not a regular file: a pipe, device or socket; not read)" in edges
+    assert "\\xff.csv (the file name is not valid UTF-8, not read; rename it)" in edges

@@ -60,6 +60,11 @@ def main(argv=None):
            "eval_script_sha256": sha256_file(root / "03_eval.py")}
     doc["score_sha256"] = score_digest(doc)
     (folder / "eval_score.json").write_text(json.dumps(doc))
+    # The per-sample records the score follows from (mlloop recomputes loss and accuracy from them).
+    index = root / "dataset" / "prepdata" / "v1" / "valid" / "valid.jsonl"
+    ids = [json.loads(line)["id"] for line in index.read_text().splitlines() if line.strip()]
+    (folder / "eval_samples.jsonl").write_text("".join(json.dumps(
+        {"id": i, "prediction": "cat", "target": "cat", "loss": round(1.5 - acc, 6), "accuracy": acc}) + "\\n" for i in ids))
     with open(root / "fake_eval.log", "a") as fh:
         fh.write(args.version + "\\n")
     return 0
@@ -570,3 +575,19 @@ def test_the_fast_score_reader_accepts_only_what_the_full_reader_passes(factory)
         score = read_eval_score(factory.project, path, "v001", primary_metric="accuracy", dataset_id="v1",
                                 findings=found)
         assert score is None or found.problems, doc
+
+
+def test_a_re_signed_forged_score_is_re_evaluated(factory):
+    """Issue 13: a hand-edited value with a recomputed score_sha256 disagrees with eval_samples.jsonl."""
+    from mlloop.scores import score_digest
+
+    fake_project(factory, accuracies=(0.6, 0.7), plan={"v001": 0.6})
+    doc = factory.read_json("Models/Artifacts/v001/eval_score.json")
+    doc["metrics"][1]["value"] = 0.99
+    doc["score_sha256"] = score_digest(doc)
+    factory.write_json("Models/Artifacts/v001/eval_score.json", doc)
+    result = build_report(factory.project, now=NOW)
+    assert result.reevaluated == [("v001", "tampered: eval_score.json was edited after 03_eval.py wrote it: its "
+                                           "accuracy (0.99) is not what eval_samples.jsonl gives (0.6)")]
+    assert factory.read_json("Models/Artifacts/v001/eval_score.json")["metrics"][1]["value"] == 0.6
+    assert ",0.99," not in "\n".join(csv_lines(factory))

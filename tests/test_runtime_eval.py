@@ -289,3 +289,48 @@ def test_record_target_hook_says_where_the_target_lives(tmp_path):
     doc = json.loads((root / "Models/Artifacts/v001/trivial_baselines.json").read_text())
     assert doc["target"] == "record_target()" and doc["predictors"][0]["fitted"] == {"constant": "CAT"}
     assert doc["fitted_on"] == {"split": "train", "num_samples": len(fx.TRAIN_LABELS)}
+
+
+def test_the_score_signs_its_outputs_and_inputs(evaluated, tmp_path):
+    """Issue 13: a score records the sha256 of eval_samples.jsonl and trivial_baselines.json (edited
+    afterwards: tampered), of the training script and the validation index (changed: stale), and
+    its metrics can be recomputed from eval_samples.jsonl without torch."""
+    import shutil
+
+    from mlloop.checks.evaluation import RECOMPUTABLE, recompute_metric
+    from mlloop.scores import STALE, TAMPERED
+
+    root, _, _ = evaluated
+    folder = root / "Models/Artifacts/v001"
+    doc = json.loads((folder / "eval_score.json").read_text())
+    assert doc["eval_samples_sha256"] == sha256_file(folder / "eval_samples.jsonl")
+    assert doc["trivial_baselines_sha256"] == sha256_file(folder / "trivial_baselines.json")
+    assert doc["train_script_sha256"] == sha256_file(root / "02_train_v001.py")
+    assert doc["valid_index_sha256"] == sha256_file(root / "dataset/prepdata/v1/valid/valid.jsonl")
+    rows = [json.loads(line) for line in (folder / "eval_samples.jsonl").read_text().splitlines()]
+    recomputed = {m["name"]: recompute_metric(m["name"], rows) for m in doc["metrics"] if m["name"] in RECOMPUTABLE}
+    assert set(recomputed) == {"loss", "accuracy"}
+    for m in doc["metrics"]:
+        if m["name"] in recomputed:
+            assert recomputed[m["name"]] == pytest.approx(m["value"], rel=1e-9), m["name"]
+
+    copy = tmp_path / "proj"
+    shutil.copytree(root, copy, symlinks=True)
+    project = Project.at(copy)
+
+    def state():
+        score = read_eval_score(project, copy / "Models/Artifacts/v001/eval_score.json", "v001")
+        return provenance(project, "v001", score)
+
+    assert state() == (FRESH, "")
+    script = copy / "02_train_v001.py"
+    original = script.read_bytes()
+    script.write_bytes(original + b"\n# edited after evaluation\nEPOCHS = 99\n")
+    assert state() == (STALE, "02_train_v001.py changed since this score was computed")
+    script.write_bytes(original)
+    index = copy / "dataset/prepdata/v1/valid/valid.jsonl"
+    index.write_text("".join(reversed(index.read_text().splitlines(keepends=True))))
+    assert state() == (STALE, "the validation data (dataset/prepdata/v1/valid/valid.jsonl) changed since this score was computed")
+    samples = copy / "Models/Artifacts/v001/eval_samples.jsonl"
+    samples.write_text(samples.read_text() + "\n")
+    assert state()[0] == TAMPERED and "eval_samples.jsonl was edited" in state()[1]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import markdown as md
 from .errors import Findings, MlloopError
-from .jsonio import write_text_atomic
+from .jsonio import JsonProblems, read_text_file, write_text_atomic
 from .layout import BASELINE, Project, free_backup_path, version_id, version_number
 from .leaderboard import fmt
 from .scores import FRESH, EvalScore, Floor, provenance, read_eval_score, read_floor
@@ -62,8 +62,8 @@ def read_action(text: str) -> tuple[dict[str, str], list[str]]:
 
 def read_text_quiet(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        return read_text_file(path)  # a FIFO or device is refused from its stat, never opened
+    except (OSError, UnicodeDecodeError, JsonProblems):
         return None
 
 
@@ -144,6 +144,9 @@ def draft_analysis(project: Project, vid: str, force: bool = False) -> AnalysisR
         raise MlloopError(f"{project.rel(score_path)} cannot be read; re-run `python 03_eval.py --version {vid}`.",
                           problems=findings.problems)
     target = folder / ANALYSIS_DOC
+    if target.exists() and not target.is_file():
+        raise MlloopError(f"{project.rel(target)} is not a regular file (a folder, pipe or device); move it away, "
+                          f"then run `mlloop analyze {vid}` again.")
     if target.exists() and not force:
         raise MlloopError(f"{project.rel(target)} already exists; edit it, or pass --force to rewrite it "
                           f"(the old one is kept as {ANALYSIS_DOC}.bak).")
@@ -165,7 +168,8 @@ def draft_analysis(project: Project, vid: str, force: bool = False) -> AnalysisR
 
     body = [f"# Result analysis — {vid}", "",
             "## Summary", PLACEHOLDERS["Summary"], "",
-            f"## Metric deltas ({previous} → {vid})", ""]
+            # The parent the script header names (not simply the version numbered before).
+            f"## Metric deltas ({parent} → {vid}" + ("" if previous == parent else f"; previous {previous}") + ")", ""]
     body += delta_block(project, vid, score, parent, previous, rules)
     body += ["", f"- {floor_line}"]
     if too_few:

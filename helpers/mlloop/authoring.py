@@ -34,6 +34,8 @@ def _usage(message: str) -> MlloopError:
 
 def read_header(path: Path) -> dict[str, str]:
     """The change-summary fields of a script ({} when it has none or cannot be read)."""
+    if not Path(path).is_file():  # a FIFO named like a script would block the open for ever
+        return {}
     try:
         with open(path, encoding="utf-8") as fh:
             lines = [next(fh, "") for _ in range(60)]

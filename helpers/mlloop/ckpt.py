@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import pickletools
 import re
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 MAX_PICKLE_BYTES = 512 * 1024 * 1024  # data.pkl holds names and structure, not tensor bytes
+# A Lightning checkpoint of a large model (1,000 tensors plus optimizer state: about 25 opcodes
+# each) is well under 50,000 opcodes; a pickle of millions is built to make the scan itself the attack (minutes,
+# gigabytes of emulated stack), so the scan stops at this many and refuses the file.
+MAX_PICKLE_OPS = 500_000
 
 # What weights_only=True loads by default and Lightning checkpoints actually contain
 # (collections.OrderedDict, torch.FloatStorage…, torch._utils._rebuild_tensor_v2, seen by saving
@@ -42,6 +47,10 @@ _GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
 _MARK = object()
 
 
+class PickleTooLong(ValueError):
+    """The pickle has more opcodes than the scan's budget."""
+
+
 @dataclass(frozen=True)
 class CkptProblem:
     code: str      # ckpt.*
@@ -52,13 +61,13 @@ def is_safe_global(name: str) -> bool:
     return name in SAFE_GLOBALS or bool(SAFE_GLOBAL_RE.match(name))
 
 
-def pickle_globals(stream) -> list[str]:
+def pickle_globals(stream, max_ops: int = MAX_PICKLE_OPS) -> list[str]:
     """Every global a pickle would import, in order of first use, found without unpickling.
 
     A small stack emulation follows string values through the memo so that protocol-4
     ``STACK_GLOBAL`` (module and name pushed as strings) is resolved too; a global whose name
     cannot be worked out is reported as ``<unresolved>``. Raises ``ValueError`` for a
-    malformed or truncated pickle.
+    malformed or truncated pickle, ``PickleTooLong`` past ``max_ops`` opcodes.
     """
     found: list[str] = []
     stack: list = []
@@ -75,7 +84,9 @@ def pickle_globals(stream) -> list[str]:
         del stack[len(stack) - n:]
         return taken
 
-    for op, arg, _pos in pickletools.genops(stream):
+    for count, (op, arg, _pos) in enumerate(pickletools.genops(stream), start=1):
+        if count > max_ops:
+            raise PickleTooLong(f"more than {max_ops:,} opcodes")
         name = op.name
         if name in ("GLOBAL", "INST"):
             module, _, attr = str(arg).partition(" ")
@@ -126,9 +137,12 @@ def inspect_checkpoint(path: Path) -> list[CkptProblem]:
     Never imports torch and never unpickles: a malicious file is reported, not run.
     """
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as exc:
         return [CkptProblem("ckpt.unreadable", f"cannot read the checkpoint: {exc.strerror}")]
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the zip reader for ever
+        return [CkptProblem("ckpt.not_a_file", "not a regular file (a folder, pipe or device); refused unopened")]
+    size = info.st_size
     if size == 0:
         return [CkptProblem("ckpt.empty", "the checkpoint is empty (0 bytes); re-run training")]
     try:
@@ -158,6 +172,10 @@ def _inspect_zip(zf: zipfile.ZipFile) -> list[CkptProblem]:
     try:
         with zf.open(info) as stream:
             found = pickle_globals(stream)
+    except PickleTooLong:
+        return [CkptProblem("ckpt.too_complex",
+                            f"{top}/data.pkl has more than {MAX_PICKLE_OPS:,} pickle opcodes; the scan stops there and "
+                            "refuses it (a checkpoint's structure needs far fewer): re-save plain tensors and dicts")]
     except (ValueError, EOFError, zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
         return [CkptProblem("ckpt.corrupt", f"{top}/data.pkl is not a complete pickle ({exc}); re-run training")]
     unsafe = [g for g in found if not is_safe_global(g)]

@@ -10,6 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a non-UTF-8 file name (``os.fsdecode``'s lone
+    surrogates) shown as ``\\xff``, so that the line can always be printed and JSON-encoded."""
+    if not isinstance(text, str):
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class Problem:
     """One broken contract: which file (relative to the project), where in it, and what to do."""
@@ -18,6 +30,10 @@ class Problem:
     path: str
     message: str
     json_path: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("path", "message", "json_path"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
 
     def line(self) -> str:
         where = f"{self.path}::{self.json_path}" if self.json_path else self.path

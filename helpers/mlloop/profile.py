@@ -15,6 +15,8 @@ import io
 import json
 import os
 import random
+import re
+import stat
 import statistics
 import zipfile
 from collections import Counter
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import MlloopError
+from .errors import MlloopError, printable
 from .jsonio import write_text_atomic
 from .layout import Project, free_backup_path, is_inside
 
@@ -133,10 +135,21 @@ def inventory_source(rawdata: Path, folder: Path) -> SourceInventory:
     for p in paths:
         rel_src = p.relative_to(folder).as_posix()
         rel = p.relative_to(rawdata).as_posix()
+        if printable(rel_src) != rel_src:
+            inv.junk.append(f"{printable(rel_src)} (the file name is not valid UTF-8, not read; rename it)")
+            continue
         if not is_inside(rawdata, p):
             inv.junk.append(f"{rel_src} (a link leaving dataset/rawdata/, not read)")
             continue
-        size = p.stat().st_size
+        try:
+            info = p.stat()
+        except OSError as exc:
+            inv.junk.append(f"{rel_src} (cannot be read: {exc.strerror})")
+            continue
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the first read for ever
+            inv.junk.append(f"{rel_src} (not a regular file: a pipe, device or socket; not read)")
+            continue
+        size = info.st_size
         inv.files += 1
         inv.bytes += size
         ext = p.suffix.lower()
@@ -214,7 +227,15 @@ def _inventory_table(read, rel: str, ext: str, complete: bool) -> TableInfo:
         text = text.rsplit("\n", 1)[0]
         t.notes.append("larger than 64 MB: counted from its first 1 MB only")
     if ext in (".csv", ".tsv"):
-        rows = list(csv.reader(io.StringIO(text), delimiter="\t" if ext == ".tsv" else _sniff(text)))
+        bare_cr = len(re.findall(r"\r(?!\n)", text))
+        if bare_cr:
+            t.notes.append(f"{bare_cr} bare carriage return(s) (\\r without \\n): read as line ends here; "
+                           "a loader must open it with newline=''")
+        try:  # newline="": the csv module itself handles \r, \n and \r\n, quoted or not
+            rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if ext == ".tsv" else _sniff(text)))
+        except csv.Error as exc:
+            t.notes.append(f"not readable as CSV ({exc})")
+            return t
         if rows:
             t.columns = rows[0]
             t.rows = len(rows) - 1
@@ -231,7 +252,7 @@ def _inventory_table(read, rel: str, ext: str, complete: bool) -> TableInfo:
             count += 1
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # invalid JSON, a 5,000-digit integer, 10,000 nested lists
                 bad += 1
                 continue
             if isinstance(obj, dict):
@@ -247,6 +268,9 @@ def _inventory_table(read, rel: str, ext: str, complete: bool) -> TableInfo:
             obj = json.loads(text, parse_constant=lambda tok: nonfinite.append(tok))
         except json.JSONDecodeError as exc:
             t.notes.append(f"not valid JSON (line {exc.lineno}: {exc.msg})")
+            return t
+        except (ValueError, RecursionError) as exc:  # huge integers, nesting past the recursion limit
+            t.notes.append(f"not usable JSON ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
             return t
         if nonfinite:
             t.notes.append(f"{len(nonfinite)} NaN/Infinity token(s): not strict JSON")
@@ -415,7 +439,8 @@ def draft_profiling(project: Project, force: bool = False) -> ProfileResult:
         if s.files == 0:
             warnings.append(f"source {s.name} is empty")
     decoded = decode_images(rawdata, sources, limit, rules.seed)
-    text = render_draft(sources, loose, decoded, limit, rules.seed, rules.task_type)
+    # printable(): a non-UTF-8 file name is shown as \xff escapes rather than failing the write.
+    text = printable(render_draft(sources, loose, decoded, limit, rules.seed, rules.task_type))
     backup = None
     if target.exists():
         bak = free_backup_path(target)

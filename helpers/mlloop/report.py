@@ -295,10 +295,25 @@ def _refuse_escape(project: Project, src: Path) -> None:
                           "inside it. Replace the link with the file itself.")
 
 
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
 def _copy_file(project: Project, src: Path, dst: Path) -> None:
     _refuse_escape(project, src)
     if src.is_file():
+        if src.suffix.lower() in CHECKPOINT_SUFFIXES:
+            _refuse_unsafe_checkpoint(project, src)
         shutil.copyfile(src, dst)  # follows an in-project link, writes a regular file
+
+
+def _refuse_unsafe_checkpoint(project: Project, src: Path) -> None:
+    """The report hands its checkpoint to whoever loads it next: only a weights-only one goes."""
+    from .ckpt import inspect_checkpoint
+
+    found = inspect_checkpoint(src)
+    if found:
+        raise MlloopError(f"{project.rel(src)}: {found[0].message}; the report copies only checkpoints that load "
+                          "with torch.load(weights_only=True), so it was not built.")
 
 
 def _copy_tree(project: Project, src: Path, dst: Path, seen: set[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -34,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
         "stratify_key": "category",
         "group_key": "group_id",
         "max_profile_samples": 1000,
+        "max_drop_share": 0.2,        # one drop reason removing more must be named in profiling.md
+        "min_samples_per_class": 1,   # per split, for tasks with a label field
         "max_train_samples": None,
     },
     "model_config": {
@@ -97,9 +100,14 @@ def _validator(skill: str):
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
 
+    from jsonschema.validators import extend
+
     common = json.loads(_schema_text("rules-common.schema.json"))
     registry = Registry().with_resource(common["$id"], Resource.from_contents(common))
-    return Draft202012Validator(schema(skill), registry=registry)
+    # JSON Schema counts 3.0 as an integer; the code using the value does not (range(3.0) fails).
+    strict = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+    return extend(Draft202012Validator, type_checker=strict)(schema(skill), registry=registry)
 
 
 @dataclass
@@ -172,10 +180,10 @@ class Rules:
 def read_rules_file(project: Project, skill: str, findings: Findings) -> RulesFile:
     path = project.rules_path(skill)
     rel = project.rel(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         return RulesFile(skill, rel, exists=False)
     try:
-        data = read_json(path, rel)
+        data = read_json(path, rel, root=project.root)
     except JsonProblems as exc:
         findings.problems.extend(exc.problems)
         return RulesFile(skill, rel, exists=True)

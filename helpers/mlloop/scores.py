@@ -10,16 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from .errors import Findings
-from .jsonio import JsonProblems, read_json
+from .jsonio import JsonProblems, parse_json_text, read_json, read_text_file
 from .layout import Project
 
 SEED_FIELDS = ("dataset_id", "created_at", "num_samples", "metrics", "latency_ms")
 PROVENANCE_FIELDS = ("checkpoint_sha256", "eval_script_sha256", "score_sha256")
+# Recorded by 03_eval.py beside the fields above: the outputs written with the score (edited
+# afterwards = tampered) and the inputs it read (changed afterwards = stale).
+OUTPUT_HASHES = {"eval_samples_sha256": "eval_samples.jsonl", "trivial_baselines_sha256": "trivial_baselines.json"}
+INPUT_HASHES = ("train_script_sha256", "valid_index_sha256")
 FRESH, STALE, TAMPERED, UNKNOWN = "fresh", "stale", "tampered", "unknown"
 
 
@@ -141,7 +147,7 @@ def read_eval_score(project: Project, path: Path, owner: str, *, primary_metric:
             findings.problem("eval.primary_ambiguous", rel,
                              f"the primary metric {primary_metric!r} appears {names.count(primary_metric)} times; ranking needs one value",
                              "$.metrics")
-    for key in ("checkpoint_sha256", "eval_script_sha256", "score_sha256"):
+    for key in ("checkpoint_sha256", "eval_script_sha256", "score_sha256", *OUTPUT_HASHES, *INPUT_HASHES):
         if key in doc and not (isinstance(doc[key], str) and len(doc[key]) == 64):
             findings.problem("eval.provenance", rel, f"{key} must be a 64-character sha256 hex string", f"$.{key}")
     return EvalScore(owner, path, doc, metrics)
@@ -175,7 +181,8 @@ def _valid_metrics(raw, rel: str, findings: Findings) -> list[dict]:
     return good
 
 
-def provenance(project: Project, vid: str, score: EvalScore, sha256=sha256_file) -> tuple[str, str]:
+def provenance(project: Project, vid: str, score: EvalScore, sha256=sha256_file,
+               recompute: bool = True) -> tuple[str, str]:
     """``(state, reason)``: fresh, stale (inputs changed since), tampered (the score was edited
     after it was written) or unknown (no provenance recorded). ``sha256`` lets a caller that
     checks many versions hash each file once (03_eval.py is shared by all of them)."""
@@ -185,7 +192,16 @@ def provenance(project: Project, vid: str, score: EvalScore, sha256=sha256_file)
     missing = [k for k in ("checkpoint_sha256", "eval_script_sha256") if k not in doc]
     if missing:
         return UNKNOWN, f"eval_score.json records no {' / '.join(missing)}; it was not written by 03_eval.py"
-    ckpt = project.artifact_dir(vid) / "best.ckpt"
+    folder = project.artifact_dir(vid)
+    for key, name in OUTPUT_HASHES.items():
+        if isinstance(doc.get(key), str) and _hashable(project, folder / name) \
+                and sha256(folder / name) != doc[key]:
+            return TAMPERED, f"{name} was edited after 03_eval.py wrote it ({key} in eval_score.json does not match)"
+    # A re-signed hand edit: the digests agree, the numbers do not follow from the records.
+    why = recompute_mismatch(project, vid, score) if recompute else None
+    if why:
+        return TAMPERED, f"eval_score.json was edited after 03_eval.py wrote it: {why}"
+    ckpt = folder / "best.ckpt"
     if not ckpt.is_file():
         return STALE, "best.ckpt is missing"
     if sha256(ckpt) != doc["checkpoint_sha256"]:
@@ -194,7 +210,87 @@ def provenance(project: Project, vid: str, score: EvalScore, sha256=sha256_file)
         return STALE, "03_eval.py is missing"
     if sha256(project.eval_script) != doc["eval_script_sha256"]:
         return STALE, "03_eval.py changed since this score was computed"
+    if isinstance(doc.get("train_script_sha256"), str):
+        script = project.script(vid)
+        if not _hashable(project, script):
+            return STALE, f"{script.name} is missing"
+        if sha256(script) != doc["train_script_sha256"]:
+            return STALE, f"{script.name} changed since this score was computed"
+    if isinstance(doc.get("valid_index_sha256"), str) and isinstance(doc.get("dataset_id"), str):
+        index = valid_index_file(project.prepdata(doc["dataset_id"]))
+        if index is None or not _hashable(project, index):
+            return STALE, f"the validation index of dataset/prepdata/{doc['dataset_id']}/ is missing"
+        if sha256(index) != doc["valid_index_sha256"]:
+            return STALE, f"the validation data ({project.rel(index)}) changed since this score was computed"
     return FRESH, ""
+
+
+def valid_index_file(prepdata: Path) -> Path | None:
+    """The validation index a score was computed on: ``valid/valid.jsonl``, else ``valid.parquet``
+    (the order in which the runtime's ``read_index`` looks)."""
+    for name in ("valid.jsonl", "valid.parquet"):
+        path = Path(prepdata) / "valid" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _hashable(project: Project, path: Path) -> bool:
+    """A regular file inside the project: hashing never opens a FIFO or a link out of it."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    real, root = os.path.realpath(path), os.path.realpath(project.root)
+    return real.startswith(root + os.sep)
+
+
+# Metrics whose value eval_samples.jsonl determines without torch: the mean of the per-sample
+# column 03_eval.py writes (runtime.metrics: loss, accuracy, exact_match, mse, mae, mape; rmse is
+# the root of the mean square), else from each row's prediction and target.
+MEAN_OF_ROWS = ("loss", "accuracy", "exact_match", "mse", "mae", "mape")
+RECOMPUTABLE = MEAN_OF_ROWS + ("rmse",)
+
+
+def recompute_metric(name: str, rows: list[dict]) -> float | None:
+    """``name`` over the eval_samples.jsonl ``rows``, or None when the rows do not hold what it needs."""
+    n = len(rows)
+    if name in MEAN_OF_ROWS and all(_finite_number(r.get(name)) for r in rows):
+        return math.fsum(r[name] for r in rows) / n
+    if name == "rmse" and all(_finite_number(r.get("rmse")) for r in rows):
+        return math.sqrt(math.fsum(r["rmse"] ** 2 for r in rows) / n)
+    if any("prediction" not in r or "target" not in r for r in rows):
+        return None
+    if name in ("accuracy", "exact_match"):
+        return sum(1 for r in rows if r["prediction"] == r["target"]) / n
+    if name in ("mse", "mae", "rmse") and all(_finite_number(r["prediction"]) and _finite_number(r["target"]) for r in rows):
+        errors = [float(r["prediction"]) - float(r["target"]) for r in rows]
+        if name == "mae":
+            return math.fsum(abs(e) for e in errors) / n
+        mse = math.fsum(e * e for e in errors) / n
+        return mse if name == "mse" else math.sqrt(mse)
+    return None
+
+
+def recompute_mismatch(project: Project, vid: str, score: EvalScore) -> str | None:
+    """Why the score's numbers are not what its eval_samples.jsonl gives, or None (they agree, or
+    the records cannot be read: `mlloop check` reports that)."""
+    path = project.artifact_dir(vid) / "eval_samples.jsonl"
+    if not _hashable(project, path):
+        return None
+    try:
+        text = read_text_file(path)
+        rows = [parse_json_text(line, "") for line in text.splitlines() if line.strip()]
+    except JsonProblems:
+        return None
+    if not rows or not all(isinstance(r, dict) for r in rows):
+        return None
+    for m in score.metrics:
+        value = recompute_metric(m["name"], rows) if m["name"] in RECOMPUTABLE else None
+        if value is not None and not math.isclose(value, m["value"], rel_tol=1e-6, abs_tol=1e-9):
+            return f"its {m['name']} ({m['value']:.6g}) is not what eval_samples.jsonl gives ({value:.6g})"
+    return None
 
 
 @dataclass(frozen=True)

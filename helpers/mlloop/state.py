@@ -11,11 +11,13 @@ cheap: small JSON and Markdown reads, one checkpoint hash at most (the current v
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import markdown as md
 from .errors import Findings, MlloopError, Problem
+from .jsonio import JsonProblems, read_text_file
 from .layout import BASELINE, BUILD_BASELINE, PROGRESSIVE_TRAINING, Project, version_id, version_number
 from .scores import FRESH, Floor, provenance, read_floor
 from .stages import (ACTION, ACTION_DOC, ANALYSED, ANALYSIS_DOC, EVAL_ARTIFACTS, EVALUATED, SMOKE_REPORT,
@@ -266,8 +268,8 @@ def _cheap_check(project: Project, target: str) -> list[Problem]:
 def profiling_gaps(project: Project, path: Path, sources: list[str]) -> tuple[list[str], list[Problem]]:
     rel = project.rel(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_text_file(path)
+    except (OSError, UnicodeDecodeError, JsonProblems):
         return [f"{rel} cannot be read as UTF-8 text"], []
     secs = md.sections(text)
     gaps, problems = [], []
@@ -322,8 +324,8 @@ def _train_missing(folder: Path) -> list[Path]:
 
 def _bullet(path: Path, key: str) -> str:
     try:
-        return md.bullets(path.read_text(encoding="utf-8")).get(key, "").strip()
-    except (OSError, UnicodeDecodeError):
+        return md.bullets(read_text_file(path)).get(key, "").strip()
+    except (OSError, UnicodeDecodeError, JsonProblems):
         return ""
 
 
@@ -480,8 +482,8 @@ def _final_report(project: Project, st: Status, vid: str, cur: int, max_versions
     st.report = project.rel(report)
     analysis = report / "final-analysis.md"
     try:
-        section = agent_section(analysis.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
+        section = agent_section(read_text_file(analysis))
+    except (OSError, UnicodeDecodeError, JsonProblems):
         section = None
     if section is None or md.is_placeholder(section):
         _set(st, 7, f"fill the agent section of {project.rel(analysis)}",
@@ -504,9 +506,9 @@ def _latest_report_with(project: Project, vid: str) -> Path | None:
     """The newest report whose leaderboard includes ``vid`` (an older one predates the loop's end)."""
     for report in sorted(project.reports(), key=_report_order, reverse=True):
         try:
-            with open(report / "leaderboard.csv", newline="", encoding="utf-8") as fh:
-                if any(row and row[0] == vid for row in csv.reader(fh)):
-                    return report
-        except (OSError, UnicodeDecodeError, csv.Error):
+            text = read_text_file(report / "leaderboard.csv")  # never a FIFO: status runs at session start
+            if any(row and row[0] == vid for row in csv.reader(io.StringIO(text, newline=""))):
+                return report
+        except (OSError, UnicodeDecodeError, csv.Error, JsonProblems):
             continue
     return None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Findings, MlloopError
-from ..jsonio import JsonProblems, read_json
+from ..jsonio import JsonProblems, read_file_bytes, read_json
 from ..layout import Project
 from ..rules import Rules, resolve
 from ..scores import EvalScore, read_eval_score, sha256_file
@@ -148,12 +148,11 @@ class Context:
         if not self.safe(path):
             return None
         try:
-            data = path.read_bytes()
-        except IsADirectoryError:
-            self.problem(f"{code_prefix}.not_a_file", path, "expected a file, found a folder")
-            return None
-        except OSError as exc:
-            self.problem(f"{code_prefix}.unreadable", path, f"cannot read the file: {exc.strerror}")
+            data = read_file_bytes(path, self.rel(path))
+        except JsonProblems as exc:
+            for p in exc.problems:  # file.not_a_file -> {prefix}.not_a_file, as the readers of each step name them
+                code = p.code.replace("file.", f"{code_prefix}.", 1) if p.code.startswith("file.") else p.code
+                self.problem(code, p.path, p.message)
             return None
         try:
             return data.decode("utf-8-sig")
@@ -173,7 +172,9 @@ class Context:
             f = Findings()
             path = self.project.artifact_dir(vid) / "eval_score.json"
             score = None
-            if self.safe(path) and path.is_file():
+            # Anything at the path is read through the one reader, so a folder or a FIFO named
+            # eval_score.json is a problem rather than a version silently without a score.
+            if self.safe(path) and os.path.lexists(path):
                 score = read_eval_score(self.project, path, vid, primary_metric=self.rules.primary_metric,
                                         dataset_id=self.dataset_id, findings=f)
             self._scores[vid] = (score, f)

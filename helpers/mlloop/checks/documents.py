@@ -168,7 +168,31 @@ def check_script(ctx: Context, vid: str, text: str | None) -> str | None:
         # latest), even when the code was copied from an older, better parent.
         ctx.warn("script.action_source", path, f"action_source should be Models/Artifacts/{version_id(n - 1)}/{ACTION_DOC}, "
                  "the Selected Action of the version analysed last")
+    if pn is not None and (n is None or pn < n) and not from_baseline:
+        _check_change_applied(ctx, vid, path, text, parent)
     return parent
+
+
+def code_body(text: str) -> list[str]:
+    """The script without its change-summary header, blank lines and whole-line comments: what
+    runs. Two scripts with equal bodies train the same way whatever their headers say."""
+    lines = text.splitlines()
+    if HEADER_START in (line.strip() for line in lines[:3]):
+        start = next(i for i, line in enumerate(lines) if line.strip() == HEADER_START)
+        end = next((i for i in range(start, min(len(lines), start + 40)) if lines[i].strip() == HEADER_END), None)
+        if end is not None:
+            lines = lines[:start] + lines[end + 1:]
+    return [line.rstrip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _check_change_applied(ctx: Context, vid: str, path: Path, text: str, parent: str) -> None:
+    parent_path = ctx.project.script(parent)
+    if not (ctx.safe(parent_path) and parent_path.is_file()):
+        return
+    parent_text = ctx.read_text(parent_path, "script")
+    if parent_text is not None and code_body(text) == code_body(parent_text):
+        ctx.problem("script.unchanged", path, f"the code is {parent}'s unchanged (only the change summary differs); "
+                    f"apply the Selected Action the header describes before training {vid}")
 
 
 def check_no_eval_writes(ctx: Context, path: Path, text: str) -> None:

@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 
 from ..jsonio import JsonProblems, parse_json_text
-from ..scores import STALE, TAMPERED, UNKNOWN, Floor, provenance
+from ..scores import (INPUT_HASHES, OUTPUT_HASHES, RECOMPUTABLE, STALE, TAMPERED, UNKNOWN, Floor, provenance,
+                      recompute_metric)
 from .context import Context
 
 SAMPLE_DIR_RE = re.compile(r"[0-9]{4,}")
@@ -52,13 +53,18 @@ def _check_score(ctx: Context, vid: str, folder: Path):
                     "evaluation covers the whole validation split", "$.num_samples")
     ckpt = folder / "best.ckpt"
     if ctx.safe(ckpt) and ckpt.is_file() and not os.path.islink(ckpt) and ctx.safe(ctx.project.eval_script):
-        state, reason = provenance(ctx.project, vid, score, sha256=ctx.sha256)
+        # recompute=False: _check_recomputed below names the metric and the line itself.
+        state, reason = provenance(ctx.project, vid, score, sha256=ctx.sha256, recompute=False)
         if state == TAMPERED:
             ctx.problem("eval.tampered", path, f"{reason}; scores come from 03_eval.py only: re-run {_rerun(vid)}")
         elif state == STALE:
             ctx.problem("eval.stale", path, f"stale: {reason}; re-run {_rerun(vid)} (mlloop report does it for you)")
         elif state == UNKNOWN:
             ctx.warn("eval.provenance_unknown", path, f"{reason}; its numbers cannot be traced to a checkpoint")
+        unsigned = [k for k in (*OUTPUT_HASHES, *INPUT_HASHES) if k not in doc]
+        if state != UNKNOWN and unsigned:
+            ctx.warn("eval.provenance_partial", path, f"records no {' / '.join(unsigned)} (an older 03_eval.py); "
+                     f"re-run {_rerun(vid)} so that later edits to its outputs and inputs are detected")
     return score
 
 
@@ -139,7 +145,7 @@ def _check_eval_samples(ctx: Context, vid: str, folder: Path, score) -> None:
     if text is None:
         return
     rel = ctx.rel(path)
-    ids, bad = [], 0
+    ids, bad, rows = [], 0, []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -155,6 +161,7 @@ def _check_eval_samples(ctx: Context, vid: str, folder: Path, score) -> None:
                 reason = "the record has no id"
             else:
                 ids.append(value["id"])
+                rows.append(value)
         if reason:
             bad += 1
             if bad <= MAX_LISTED:
@@ -164,6 +171,8 @@ def _check_eval_samples(ctx: Context, vid: str, folder: Path, score) -> None:
     ns = score.doc.get("num_samples") if score is not None else None
     if isinstance(ns, int) and not isinstance(ns, bool) and ns >= 1 and not bad and len(ids) != ns:
         ctx.problem("eval.samples", rel, f"{len(ids)} records but eval_score.json num_samples is {ns}; one record per validation sample")
+    if score is not None and not bad and rows:
+        _check_recomputed(ctx, vid, rel, score, rows)
     hashable = [json.dumps(i, sort_keys=True) if isinstance(i, (dict, list)) else i for i in ids]
     if len(set(hashable)) != len(hashable):
         ctx.problem("eval.samples", rel, "ids repeat; one record per validation sample")
@@ -175,6 +184,22 @@ def _check_eval_samples(ctx: Context, vid: str, folder: Path, score) -> None:
             ctx.problem("eval.samples", rel, f"{len(absent)} validation id(s) have no record (e.g. {sorted(map(str, absent))[0]!r})")
         if extra:
             ctx.problem("eval.samples", rel, f"{len(extra)} id(s) are not validation samples (e.g. {sorted(map(str, extra))[0]!r})")
+
+
+def _check_recomputed(ctx: Context, vid: str, rel: str, score, rows: list[dict]) -> None:
+    """A score's numbers must follow from its per-sample records: a hand-edited value with a
+    recomputed score_sha256 still disagrees with eval_samples.jsonl."""
+    score_rel = ctx.rel(score.path)
+    for i, m in enumerate(score.metrics):
+        if m["name"] not in RECOMPUTABLE:
+            continue
+        value = recompute_metric(m["name"], rows)
+        if value is None:
+            ctx.problem("eval.recompute", rel, f"{m['name']} is in eval_score.json but cannot be recomputed from these "
+                        f"records (they lack per-sample {m['name']} values or prediction/target); re-run {_rerun(vid)}")
+        elif not math.isclose(value, m["value"], rel_tol=1e-6, abs_tol=1e-9):
+            ctx.problem("eval.recompute", score_rel, f"{m['name']} is {m['value']:.6g} but eval_samples.jsonl gives "
+                        f"{value:.6g}; scores come from 03_eval.py only: re-run {_rerun(vid)}", f"$.metrics[{i}].value")
 
 
 def _check_trivial(ctx: Context, vid: str, folder: Path, score) -> None:
@@ -201,6 +226,7 @@ def _check_trivial(ctx: Context, vid: str, folder: Path, score) -> None:
         ctx.problem("floor.invalid", path, "floor needs metric (string), value (finite number) and higher_is_better (bool)", "$.floor")
         return
     f = Floor(floor["metric"], float(floor["value"]), str(floor.get("predictor", "")), floor["higher_is_better"])
+    _check_floor_choice(ctx, vid, path, doc, f)
     if score is None:
         return
     value = score.value(f.metric)
@@ -211,6 +237,31 @@ def _check_trivial(ctx: Context, vid: str, folder: Path, score) -> None:
         ctx.warn("eval.below_floor", ctx.project.artifact_dir(vid) / "eval_score.json",
                  f"{vid} does not beat the trivial baseline: {f.metric} {value:g} vs {f.value:g} for "
                  f"{f.predictor or 'a trivial predictor'}; the model may have learnt nothing")
+
+
+def _check_floor_choice(ctx: Context, vid: str, path: Path, doc: dict, f: Floor) -> None:
+    """The floor is the best trivial predictor's value on its metric (runtime.trivial.choose_floor):
+    a floor edited down (an easier bar) disagrees with the predictors listed beside it."""
+    predictors = doc.get("predictors") if isinstance(doc.get("predictors"), list) else []
+    values = [(p.get("name"), m["value"]) for p in predictors if isinstance(p, dict) and isinstance(p.get("metrics"), list)
+              for m in p["metrics"] if isinstance(m, dict) and m.get("name") == f.metric and _finite(m.get("value"))]
+    if not values:
+        ctx.problem("floor.invalid", path, f"no predictor reports {f.metric!r}, so the floor on it comes from nowhere", "$.floor")
+        return
+    best = max(v for _, v in values) if f.higher_is_better else min(v for _, v in values)
+    same = lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)  # noqa: E731
+    if not same(best, f.value):
+        ctx.problem("floor.mismatch", path, f"floor.value is {f.value:g} but the best predictor on {f.metric} scores {best:g}; "
+                    f"the floor is the best trivial predictor's value: re-run {_rerun(vid)}", "$.floor.value")
+    elif not any(same(v, f.value) for name, v in values if name == f.predictor):
+        ctx.problem("floor.mismatch", path, f"floor.predictor {f.predictor!r} does not score {f.value:g} on {f.metric} "
+                    f"among the predictors listed; re-run {_rerun(vid)}", "$.floor.predictor")
+    primary = ctx.rules.primary_metric
+    if f.metric != primary and not ctx.rules_unreadable and any(
+            isinstance(m, dict) and m.get("name") == primary for p in predictors if isinstance(p, dict)
+            for m in (p.get("metrics") if isinstance(p.get("metrics"), list) else [])):
+        ctx.problem("floor.mismatch", path, f"the floor is on {f.metric!r} but the predictors report the primary metric "
+                    f"{primary!r}; the floor is on the primary metric when a trivial predictor can compute it", "$.floor.metric")
 
 
 def _finite(v) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..jsonio import JsonProblems, parse_json_text
 from ..scores import parse_iso8601
 from ..taskformat import TYPE_CHECKS
+from . import data_intent
 from .context import Context
 from .parquet_footer import ParquetError, read_parquet_info
 
@@ -191,8 +192,27 @@ def check_prepdata(ctx: Context, required: bool) -> None:
             if split in counts and isinstance(want, int) and want != counts[split]:
                 ctx.problem("prepdata.counts", base / "stats.json",
                             f"counts.{split} is {want} but the {split} index has {counts[split]} records", f"$.counts.{split}")
+    _check_intent(ctx, base, stats, task, split_strategy, group_key, counts)
     _check_common(ctx, base)
     _check_pipeline_report(ctx, base)
+
+
+def _check_intent(ctx: Context, base: Path, stats, task: dict | None, split_strategy, group_key: str, counts: dict) -> None:
+    """The split, the de-duplication and the filters did what the rules asked (checks.data_intent)."""
+    dc = ctx.rules.values["dataset_config"]
+    rows = {s: [r for r in (read_index_quiet(ctx, s) or []) if isinstance(r, dict)] for s in SPLITS if s in counts}
+    if split_strategy == "group" and len(rows) == 2:
+        line = data_intent.singleton_groups(rows, group_key)
+        if line:
+            ctx.problem("prepdata.group_singletons", base, line)
+    if isinstance(stats, dict) and data_intent.drop_shares(stats, dc.get("max_drop_share"), None):
+        text = ctx.document(ctx.project.profiling_md, "profiling")
+        for line in data_intent.drop_shares(stats, dc.get("max_drop_share"), text):
+            ctx.problem("prepdata.drop_share", base / "stats.json", line, "$.dropped")
+    required = ((task or {}).get("index_schema") or {}).get("required") or []
+    if "label" in required and len(rows) == 2 and all(rows.values()):
+        for split, line in data_intent.class_counts(rows, "label", dc.get("min_samples_per_class")).items():
+            ctx.problem("prepdata.class_count", read_index(ctx, split)[0] or base / split, line)
 
 
 def _check_stats(ctx: Context, base: Path):

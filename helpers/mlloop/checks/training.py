@@ -98,6 +98,11 @@ def check_spec(ctx: Context, vid: str, folder: Path) -> dict | None:
             if best.get("mode") not in ("min", "max"):
                 ctx.problem("spec.field", path, f"best_checkpoint.mode must be \"min\" or \"max\", found {json.dumps(best.get('mode'))}",
                             "$.best_checkpoint.mode")
+    script = ctx.project.script(vid)
+    recorded = spec.get("script_sha256")
+    if isinstance(recorded, str) and ctx.safe(script) and script.is_file() and ctx.sha256(script) != recorded:
+        ctx.problem("spec.script_changed", script, f"{script.name} changed after training (spec.json records the sha256 of "
+                    f"another file): best.ckpt was not made by this script; restore it or retrain ({_rerun(vid)})")
     if vid == BASELINE and spec.get("parent") is not None:
         ctx.problem("spec.parent", path, "the baseline has no parent; parent must be null", "$.parent")
     if "additional_assets" in spec:
@@ -155,5 +160,7 @@ def _check_logs(ctx: Context, folder: Path, vid: str) -> None:
         p = latest / name
         if not ctx.exists(p):
             ctx.problem("train.logs", p, f"{name} is missing from the latest log folder {latest.name}/")
+        elif ctx.safe(p) and not p.is_file():
+            ctx.problem("train.logs", p, f"{name} is not a regular file (a folder, pipe or device); the CSV logger writes a file")
         elif name == "metrics.csv" and ctx.safe(p) and p.is_file() and p.stat().st_size == 0:
             ctx.problem("train.logs", p, "metrics.csv is empty; no metric was logged")

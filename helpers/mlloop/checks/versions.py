@@ -129,11 +129,17 @@ def check_chain(ctx: Context, all_stages: dict[str, VersionStage | None]) -> Non
     project = ctx.project
     numbers = sorted(version_number(v) for v in all_stages)
     if numbers:
-        present = set(numbers)
-        for n in range(1, numbers[-1]):
-            if n not in present:
-                ctx.problem("versions.gap", project.artifact_dir(version_id(n)),
-                            f"{version_id(n)} is missing between the versions around it; versions are numbered without gaps")
+        # One problem per run of missing numbers, so a stray 02_train_v100000.py costs one line,
+        # not 99,998 (and never a loop over the numbers in between).
+        for before, after in zip([0] + numbers, numbers):
+            if after - before == 2:
+                ctx.problem("versions.gap", project.artifact_dir(version_id(before + 1)),
+                            f"{version_id(before + 1)} is missing between the versions around it; versions are numbered without gaps")
+            elif after - before > 2:
+                first, last = version_id(before + 1), version_id(after - 1)
+                ctx.problem("versions.gap", project.artifact_dir(first),
+                            f"{first}…{last} ({after - before - 1:,} versions) are missing before {version_id(after)}; "
+                            f"versions are numbered without gaps: rename or remove {version_id(after)} if it is a stray copy")
         # Each version is finished (through Step 4) before the next one is authored.
         later = version_id(numbers[-1])
         for vid, st in all_stages.items():

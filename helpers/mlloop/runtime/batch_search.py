@@ -244,22 +244,24 @@ def run_steps(module, batch, steps: int, device, precision: str = "32-true",
 
 def cycled_batch(dataset, batch_size: int, collate_fn=None):
     """A batch of exactly ``batch_size`` samples, cycling through ``dataset`` when it is smaller:
-    the memory a size needs does not depend on which samples fill it."""
-    from torch.utils.data import default_collate
+    the memory a size needs does not depend on which samples fill it. ``dataset`` may be the
+    script's DataLoader (its collate_fn builds the batch: ``mlloop.runtime.loader``)."""
+    from .loader import Batches
 
-    if len(dataset) == 0:
-        raise MlloopError("the training split is empty: nothing to search a batch size with.")
-    items = [dataset[i % len(dataset)] for i in range(batch_size)]
-    return (collate_fn or default_collate)(items)
+    return Batches(dataset, collate_fn).cycled(batch_size)
 
 
 def module_trainer(module, dataset, device, precision: str = "32-true", collate_fn=None) -> tuple[Callable, StateKeeper]:
-    """``train_steps(batch_size, steps)`` for ``search``, starting every trial from the same weights."""
+    """``train_steps(batch_size, steps)`` for ``search``, starting every trial from the same weights;
+    batches come from ``dataset`` (the script's DataLoader, or a dataset and ``collate_fn``)."""
+    from .loader import Batches
+
     keeper = StateKeeper(module)
+    batches = Batches(dataset, collate_fn)
 
     def train_steps(batch_size: int, steps: int) -> int:
         try:
-            batch = cycled_batch(dataset, batch_size, collate_fn)
+            batch = batches.cycled(batch_size)
             return run_steps(module, batch, steps, device, precision)
         finally:
             keeper.restore()

@@ -12,9 +12,16 @@ plain dict (a pandas DataFrame's rows are accepted too; NaN becomes None):
                 reference is a path relative to dataset/rawdata/, or "<zip path>::<member>" for a
                 zip member read without extracting. ``asset_paths`` (a list) is accepted instead
                 when the task has one path field.
-    group_id    optional (the rules' ``group_key`` names the field)
+    <group_key> the field the rules' ``group_key`` names (``group_id`` by default); every record
+                needs it when ``split_strategy`` is group, as it needs ``<stratify_key>`` when
+                stratified (``require_split_key``: no record silently becomes its own group)
     ...         the task's other index fields (target, label, features, line_id, ...)
-    meta        optional dict copied into the index record
+    meta        optional dict copied into the index record; any other field is moved there
+                with a warning (``move_unknown_fields``), never dropped silently
+
+A duplicate is a record whose input *and* target are those of another (asset bytes plus the
+task's content fields, ``TaskSpec.content_fields``): windows of one series or crops of one image
+share an asset file without being duplicates, and such a shared asset is stored once per split.
 
 Everything random takes the rules' seed. Nothing here is imported by the CLI; it may use
 pyarrow (parquet) and Pillow (image sizes), each imported where needed.
@@ -43,6 +50,10 @@ ZIP_SEP = "::"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 TARGET_FIELDS = {"label", "target", "tags", "answer", "positive", "negative", "target_item", "horizon"}
+# Index fields that name a sample rather than describe it: left out of the content hash, so
+# one image under two file names (or two line ids) is still one sample.
+IDENTITY_FIELDS = frozenset({"id", "source", "meta", "group_id", "line_id", "parent_id", "series_id", "speaker_id"})
+DERIVED_FIELDS = frozenset({"width", "height", "duration_sec"})  # facts of the asset, already hashed with it
 META_COLUMNS = ("sample_id", "source", "category", "asset_paths", "group_id", "length", "width", "height",
                 "hash", "label_summary", "split", "drop_reason")
 
@@ -99,6 +110,13 @@ class TaskSpec:
         """Fields that make up a sample's input (content hash of index-only tasks)."""
         skip = {"id", self.label_field} | TARGET_FIELDS | set(self.path_fields)
         return tuple(f for f in self.required if f not in skip)
+
+    @property
+    def content_fields(self) -> tuple[str, ...]:
+        """Index fields that make a sample what it is (inputs and targets; no ids, no paths):
+        with the asset bytes they are the content hash that de-duplication compares."""
+        return tuple(f for f in self.required + self.optional
+                     if f not in IDENTITY_FIELDS | DERIVED_FIELDS and f not in set(self.path_fields))
 
     @property
     def is_classification(self) -> bool:
@@ -194,6 +212,36 @@ def validate_records(records: list[dict], spec: TaskSpec) -> None:
         raise PipelineError(f"{len(problems)} problem(s) in the parsed records:\n" + "\n".join(shown))
 
 
+RECORD_FIELDS = frozenset(META_COLUMNS) | {"assets", "meta", "index_paths"}  # the pipeline's own
+
+
+def move_unknown_fields(records: list[dict], spec: TaskSpec, keep: Iterable[str | None] = ()) -> dict[str, int]:
+    """Copy every top-level field that is neither the pipeline's own, nor in the task's index
+    schema, nor one of ``keep`` (the rules' group_key and stratify_key) into the record's
+    ``meta``: the index keeps it instead of losing it. Returns {field: records}, for the warning
+    the pipeline prints. A field that ``meta`` already holds with another value is an error."""
+    known = set(RECORD_FIELDS) | set(spec.required + spec.optional) | {k for k in keep if k}
+    known.discard("id")  # the index's id is sample_id; an "id" of the parse region is kept in meta
+    moved: Counter = Counter()
+    for r in records:
+        extra = {k: v for k, v in r.items() if k not in known}
+        if not extra:
+            continue
+        meta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
+        clash = next((k for k in sorted(extra) if k in meta and meta[k] != extra[k]), None)
+        if clash:
+            raise PipelineError(f"record {r.get('sample_id')!r}: field {clash!r} is not in {spec.name}'s index "
+                                f"schema and meta.{clash} already holds another value; rename one of them.")
+        r["meta"] = {**meta, **extra}
+        moved.update(extra.keys())
+    return dict(sorted(moved.items()))
+
+
+def unknown_field_warnings(moved: dict[str, int], task: str) -> list[str]:
+    """One line per field ``move_unknown_fields`` moved (printed, and in the pipeline report)."""
+    return [f"field {k!r} is not in {task}'s index schema; kept as meta.{k} in {n} record(s)" for k, n in moved.items()]
+
+
 def asset_map(record: dict, spec: TaskSpec) -> dict[str, str]:
     """The record's {index path field: raw reference}."""
     assets = record.get("assets")
@@ -213,6 +261,7 @@ class AssetReader:
     def __init__(self, rawdata: Path):
         self.rawdata = Path(rawdata)
         self._zips: dict[str, zipfile.ZipFile] = {}
+        self._digests: dict[str, str] = {}
 
     def __enter__(self) -> "AssetReader":
         return self
@@ -250,6 +299,12 @@ class AssetReader:
         except KeyError:
             raise FileNotFoundError(ref) from None
 
+    def digest(self, ref: str) -> str:
+        """sha256 of the asset's bytes, read once per reference (many windows share one file)."""
+        if ref not in self._digests:
+            self._digests[ref] = hashlib.sha256(self.read(ref)).hexdigest()
+        return self._digests[ref]
+
     def check(self, ref: str) -> None:
         """FileNotFoundError unless the asset exists (no bytes read)."""
         _, z, member = self._locate(ref)
@@ -276,15 +331,16 @@ def image_size(data: bytes) -> tuple[int, int]:
 
 
 def content_hash(record: dict, spec: TaskSpec, reader: AssetReader | None = None) -> str:
-    """sha256 of the sample's input: its asset bytes, else its input fields as canonical JSON."""
+    """sha256 of the sample's content: its asset bytes (by path field) and its content fields
+    (inputs and targets) as canonical JSON. Records sharing an asset differ in the fields that
+    cut them from it (start, bbox, page, target), so they are not duplicates."""
     h = hashlib.sha256()
     assets = asset_map(record, spec)
     if assets and reader is not None:
         for name in sorted(assets):
-            h.update(name.encode() + b"\0" + reader.read(assets[name]) + b"\0")
-    else:
-        payload = {f: record.get(f) for f in spec.input_fields}
-        h.update(json.dumps(to_jsonable(payload), sort_keys=True, ensure_ascii=False, allow_nan=False).encode())
+            h.update(name.encode() + b"\0" + reader.digest(assets[name]).encode() + b"\0")
+    payload = {f: record.get(f) for f in spec.content_fields}
+    h.update(json.dumps(to_jsonable(payload), sort_keys=True, ensure_ascii=False, allow_nan=False).encode())
     return h.hexdigest()
 
 
@@ -461,15 +517,13 @@ def group_split(ids: list[str], groups: list[Any], valid_ratio: float, seed: int
 def split_records(records: list[dict], strategy: str, valid_ratio: float, seed: int,
                   stratify_key: str = "category", group_key: str = "group_id") -> tuple[list[dict], list[dict]]:
     """(train, valid) records by the rules' split_strategy; each record's ``split`` is set."""
+    require_split_key(records, strategy, stratify_key, group_key)
     ids = [r["sample_id"] for r in records]
     if strategy == "random":
         train_ids, valid_ids = random_split(ids, valid_ratio, seed)
     elif strategy == "stratified":
         train_ids, valid_ids = stratified_split(ids, [r.get(stratify_key) for r in records], valid_ratio, seed)
     elif strategy == "group":
-        for r in records:  # a sample without a group is its own group, written as such
-            if r.get(group_key) is None:
-                r[group_key] = r["sample_id"]
         train_ids, valid_ids = group_split(ids, [r[group_key] for r in records], valid_ratio, seed)
     else:
         raise PipelineError(f"split_strategy {strategy!r} is not one of random, stratified, group.")
@@ -479,6 +533,36 @@ def split_records(records: list[dict], strategy: str, valid_ratio: float, seed: 
     for sid in valid_ids:
         by_id[sid]["split"] = "valid"
     return [by_id[s] for s in train_ids], [by_id[s] for s in valid_ids]
+
+
+def require_split_key(records: list[dict], strategy: str, stratify_key: str | None, group_key: str | None) -> None:
+    """A group or stratified split needs its rules key on every record; a record without it is
+    never made a group (or stratum) of its own, which would quietly turn the split random."""
+    setting, key = {"group": ("group_key", group_key), "stratified": ("stratify_key", stratify_key)}.get(strategy, (None, None))
+    if setting is None:
+        return
+    lacking = [r for r in records if r.get(key) is None] if key else list(records)
+    if lacking:
+        first = lacking[0]
+        raise PipelineError(
+            f"split_strategy is {strategy} but {len(lacking)} of {len(records)} records have no {key!r} field "
+            f"(the rules' {setting}), e.g. sample_id {first.get('sample_id')!r} (source {first.get('source')!r}); "
+            f"set {key!r} on every record in parse_sources(), or change {setting} or split_strategy in the rules.")
+
+
+def split_composition(train: list[dict], valid: list[dict], strategy: str | None, stratify_key: str | None,
+                      group_key: str | None) -> dict:
+    """What the split holds, for stats.json: groups per split (group split) or records per
+    stratum per split (stratified split); empty for a random split."""
+    splits = {"train": train, "valid": valid}
+    if strategy == "group" and group_key:
+        out = {"key": group_key, "records": len(train) + len(valid)}
+        out.update({s: len({json.dumps(to_jsonable(r.get(group_key)), sort_keys=True) for r in rows})
+                    for s, rows in splits.items()})
+        return {"groups": out}
+    if strategy == "stratified" and stratify_key:
+        return {"strata": {"key": stratify_key, **{s: distribution(rows, stratify_key) for s, rows in splits.items()}}}
+    return {}
 
 
 def cap_train(train: list[dict], max_train_samples: int | None, seed: int, source_key: str = "source") -> tuple[list[dict], list[dict]]:

@@ -29,7 +29,7 @@ from ..errors import MlloopError
 from ..jsonio import JsonProblems, read_json, to_jsonable, write_json_atomic, write_text_atomic
 from ..layout import BASELINE, Project, version_number
 from ..rules import resolve
-from ..scores import Floor, score_digest, sha256_file
+from ..scores import OUTPUT_HASHES, Floor, score_digest, sha256_file, valid_index_file
 from ..stages import EVAL_ARTIFACTS, locked_dataset_id
 from . import checkpoint, metrics, trivial
 from .artifacts import read_index
@@ -60,6 +60,11 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
     # The checkpoint is checked before any code of the version runs.
     checkpoint.check_checkpoint(ckpt, project.root)
     checkpoint_sha, eval_script_sha = sha256_file(ckpt), sha256_file(eval_script)
+    # What the score depends on besides the checkpoint: a later change to either makes it stale.
+    index = valid_index_file(prepdata)
+    inputs = {"train_script_sha256": sha256_file(script)}
+    if index is not None:
+        inputs["valid_index_sha256"] = sha256_file(index)
     module = checkpoint.import_script(script)
     missing = [name for name in INTERFACE if not callable(getattr(module, name, None))]
     if missing:
@@ -97,9 +102,8 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
         "num_samples": len(records), "metrics": scored.values, "latency_ms": latency["p50_ms"],
         "version_id": vid, "seed": seed, "checkpoint_sha256": checkpoint_sha, "eval_script_sha256": eval_script_sha,
         "train_val_loss": _train_val_loss(spec),
-        "latency": latency, "device": device, "eval_batch_size": batch_size, "split": "valid",
+        "latency": latency, "device": device, "eval_batch_size": batch_size, "split": "valid", **inputs,
     })
-    score["score_sha256"] = score_digest(score)
     trivial_doc = to_jsonable({"dataset_id": dataset_id, "version_id": vid, "num_samples": len(records),
                                "seed": seed, "task_type": task_type, **floor_part})
 
@@ -114,6 +118,10 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
                                    "config": _config_summary(spec, rules)})
         _write_eval_samples(staging / "eval_samples.jsonl", ids, results, scored.per_sample, rules.metrics)
         write_json_atomic(staging / "trivial_baselines.json", trivial_doc)
+        # The score signs the outputs written with it: editing either afterwards shows as tampering.
+        for key, name in OUTPUT_HASHES.items():
+            score[key] = sha256_file(staging / name)
+        score["score_sha256"] = score_digest(score)
         write_json_atomic(staging / "eval_score.json", score)
         moved = _replace_outputs(project, folder, staging, vid)
     except BaseException:

@@ -12,16 +12,18 @@ import json
 import math
 import os
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+from ..checks import data_intent
 from ..jsonio import to_jsonable, write_json_atomic, write_text_atomic
 from ..layout import is_inside, resolve_inside
 from .data import (IMAGE_EXTS, META_COLUMNS, TYPE_CHECKS, AssetReader, PipelineError, TaskSpec, asset_map,
-                   distribution, drop_counts, image_size, leakage_findings, suffix_of)
+                   distribution, drop_counts, image_size, leakage_findings, split_composition, suffix_of,
+                   unknown_field_warnings)
 
 
 # ---- writers ---------------------------------------------------------------------------------
@@ -81,17 +83,28 @@ def index_record(r: dict, spec: TaskSpec, paths: dict[str, str], group_key: str 
 
 
 def write_split(split_dir: Path, split: str, records: list[dict], spec: TaskSpec, reader: AssetReader,
-                group_key: str | None) -> list[dict]:
+                group_key: str | None, shared: Iterable[str] = (), stored: dict[str, Path] | None = None) -> list[dict]:
     """Copy each record's assets to ``<split>/<field folder>/<id><ext>`` and write the index;
-    returns the index records (paths relative to the split folder)."""
+    returns the index records (paths relative to the split folder). An asset in ``shared`` (a
+    raw reference several records point at: windows of one series, crops of one image) is
+    written once per split as ``<field folder>/shared/<name>``, and hard-linked to the copy in
+    ``stored`` (reference -> file already written by another split) where the file system allows."""
+    shared = set(shared)
+    stored = {} if stored is None else stored
     index = []
     for r in records:
         paths = {}
         for name, ref in asset_map(r, spec).items():
-            rel = f"{name[:-5] if name.endswith('_path') else name}/{r['sample_id']}{suffix_of(ref)}"
+            folder = name[:-5] if name.endswith('_path') else name
+            rel = f"{folder}/shared/{shared_name(ref)}" if ref in shared else f"{folder}/{r['sample_id']}{suffix_of(ref)}"
             target = split_dir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(reader.read(ref))
+            if ref not in shared:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(reader.read(ref))
+            elif not target.is_file():  # the first record of this split that points at it
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _store(reader, ref, target, stored.get(ref))
+                stored.setdefault(ref, target)
             paths[name] = rel
         r["index_paths"] = paths
         index.append(index_record(r, spec, paths, group_key))
@@ -100,6 +113,32 @@ def write_split(split_dir: Path, split: str, records: list[dict], spec: TaskSpec
     else:
         write_jsonl(split_dir / f"{split}.jsonl", index)
     return index
+
+
+def shared_name(ref: str) -> str:
+    """The file name of a shared asset: readable, from its raw reference, and unique per reference."""
+    import hashlib
+
+    from .data import make_id
+
+    stem = ref[: -len(suffix_of(ref))] if ref.lower().endswith(suffix_of(ref)) else ref
+    return f"{make_id(stem)[:80]}-{hashlib.sha1(ref.encode()).hexdigest()[:8]}{suffix_of(ref)}"
+
+
+def _store(reader: AssetReader, ref: str, target: Path, twin: Path | None) -> None:
+    if twin is not None:
+        try:
+            os.link(twin, target)  # the other split's copy: one file on disk, a regular file in each split
+            return
+        except OSError:
+            pass  # no hard links here (some network or FAT file systems): a copy per split
+    target.write_bytes(reader.read(ref))
+
+
+def shared_refs(records: Iterable[dict], spec: TaskSpec) -> set[str]:
+    """Raw references that more than one record points at."""
+    uses = Counter(ref for r in records for ref in set(asset_map(r, spec).values()))
+    return {ref for ref, n in uses.items() if n > 1}
 
 
 def manifest_rows(records: list[dict], group_key: str | None) -> list[dict]:
@@ -160,9 +199,9 @@ def write_prepdata(out_dir: Path, *, records: list[dict], train: list[dict], val
     Returns the stats written."""
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PipelineError(f"{out_dir}: the staging folder is not empty.")
-    counts = {}
+    counts, shared, stored = {}, shared_refs(train + valid, spec), {}
     for split, rows in (("train", train), ("valid", valid)):
-        counts[split] = len(write_split(out_dir / split, split, rows, spec, reader, group_key))
+        counts[split] = len(write_split(out_dir / split, split, rows, spec, reader, group_key, shared, stored))
     common = out_dir / "common"
     meta_cols = list(META_COLUMNS) + ([group_key] if group_key and group_key not in META_COLUMNS else [])
     write_parquet(common / "df_meta.parquet", sorted(records, key=lambda r: r["sample_id"]), meta_cols)
@@ -180,7 +219,9 @@ def write_prepdata(out_dir: Path, *, records: list[dict], train: list[dict], val
         s["dropped" if r.get("drop_reason") else r.get("split") or "dropped"] += 1
     full = {**stats, "parsed": len(records), "dropped": drop_counts(records),
             "unused_by_max_train_samples": sum(1 for r in records if r.get("split") == "unused"),
-            "counts": counts, "sources": dict(sorted(sources.items())), "created_at": now_iso()}
+            "counts": counts, "sources": dict(sorted(sources.items())), "shared_assets": len(shared),
+            **split_composition(train, valid, stats.get("split_strategy"), stats.get("stratify_key"), group_key),
+            "created_at": now_iso()}
     write_json_atomic(out_dir / "stats.json", to_jsonable(full))
     return full
 
@@ -223,8 +264,10 @@ def write_report(out_dir: Path, report: PipelineReport, stats: dict, leaks=None)
     report.sections["Sources"] = "| source | parsed | dropped | unused | train | valid |\n|---|---|---|---|---|---|\n" + "\n".join(
         f"| {s} | {c['parsed']} | {c['dropped']} | {c['unused']} | {c['train']} | {c['valid']} |"
         for s, c in stats["sources"].items())
-    if leaks is not None and leaks.warnings:
-        report.sections["Warnings"] = "\n".join(f"- {w.message}" for w in leaks.warnings)
+    warnings = [w.message for w in leaks.warnings] if leaks is not None else []
+    warnings += unknown_field_warnings(stats.get("moved_to_meta") or {}, str(stats.get("task_type")))
+    if warnings:
+        report.sections["Warnings"] = "\n".join(f"- {w}" for w in warnings)
     path = out_dir / "_tests" / "pipeline_test_report.md"
     write_text_atomic(path, report.markdown())
     return path
@@ -240,8 +283,10 @@ def read_index(split_dir: Path, split: str) -> list[dict] | None:
 
 
 def verify_prepdata(out_dir: Path, spec: TaskSpec, *, split_strategy: str, group_key: str | None,
-                  stratify_key: str | None, seed: int, load_samples: int = 10) -> PipelineReport:
-    """The checks of task_format.yaml and the seed, run on the written folder."""
+                  stratify_key: str | None, seed: int, load_samples: int = 10, max_drop_share: float | None = None,
+                  min_samples_per_class: int | None = None, profiling_text: str | None = None) -> PipelineReport:
+    """The checks of task_format.yaml and the seed, run on the written folder, and the effects
+    against the rules' intent (``mlloop.checks.data_intent``: groups, drop shares, classes)."""
     from ..jsonio import JsonProblems, read_json
 
     rep = PipelineReport()
@@ -304,6 +349,15 @@ def verify_prepdata(out_dir: Path, spec: TaskSpec, *, split_strategy: str, group
     by_code = {p.code: p.message for p in leaks.problems + leaks.warnings}
     rep.add("no_id_in_both_splits", "prepdata.leak_id" not in by_code, by_code.get("prepdata.leak_id", ""))
     rep.add("no_content_hash_in_both_splits", "prepdata.leak_hash" not in by_code, by_code.get("prepdata.leak_hash", ""))
+    if split_strategy == "group" and group_key:
+        line = data_intent.singleton_groups(idx, group_key)
+        rep.add("groups_hold_several_records", line is None, line or f"{len(idx['train']) + len(idx['valid'])} records")
+    if max_drop_share is not None and isinstance(stats, dict):
+        lines = data_intent.drop_shares(stats, max_drop_share, profiling_text)
+        rep.add("drop_shares_within_max", not lines, "; ".join(lines) or f"each reason ≤ {max_drop_share:g} of the parsed records")
+    if spec.label_field == "label" and min_samples_per_class:
+        short = data_intent.class_counts(idx, "label", min_samples_per_class)
+        rep.add("samples_per_class", not short, "; ".join(short.values()) or f"≥ {min_samples_per_class} per class in each split")
     if split_strategy == "group":
         rep.add("no_group_in_both_splits", "prepdata.leak_group" not in by_code, by_code.get("prepdata.leak_group", group_key or ""))
     elif "prepdata.leak_group" in by_code:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..errors import MlloopError
 from .batch_search import StateKeeper, autocast_for, optimizer_of, run_steps, to_device
-from .seeding import seeded_sample
+from .loader import Batches
 
 # Level the task metric must reach on the memorised batch: (threshold, higher_is_better).
 DEFAULT_LEVELS: dict[str, tuple[float, bool]] = {
@@ -222,17 +222,19 @@ def diagnose(result: ProbeResult, trainable: int, lrs: list[float], grads_seen: 
 def run_probe(module, dataset, *, samples: int = 8, max_steps: int = 300, loss_drop_factor: float = 10.0,
               metric_threshold: float | None = None, seed: int = 42, device=None, precision: str = "32-true",
               collate_fn=None, enabled: bool = True, log=None) -> ProbeResult:
-    """Overfit one seeded batch of ``samples`` items of ``dataset``; see the module docstring."""
+    """Overfit one seeded batch of ``samples`` items of ``dataset``; see the module docstring.
+
+    ``dataset`` is the script's training DataLoader (its dataset, collate_fn and sampler build
+    the batch: ``mlloop.runtime.loader``) or a plain dataset with ``collate_fn``."""
     import torch
-    from torch.utils.data import default_collate
 
     if not enabled:
         return ProbeResult("SKIP", note="disabled in the rules (baseline_smoke_test.learnability_probe.enabled)")
     device = device or torch.device("cpu")
-    if len(dataset) == 0:
+    batches = Batches(dataset, collate_fn)  # the script's DataLoader: its collate_fn and sampler
+    if not batches.iterable and len(batches) == 0:
         raise MlloopError("the training split is empty: the learnability probe has nothing to learn.")
-    picks = seeded_sample(list(range(len(dataset))), samples, seed)
-    batch = (collate_fn or default_collate)([dataset[i] for i in picks])
+    picks, batch = batches.sample(samples, seed)
     result = ProbeResult("FAIL", samples=len(picks), sample_ids=picks, max_steps=max_steps,
                          loss_drop_factor=float(loss_drop_factor))
     keeper = StateKeeper(module)

@@ -18,6 +18,7 @@ import os
 from typing import Callable
 
 from . import batch_search, contract, probe, reports
+from .loader import train_loader
 from .seeding import seed_everything
 from .training import count_steps, fit as fit_once, resolve_devices, torch_device
 
@@ -130,7 +131,6 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
     try:
         datamodule.setup("fit")
         train_ds = datamodule.train_dataset
-        collate = getattr(datamodule, "collate_fn", None)
         if child:
             optimal = int(os.environ[ENV_BATCH])
         else:
@@ -142,15 +142,16 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
 
             stage = "learnability probe"
             pc = sc.get("learnability_probe") or {}
+            loader = train_loader(datamodule)  # the script's own: its collate_fn and sampler build the batches
             report.probe = probe.run_probe(
-                module, train_ds, samples=int(pc.get("samples", 8)), max_steps=int(pc.get("max_steps", 300)),
+                module, loader, samples=int(pc.get("samples", 8)), max_steps=int(pc.get("max_steps", 300)),
                 loss_drop_factor=float(pc.get("loss_drop_factor", 10.0)), metric_threshold=pc.get("metric_threshold"),
-                seed=run.seed, device=device, precision=run.precision, collate_fn=collate,
+                seed=run.seed, device=device, precision=run.precision,
                 enabled=bool(pc.get("enabled", True)), log=run.log)
             probe.enforce(report.probe)
 
             stage = "batch-size search"
-            train_steps, _keeper = batch_search.module_trainer(module, train_ds, device, run.precision, collate)
+            train_steps, _keeper = batch_search.module_trainer(module, loader, device, run.precision)
             report.search = batch_search.search(train_steps, int(sc["min_batch_size"]), int(sc["max_batch_size"]),
                                                 steps=int(sc.get("search_steps", 10)), log=run.log)
             optimal = report.search.batch_size
