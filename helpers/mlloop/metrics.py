@@ -134,7 +134,8 @@ _add(Metric("cohen_kappa", True, (C,), (PV, PT), "labels", "Cohen's kappa (sciki
             aliases=("kappa", "cohen_kappa_score")))
 # classification from scores ({class: probability} per record)
 _add(Metric("top_k_accuracy", True, (C,), (SC, PT), "prior_scores",
-            "target among the k highest-scored classes (ties count for the target); top5_accuracy = @5",
+            "target among the k highest-scored classes (a tie counts the expected hit in a random order, "
+            "so constant scores give k/classes); top5_accuracy = @5",
             param="k", bare=False, per_sample=True))
 _add(Metric("roc_auc", True, (C,), (SC, PT), "prior_scores",
             "ROC AUC (scikit-learn): binary on the positive class, multiclass one-vs-rest macro over the classes "

@@ -287,7 +287,10 @@ def top_k_accuracy(results, param, warn):
     for r in results:
         scores = {str(c): float(v) for c, v in r["scores"].items()}
         mine = scores[str(r["target"])]
-        hits.append(1.0 if sum(v > mine for v in scores.values()) < k else 0.0)
+        above = sum(v > mine for v in scores.values())
+        tied = sum(v == mine for v in scores.values()) - 1
+        # ties in random order: the expected hit, so constant scores give k / classes, not 1
+        hits.append(min(1.0, max(0.0, (k - above) / (tied + 1))))
     if k >= len(results[0]["scores"]):
         warn(f"top_k_accuracy@{k} is 1 by construction: there are only {len(results[0]['scores'])} classes")
     return sum(hits) / len(hits), hits
