@@ -297,3 +297,10 @@ def test_task_format_documents_one_representation_per_family():
     assert set(data["predictions"]) == set(registry.FAMILIES)
     for task in data["supported_tasks"]:
         assert task in registry.TASK_FAMILIES or task == "custom", task
+
+
+def test_perplexity_is_exp_of_the_mean_loss():
+    rows = [{"prediction": "a", "target": "a", "loss": 1.0}, {"prediction": "b", "target": "a", "loss": 3.0}]
+    assert value(rows, "perplexity") == pytest.approx(math.exp(2.0))
+    with pytest.raises(MetricError, match="the mean loss 800 is too large for a finite perplexity"):
+        compute_metrics([{**rows[0], "loss": 800.0}], spec("perplexity"))
