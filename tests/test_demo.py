@@ -55,15 +55,40 @@ def test_demo_rejects_an_unknown_task(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("task, primary, test_ratio", [("tabular-classification", "macro_f1", "0.2"),
-                                                    ("ocr-line-recognition", "cer", None)])
-def test_each_template_runs_from_raw_data_to_check_ok(tmp_path, task, primary, test_ratio):
+def test_demo_rejects_an_unknown_or_unfitting_primary_metric(tmp_path):
+    result = CliRunner().invoke(cli, ["demo", "--project", str(tmp_path / "x"), "--primary-metric", "roc_acu"])
+    assert result.exit_code == 1
+    assert ("Error: --primary-metric: 'roc_acu' is not a metric mlloop knows; the closest known metric is 'roc_auc' "
+            "(`mlloop metrics` lists them).") in result.stderr
+    result = CliRunner().invoke(cli, ["demo", "--project", str(tmp_path / "x"), "--primary-metric", "cer"])
+    assert result.exit_code == 1
+    assert ("Error: --primary-metric: cer does not fit the image-classification example; "
+            "`mlloop metrics --task image-classification` lists the metrics that do.") in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_use_primary_puts_the_metric_in_the_rules():
+    from mlloop.demo import use_primary
+
+    rules = {"eval_config": {"primary_metric": "accuracy", "metrics": [{"name": "loss", "higher_is_better": False},
+                                                                       "auc"]}}
+    use_primary(rules, "roc_auc")
+    assert rules["eval_config"] == {"primary_metric": "roc_auc", "metrics": [
+        {"name": "loss", "higher_is_better": False}, {"name": "roc_auc", "higher_is_better": True}]}
+
+
+@pytest.mark.parametrize("task, primary, extra, test_ratio", [
+    ("tabular-classification", "roc_auc", ["--primary-metric", "auc"], "0.2"),
+    ("ocr-line-recognition", "cer", [], None)])
+def test_each_template_runs_from_raw_data_to_check_ok(tmp_path, task, primary, extra, test_ratio):
     """The other two templates through the same chain: the example's 01_data_pipeline.py, the
     baseline smoke test, v001, 03_eval.py, the report and `mlloop check` (one version, tiny data);
-    the tabular one with a held-out test split that only the report scores."""
+    the tabular one ranked by ROC AUC from the template's scores (an alias on the command line),
+    with a held-out test split that only the report scores."""
     project = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--project", str(project), "--task", task, "--size", "tiny",
-                                      "--versions", "1", "--json"] + (["--test-ratio", test_ratio] if test_ratio else []))
+                                      "--versions", "1", "--json", *extra]
+                                + (["--test-ratio", test_ratio] if test_ratio else []))
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["task"] == task and summary["primary_metric"] == primary

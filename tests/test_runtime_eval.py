@@ -176,7 +176,14 @@ def test_unknown_metric_is_a_clean_error(tmp_path):
     rules = json.loads(json.dumps(fx.PT_RULES))
     rules["eval_config"]["metrics"].append({"name": "auroc", "higher_is_better": True})
     root = fx.build_project(tmp_path / "proj", pt_rules=rules)
-    with pytest.raises(MlloopError, match=r"^metric 'auroc' needs per-class scores"):
+    with pytest.raises(MlloopError) as err:  # an alias of roc_auc, which needs the scores this script lacks
+        _evaluate(root)
+    assert str(err.value) == ("metric 'roc_auc' cannot be computed: predict() returned no 'scores' for sample 'v000'; "
+                              "roc_auc needs it (a {class: probability} dict per record, e.g. the softmax of the logits).")
+    rules["eval_config"]["metrics"][-1]["name"] = "my_score"
+    root = fx.build_project(tmp_path / "proj2", pt_rules=rules)
+    with pytest.raises(MlloopError, match=r"^the rules have 1 problem\(s\), first: .*'my_score' is not a metric mlloop "
+                                          r"knows; the closest known metric is 'r2' \(`mlloop metrics` lists them\)"):
         _evaluate(root)
 
 

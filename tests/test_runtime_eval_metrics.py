@@ -103,10 +103,12 @@ def test_loss_is_the_mean_of_per_sample_losses():
 def test_metrics_that_cannot_be_computed_are_named():
     with pytest.raises(MetricError) as err:
         compute_metrics(results(["a"], ["a"]), spec("auroc"))
-    assert str(err.value) == ("metric 'auroc' needs per-class scores, and predict() returns one label per sample; "
-                              "remove it from eval_config.metrics (accuracy, macro_f1 work from labels).")
-    with pytest.raises(MetricError, match=r"^mlloop has no implementation of metric 'my_score'; use one of loss, "):
+    assert str(err.value) == ("metric 'auroc' cannot be computed: predict() returned no 'scores' for sample 0; roc_auc "
+                              "needs it (a {class: probability} dict per record, e.g. the softmax of the logits).")
+    with pytest.raises(MetricError) as err:
         compute_metrics(results(["a"], ["a"]), [{"name": "my_score", "higher_is_better": True}])
+    assert str(err.value) == ("mlloop has no implementation of metric 'my_score': 'my_score' is not a metric mlloop "
+                              "knows; the closest known metric is 'r2' (`mlloop metrics` lists them).")
     with pytest.raises(MetricError) as err:
         compute_metrics(results([1.5], [2.0]), spec("cer"), ids=["s9"])
     assert str(err.value) == "metric 'cer' cannot be computed: it needs text, but the prediction of sample 's9' is float."

@@ -136,6 +136,28 @@ def rules(project_dir, as_json):
 
 @cli.command()
 @project_options
+@click.option("--task", "task_type", default=None, metavar="TASK_TYPE",
+              help="Only the metrics that fit this task type (task_format.yaml's names).")
+def metrics(project_dir, as_json, task_type):
+    """List the metrics the rules may name: direction, the predict() fields each needs, the
+    task families it fits and its trivial floor."""
+    from .metrics import listing, task_families
+
+    rows = listing(task_type)
+    families = task_families(task_type) if task_type else None
+    payload = {"ok": True, "task_type": task_type, "families": list(families) if families is not None else None,
+               "metrics": rows}
+    lines = [f"{'name':<24} {'better':<7} {'needs':<28} {'fits':<28} aliases"]
+    for m in rows:
+        lines.append(f"{m['name']:<24} {'higher' if m['higher_is_better'] else 'lower':<7} {', '.join(m['needs']):<28} "
+                     f"{', '.join(m['families']):<28} {', '.join(m['aliases'])}")
+    if task_type and families is None:
+        lines.append(f"({task_type!r} is not a task type mlloop maps to metric families: every metric is listed)")
+    _emit(as_json, payload, lines)
+
+
+@cli.command()
+@project_options
 @click.option("--force", is_flag=True, help="Rewrite an existing profiling.md (the old one is kept as .bak).")
 @click.option("--load-test", "load_test", is_flag=True,
               help="Run Step 0's seeded load test with 01_data_pipeline.py's parse_sources() instead (writes nothing).")
@@ -224,7 +246,9 @@ def report(project_dir, as_json):
               help="Size of the generated raw data.")
 @click.option("--test-ratio", type=click.FloatRange(0, 0.5, min_open=True), default=None,
               help="Hold out this share as a test split that `mlloop report` scores once (dataset_config.test_ratio).")
-def demo(project_dir, as_json, task, versions, size, test_ratio):
+@click.option("--primary-metric", default=None, metavar="NAME",
+              help="Rank the loop by this metric (any name `mlloop metrics` lists for the task).")
+def demo(project_dir, as_json, task, versions, size, test_ratio, primary_metric):
     """Run the whole loop headless on a generated example dataset, in a new folder.
 
     Without --project the demo goes into ./mlloop-demo; it never writes into a folder that is
@@ -232,7 +256,8 @@ def demo(project_dir, as_json, task, versions, size, test_ratio):
     """
     from .demo import run_demo
 
-    result = run_demo(project_dir, task=task, versions=versions, size=size, progress=_progress, test_ratio=test_ratio)
+    result = run_demo(project_dir, task=task, versions=versions, size=size, primary_metric=primary_metric,
+                      progress=_progress, test_ratio=test_ratio)
     _emit(as_json, result.to_dict(), result.lines())
 
 

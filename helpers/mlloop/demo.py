@@ -87,10 +87,36 @@ def set_setting(text: str, name: str, value) -> tuple[str, str]:
     return text[:m.start()] + new_line + text[m.end():], m.group(2).strip()
 
 
+def demo_primary(name: str | None, task: str) -> str | None:
+    """The canonical name of ``--primary-metric``; an unknown or unfitting name stops the demo."""
+    from . import metrics as registry
+
+    if name is None:
+        return None
+    parsed = registry.parse(name)
+    if parsed is None:
+        raise MlloopError(f"--primary-metric: {registry.unknown_message(name)}.")
+    if not registry.fits(name, task):
+        raise MlloopError(f"--primary-metric: {name} does not fit the {task} example; "
+                          f"`mlloop metrics --task {task}` lists the metrics that do.")
+    return parsed.name
+
+
+def use_primary(rules: dict, name: str) -> None:
+    """Make ``name`` the rules' primary metric, listed after the loss with the registry's direction."""
+    from . import metrics as registry
+
+    ec = rules.setdefault("eval_config", {})
+    listed = [m for m in ec.get("metrics", []) if registry.canonical(m["name"] if isinstance(m, dict) else m) != name]
+    ec["metrics"] = listed + [{"name": name, "higher_is_better": registry.higher_is_better(name)}]
+    ec["primary_metric"] = name
+
+
 class Demo:
-    def __init__(self, root: Path, task: str, versions: int, size: str, progress, test_ratio: float | None = None):
+    def __init__(self, root: Path, task: str, versions: int, size: str, progress, test_ratio: float | None = None,
+                 primary_metric: str | None = None):
         self.root, self.task, self.versions, self.size = root, task, versions, size
-        self.test_ratio = test_ratio
+        self.test_ratio, self.primary_metric = test_ratio, primary_metric
         self.progress = progress or (lambda message: None)
         self.total = 7 + 4 * versions
         self.done = 0
@@ -150,6 +176,8 @@ class Demo:
             rules_path = self.project.rules_path(PROGRESSIVE_TRAINING)
             rules = read_json(rules_path)
             rules.setdefault("loop_config", {})["max_versions"] = self.versions
+            if self.primary_metric:
+                use_primary(rules, self.primary_metric)
             write_json_atomic(rules_path, rules)
             if self.test_ratio:  # a held-out test split, scored once by `mlloop report`
                 bb_path = self.project.rules_path("build-baseline")
@@ -304,13 +332,14 @@ class Demo:
 
 
 def run_demo(project_dir: str | None, task: str = "image-classification", versions: int = 3, size: str = "small",
-             progress=None, test_ratio: float | None = None) -> DemoResult:
+             progress=None, test_ratio: float | None = None, primary_metric: str | None = None) -> DemoResult:
     t0 = time.perf_counter()
     registry = load_registry()
     try:
         task = registry.task_of(task)
     except ValueError as exc:
         raise MlloopError(str(exc)) from None
+    primary_metric = demo_primary(primary_metric, task)
     actions = json.loads((registry.example_dir(task) / "demo_actions.json").read_text(encoding="utf-8"))
     if versions > len(actions):
         raise MlloopError(f"the {task} demo scripts {len(actions)} changes, so --versions can be at most {len(actions)}.")
@@ -320,7 +349,7 @@ def run_demo(project_dir: str | None, task: str = "image-classification", versio
                           "Pass --project NEW_DIR or remove it.")
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
-    demo = Demo(root, task, versions, size, progress, test_ratio)
+    demo = Demo(root, task, versions, size, progress, test_ratio, primary_metric)
     demo.progress(f"mlloop demo: {task}, {versions} version(s), in {root} (commands' output: {LOG_NAME})")
     demo.build_baseline(registry)
     summaries = demo.loop(actions)

@@ -16,19 +16,14 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from . import metrics as metric_registry
 from .errors import Findings
 from .jsonio import JsonProblems, json_path, read_json
 from .layout import BUILD_BASELINE, PROGRESSIVE_TRAINING, SKILLS, Project
 
-# Direction of the metrics mlloop knows by name (a rules file may list them by name alone).
-KNOWN_METRICS: dict[str, bool] = {
-    "loss": False, "cer": False, "wer": False, "exact_match": True,
-    "accuracy": True, "top5_accuracy": True, "balanced_accuracy": True,
-    "macro_f1": True, "micro_f1": True, "weighted_f1": True, "f1": True,
-    "precision": True, "recall": True, "auroc": True, "average_precision": True,
-    "rmse": False, "mse": False, "mae": False, "mape": False, "r2": True,
-    "bleu": True, "chrf": True, "perplexity": False, "ndcg": True, "mrr": True, "map": True,
-}
+# Direction of every metric name and alias the registry knows (mlloop.metrics owns the list).
+KNOWN_METRICS: dict[str, bool] = {**{key: m.higher_is_better for key, m in metric_registry._BARE.items()},
+                                  "top5_accuracy": True}
 
 DEFAULTS: dict[str, Any] = {
     "seed": 42,
@@ -163,7 +158,7 @@ class Rules:
         for m in self.metrics:
             if m["name"] == name:
                 return m["higher_is_better"]
-        return KNOWN_METRICS.get(name)
+        return metric_registry.higher_is_better(name)
 
     @property
     def infer_samples(self) -> int:
@@ -280,41 +275,72 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _normalise_metrics(values: dict, sources: list[RulesFile], findings: Findings) -> None:
-    """Metric names become ``{name, higher_is_better}``; names unique; primary among them."""
+    """Metric names become ``{name, higher_is_better}`` with the registry's canonical name
+    (aliases resolved); unknown names, a direction against the registry's and duplicates are
+    problems; a metric that does not fit the task type is a warning; primary among them."""
     ec = values["eval_config"]
     rel = next((rf.rel for rf in reversed(sources) if isinstance(rf.data.get("eval_config"), dict)), "")
     metrics_given = any(isinstance(rf.data.get("eval_config"), dict) and "metrics" in rf.data["eval_config"] for rf in sources)
+    task = values["dataset_config"].get("task_type")
     resolved, seen = [], set()
     raw = ec.get("metrics") if isinstance(ec.get("metrics"), list) else []
     for i, m in enumerate(raw):
-        if isinstance(m, str):
-            if m not in KNOWN_METRICS:
-                findings.problem("rules.metric_direction", rel,
-                                 f"{m!r} is not a metric mlloop knows; write it as {{\"name\": {json.dumps(m)}, \"higher_is_better\": true|false}}",
-                                 json_path(["eval_config", "metrics", i]))
-                continue
-            m = {"name": m, "higher_is_better": KNOWN_METRICS[m]}
-        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not isinstance(m.get("higher_is_better"), bool):
+        written = m if isinstance(m, str) else m.get("name") if isinstance(m, dict) else None
+        if not isinstance(written, str):
             continue  # the schema already reported it
-        if m["name"] in seen:
-            findings.problem("rules.metric_duplicate", rel, f"metric {m['name']!r} is listed twice; metric names must be unique",
-                             json_path(["eval_config", "metrics", i, "name"]))
+        where = ["eval_config", "metrics", i] + ([] if isinstance(m, str) else ["name"])
+        parsed = metric_registry.parse(written)
+        if parsed is None:
+            findings.problem("rules.metric_unknown", rel, metric_registry.unknown_message(written), json_path(where))
             continue
-        known = KNOWN_METRICS.get(m["name"])
-        if known is not None and known != m["higher_is_better"]:
-            findings.warn("rules.metric_direction", rel,
-                          f"{m['name']} is usually {'higher' if known else 'lower'}-is-better, but the rules say higher_is_better={str(m['higher_is_better']).lower()}",
-                          json_path(["eval_config", "metrics", i, "higher_is_better"]))
-        seen.add(m["name"])
-        resolved.append({"name": m["name"], "higher_is_better": m["higher_is_better"]})
+        name, known = parsed.name, parsed.metric.higher_is_better
+        if isinstance(m, dict):
+            if not isinstance(m.get("higher_is_better"), bool):
+                continue  # the schema already reported it
+            if m["higher_is_better"] != known:
+                findings.problem("rules.metric_direction", rel,
+                                 f"{written} is {'higher' if known else 'lower'}-is-better, but the rules say "
+                                 f"higher_is_better={str(m['higher_is_better']).lower()}; set it to "
+                                 f"{str(known).lower()} or leave it out",
+                                 json_path(["eval_config", "metrics", i, "higher_is_better"]))
+                continue
+        if name in seen:
+            findings.problem("rules.metric_duplicate", rel,
+                             f"metric {written!r} is listed twice (as {name}); metric names must be unique",
+                             json_path(where))
+            continue
+        _warn_fit(findings, rel, written, task, json_path(where))
+        seen.add(name)
+        resolved.append({"name": name, "higher_is_better": known})
+    primary = ec["primary_metric"]
+    parsed = metric_registry.parse(primary) if isinstance(primary, str) else None
+    if parsed is None:
+        if isinstance(primary, str):
+            findings.problem("rules.metric_unknown", rel, metric_registry.unknown_message(primary),
+                             "$.eval_config.primary_metric")
+    else:
+        ec["primary_metric"] = parsed.name
     if not metrics_given:
         # No metrics configured: the seed says use the training loss alone.
-        resolved = [{"name": ec["primary_metric"], "higher_is_better": KNOWN_METRICS.get(ec["primary_metric"], False)}]
-    elif ec["primary_metric"] not in seen and resolved:
+        resolved = [{"name": ec["primary_metric"], "higher_is_better": parsed.metric.higher_is_better if parsed else False}]
+        if parsed is not None and primary != "loss":
+            _warn_fit(findings, rel, primary, task, "$.eval_config.primary_metric")
+    elif parsed is not None and ec["primary_metric"] not in seen and resolved:
         findings.problem("rules.primary_metric", rel,
-                         f"primary_metric {ec['primary_metric']!r} is not one of the metrics ({', '.join(sorted(seen))}); add it or pick one of them",
+                         f"primary_metric {primary!r} is not one of the metrics ({', '.join(sorted(seen))}); add it or pick one of them",
                          "$.eval_config.primary_metric")
     ec["metrics"] = resolved
+
+
+def _warn_fit(findings: Findings, rel: str, written: str, task, where: str) -> None:
+    if metric_registry.fits(written, task):
+        return
+    metric = metric_registry.parse(written).metric
+    fitting = metric_registry.task_families(task) or ()
+    findings.warn("rules.metric_task", rel,
+                  f"{written} is a {'/'.join(metric.families)} metric and task_type {task!r} is "
+                  f"{'/'.join(fitting) or 'evaluated by its loss only'}; `mlloop metrics --task {task}` lists the "
+                  "metrics that fit", where)
 
 
 def _semantic(values: dict, files: dict[str, RulesFile], findings: Findings, task_types: set[str] | None) -> None:

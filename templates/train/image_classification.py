@@ -192,11 +192,13 @@ def predict(model, batch):
     classes = list(model.hparams.classes)
     index = {c: i for i, c in enumerate(classes)}
     out = []
-    for row, label in zip(logits, batch["labels"]):
+    probabilities = logits.softmax(-1).tolist()  # scores: roc_auc, log_loss, top_k_accuracy need them
+    for row, label, probs in zip(logits, batch["labels"], probabilities):
         loss = None
         if label in index:
             loss = F.cross_entropy(row[None], torch.tensor([index[label]], device=row.device)).item()
-        out.append({"prediction": classes[int(row.argmax())], "target": label, "loss": loss})
+        out.append({"prediction": classes[int(row.argmax())], "target": label, "loss": loss,
+                    "scores": dict(zip(classes, probs))})
     return out
 
 

@@ -215,12 +215,13 @@ def predict(model, batch):
     results = []
     if model.classify:
         classes = [label for label, _ in sorted(enc["label_map"].items(), key=lambda kv: kv[1])]
-        for row, target in zip(out, batch["targets"]):
+        probabilities = out.softmax(-1).tolist()  # scores: roc_auc, log_loss, top_k_accuracy need them
+        for row, target, probs in zip(out, batch["targets"], probabilities):
             known = target is not None and str(target) in enc["label_map"]
             loss = F.cross_entropy(row[None], torch.tensor([enc["label_map"][str(target)]], device=row.device)).item() \
                 if known else None
             results.append({"prediction": classes[int(row.argmax())], "target": None if target is None else str(target),
-                            "loss": loss})
+                            "loss": loss, "scores": dict(zip(classes, probs))})
         return results
     for value, target in zip(out.tolist(), batch["targets"]):
         prediction = value * enc["target_std"] + enc["target_mean"]

@@ -94,13 +94,15 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
     log(f"evaluating {len(records)} validation samples in batches of {batch_size}")
     results = _predict_all(call, model, records, str(prepdata), device, batch_size, script)
     scored = metrics.compute_metrics(results, rules.metrics, ids=ids)
+    for note in scored.warnings:
+        log(f"warning: {note}")
 
     drawn = random.Random(seed).sample(sorted(ids), min(rules.infer_samples, len(ids)))
     position = {sid: n for n, sid in enumerate(ids)}
     latency = _latency(call, model, [records[position[sid]] for sid in drawn] or records[:1],
                        str(prepdata), device, latency_warmup, latency_runs)
     task_type = spec.get("task_type") or rules.task_type
-    floor_part = _trivial(module, project, prepdata, records, task_type, rules, seed, ids)
+    floor_part = _trivial(module, project, prepdata, records, task_type, rules, seed, ids, results)
 
     score = to_jsonable({
         "dataset_id": dataset_id, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -122,7 +124,7 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
                                    "conditions": {"device": device, "checkpoint": project.rel(ckpt), "batch_size": 1,
                                                   "script": script.name, "torch": torch.__version__},
                                    "config": _config_summary(spec, rules)})
-        _write_eval_samples(staging / "eval_samples.jsonl", ids, results, scored.per_sample)
+        _write_eval_samples(staging / "eval_samples.jsonl", ids, results, scored.per_sample, rules.metrics)
         write_json_atomic(staging / "trivial_baselines.json", trivial_doc)
         # The score signs the outputs written with it: editing either afterwards shows as tampering.
         for key, name in OUTPUT_HASHES.items():
@@ -143,6 +145,7 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
         "version_id": vid, "dataset_id": dataset_id, "num_samples": len(records), "metrics": scored.values,
         "primary_metric": rules.primary_metric, "latency_ms": latency["p50_ms"], "device": device,
         "floor": floor, "beats_floor": beats, "infer_samples": len(drawn), "moved_aside": moved,
+        "metric_warnings": scored.warnings,
         "eval_score": project.rel((output_dir or folder) / "eval_score.json"), "split": split,
     }
 
@@ -284,6 +287,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _plain_value(value: Any) -> Any:
+    """Scalars as Python values; dicts, lists, arrays and tensors (scores, boxes, masks) as
+    plain JSON values, so every metric reads the same types whatever the script returned."""
+    value = _plain(value)
+    if isinstance(value, (dict, list, tuple)) or callable(getattr(value, "tolist", None)):
+        return to_jsonable(value)
+    return value
+
+
 def _predict_all(call: _Caller, model, records: list[dict], prepdata: str, device: str, batch_size: int,
                  script: Path) -> list[dict]:
     import torch
@@ -301,8 +313,7 @@ def _predict_all(call: _Caller, model, records: list[dict], prepdata: str, devic
                 if not isinstance(r, dict) or "prediction" not in r or "target" not in r:
                     raise MlloopError(f"{script.name}: predict() must return dicts with \"prediction\", \"target\" and "
                                       f"\"loss\"; sample {record['id']!r} got {r!r:.80}.")
-                results.append({**r, "prediction": _plain(r["prediction"]), "target": _plain(r["target"]),
-                                "loss": _plain(r.get("loss"))})
+                results.append({**{k: _plain_value(v) for k, v in r.items()}, "loss": _plain(r.get("loss"))})
     return results
 
 
@@ -329,7 +340,7 @@ def _latency(call: _Caller, model, records: list[dict], prepdata: str, device: s
 
 
 def _trivial(module: ModuleType, project: Project, prepdata: Path, records: list[dict], task_type: str | None,
-             rules, seed: int, ids: list) -> dict:
+             rules, seed: int, ids: list, results: list[dict]) -> dict:
     from ..taskformat import load_task_format
 
     try:
@@ -337,6 +348,10 @@ def _trivial(module: ModuleType, project: Project, prepdata: Path, records: list
     except MlloopError:
         task_format = None
     family = trivial.task_family(task_type, task_format)
+    from_results = trivial.results_family(task_format.canonical(task_type) if task_format and task_type else task_type)
+    if family is None and from_results is not None:
+        out = trivial.score_from_results(from_results, results, rules.metrics, rules.primary_metric, seed, ids)
+        return {"task_family": from_results, "fitted_on": {"split": "valid", "source": "predict() results"}, **out}
     if family is None:
         return trivial.score_trivial(None, None, None, rules.metrics, rules.primary_metric, seed,
                                      note=f"no trivial predictors for task type {task_type!r}")
@@ -359,10 +374,11 @@ def _trivial(module: ModuleType, project: Project, prepdata: Path, records: list
 
 # ---- outputs -------------------------------------------------------------------------------
 
-def _write_eval_samples(path: Path, ids: list, results: list[dict], per_sample: list[dict]) -> None:
+def _write_eval_samples(path: Path, ids: list, results: list[dict], per_sample: list[dict],
+                        configured: list[dict]) -> None:
     lines = []
     for sid, r, scores in zip(ids, results, per_sample):
-        row = {"id": sid, "prediction": r["prediction"], "target": r["target"], "loss": r.get("loss")}
+        row = {"id": sid, **metrics.sample_fields(r, configured)}
         row.update({k: v for k, v in scores.items() if k != "loss"})
         lines.append(json.dumps(to_jsonable(row), ensure_ascii=False, allow_nan=False))
     write_text_atomic(path, "".join(line + "\n" for line in lines))

@@ -97,6 +97,57 @@ def estimate_version_time(run, timer, smoke_batch: int, steps: dict, valid_used:
     return out
 
 
+EVAL_CHECK_RECORDS = 32
+
+
+def check_evaluation(run, device, limit: int = EVAL_CHECK_RECORDS) -> dict:
+    """The evaluation interface (docs/contracts.md) on a few validation records through the
+    smoke run's best.ckpt, and every configured metric computed from what ``predict`` returned:
+    a metric the script cannot feed (``roc_auc`` without ``scores``) stops Step 2 with the
+    field named, instead of 03_eval.py after a full training. A value that is merely undefined
+    on so few records (ROC AUC with one class among them) is noted, not a failure."""
+    import torch
+
+    from ..errors import MlloopError
+    from . import checkpoint, metrics
+
+    script = run.paths.script
+    module = checkpoint.import_script(script)
+    missing = [n for n in ("load_for_eval", "eval_records", "make_batch", "predict") if not callable(getattr(module, n, None))]
+    if missing:
+        raise MlloopError(f"{script.name} does not define {', '.join(m + '()' for m in missing)}; 03_eval.py needs the "
+                          "evaluation interface of docs/contracts.md (copy it from the template).")
+    ckpt = run.paths.dir / "best.ckpt"
+    with checkpoint.forced_weights_only():
+        model = module.load_for_eval(str(ckpt), str(device))
+    if hasattr(model, "eval"):
+        model.eval()
+    chosen = {str(r["id"]) for r in run.records("valid")}
+    records = [r for r in module.eval_records(str(run.prepdata_dir), "valid") if str(r.get("id")) in chosen][:limit]
+    if not records:
+        raise MlloopError(f"{script.name}: eval_records() returned none of the smoke test's validation records.")
+    with torch.no_grad():
+        out = module.predict(model, module.make_batch(records, str(run.prepdata_dir), str(device)))
+    if not isinstance(out, list) or len(out) != len(records):
+        raise MlloopError(f"{script.name}: predict() must return one dict per record ({len(records)}).")
+    from .evaluation import _plain_value
+
+    results = [{k: _plain_value(v) for k, v in r.items()} if isinstance(r, dict) else r for r in out]
+    ids = [r["id"] for r in records]
+    for n, r in enumerate(results):
+        if not isinstance(r, dict) or "prediction" not in r or "target" not in r:
+            raise MlloopError(f"{script.name}: predict() must return dicts with \"prediction\", \"target\" and "
+                              f"\"loss\"; sample {ids[n]!r} got {r!r:.80}.")
+    for spec in run.rules.metrics:
+        reason = metrics.can_compute(spec["name"], results, ids)
+        if reason:
+            raise MlloopError(f"metric {spec['name']!r} (eval_config.metrics) cannot be computed from "
+                              f"{script.name}'s predict(): {reason}; return what it needs or change the rules.")
+    scored = metrics.compute_metrics(results, run.rules.metrics, ids=ids, allow_missing=True)
+    return {"records": len(records), "metrics": {m["name"]: m["value"] for m in scored.values},
+            "undefined_on_these_records": scored.skipped, "warnings": scored.warnings}
+
+
 def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor: str = "val_loss",
               mode: str = "min") -> dict:
     report = _new_report(run)
@@ -158,6 +209,11 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
         if not outcome.is_global_zero:
             return {"version_id": run.vid, "rank": outcome.trainer.global_rank}
 
+        stage = "evaluation interface"
+        evaluation = check_evaluation(run, device)
+        run.log(f"evaluation interface: {evaluation['records']} validation records, metrics "
+                + ", ".join(f"{k}={v:.4g}" for k, v in evaluation["metrics"].items()))
+
         counts = run.data_counts
         report.time_estimate = estimate_version_time(run, timer, optimal, report.steps,
                                                      len(datamodule.valid_dataset))
@@ -172,7 +228,7 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
                         extra={"smoke_test": {
                             "train_samples": counts.get("train"), "valid_samples": counts.get("valid"),
                             "steps": {"per_epoch": smoke_steps.per_epoch, "total": smoke_steps.total},
-                            "contract": report.contract.overall_result,
+                            "contract": report.contract.overall_result, "evaluation": evaluation,
                             "probe": report.probe.to_dict() if report.probe else None,
                             "batch_search": report.search.to_dict() if report.search else None,
                             "time_estimate": report.time_estimate}})
@@ -189,6 +245,7 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
             "version_id": run.vid, "mode": "smoke", "overall_result": "PASS",
             "contract": report.contract.overall_result, "probe": report.probe.status,
             "optimal_batch_size": optimal, "train_batch_size": report.train_batch_size,
+            "evaluation_interface": evaluation,
             "too_few_steps": bool(report.steps.get("too_few")), "monitor": monitor,
             "estimated_version_minutes": report.time_estimate.get("minutes"),
             "best_score": outcome.best.get("score"), "wall_time_s": spec["wall_time_s"],

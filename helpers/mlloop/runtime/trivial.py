@@ -105,11 +105,15 @@ def predictors_for(family: str, train_targets: list, seed: int) -> list[dict]:
         def draw(n: int) -> list:
             return random.Random(seed).choices(labels, weights=[counts[v] for v in labels], k=n)
 
+        prior = {str(v): counts[v] / len(train_targets) for v in labels}
         return [
-            _constant("majority_class", "always the most frequent training label", majority),
+            {**_constant("majority_class", "always the most frequent training label, scored by the training class "
+                         "prior", majority), "scores": prior},
             {"name": "class_prior",
-             "description": f"a label drawn per sample with the training label frequencies (random.Random({seed}))",
-             "predict": draw, "fitted": {"labels": labels, "counts": [counts[v] for v in labels], "seed": seed}},
+             "description": f"a label drawn per sample with the training label frequencies (random.Random({seed})), "
+                            "scored by the training class prior",
+             "predict": draw, "fitted": {"labels": labels, "counts": [counts[v] for v in labels], "seed": seed},
+             "scores": prior},
         ]
     if family == REGRESSION:
         values = [float(v) for v in train_targets]
@@ -151,17 +155,115 @@ def score_trivial(family: str | None, train_targets: list | None, valid_targets:
     for p in predictors_for(family, train_targets, seed):
         preds = p["predict"](len(valid_targets))
         results = [{"prediction": y, "target": t, "loss": None} for y, t in zip(preds, valid_targets)]
-        got = compute_metrics(results, metrics, ids=valid_ids, allow_missing=True)
-        for name, reason in got.skipped.items():
-            not_computable.setdefault(name, LOSS_REASON if name == "loss" else reason)
-        scored.append({"name": p["name"], "description": p["description"], "fitted": p["fitted"],
-                       "metrics": got.values})
+        if "scores" in p:  # constant class probabilities: ROC AUC 0.5, the prior's log loss and Brier
+            results = [{**r, "scores": p["scores"]} for r in results]
+        _score(p, results, metrics, valid_ids, scored, not_computable)
+    return _finish(scored, not_computable, primary, metrics)
+
+
+def _score(p: dict, results: list[dict], metrics: list[dict], ids, scored: list, not_computable: dict) -> None:
+    got = compute_metrics(results, metrics, ids=ids, allow_missing=True)
+    for name, reason in got.skipped.items():
+        not_computable.setdefault(name, LOSS_REASON if name == "loss" else reason)
+    scored.append({"name": p["name"], "description": p["description"], "fitted": p["fitted"],
+                   "metrics": got.values})
+
+
+def _finish(scored: list, not_computable: dict, primary: str, metrics: list[dict]) -> dict:
     out = {"predictors": scored, "floor": choose_floor(scored, primary, metrics)}
     if not_computable:
         out["not_computable"] = not_computable
     if out["floor"] is None:
         out["note"] = "no trivial predictor can compute any of the configured metrics"
     return out
+
+
+# ---- floors built from the model's own results (the index alone does not hold what they need) ----
+
+FORECASTING, DETECTION, SEGMENTATION, RANKING = "forecasting", "detection", "segmentation", "ranking"
+RESULT_FAMILY_OF_TASK = {
+    "time-series-forecasting": FORECASTING, "object-detection": DETECTION, "ocr-detection": DETECTION,
+    "instance-segmentation": DETECTION, "image-segmentation": SEGMENTATION, "text-pair-ranking": RANKING,
+    "text-ranking": RANKING, "dense-retrieval": RANKING, "recommender-sequence": RANKING,
+}
+
+
+def results_family(task_type: str | None) -> str | None:
+    return RESULT_FAMILY_OF_TASK.get(task_type) if isinstance(task_type, str) else None
+
+
+def _seasons(metrics: list[dict]) -> list[int]:
+    from .. import metrics as registry
+
+    found = {int(p.param or 1) for p in map(registry.parse, (m["name"] for m in metrics))
+             if p is not None and p.metric.name == "mase"}
+    return sorted(found | {1})
+
+
+def _tile(history: list, m: int, horizon: int) -> list[float]:
+    season = [float(x) for x in history[-m:]]
+    return [season[i % m] for i in range(horizon)]
+
+
+def _majority_mask_counts(result: dict, cls) -> dict:
+    from .metric_compute import pixel_counts
+
+    c = pixel_counts(result)
+    target = {k: tp + fn for k, tp, fn in zip(c["classes"], c["tp"], c["fn"])}
+    pixels = sum(target.values())
+    classes = sorted(set(target) | {cls})
+    return {"classes": classes,
+            "tp": [target.get(k, 0) if k == cls else 0 for k in classes],
+            "fp": [pixels - target.get(k, 0) if k == cls else 0 for k in classes],
+            "fn": [0 if k == cls else target.get(k, 0) for k in classes]}
+
+
+def score_from_results(family: str, results: list[dict], metrics: list[dict], primary: str, seed: int,
+                       ids: list | None = None) -> dict:
+    """Trivial predictors whose inputs are in the evaluated results, not in the train index:
+    seasonal naive forecasts of each record's ``history``, no boxes, every pixel the majority
+    class of the evaluated masks, the model's own candidates in a seeded random order."""
+    scored, not_computable = [], {}
+    base = [{"target": r.get("target"), "loss": None} for r in results]
+    if family == FORECASTING:
+        if not all(isinstance(r.get("history"), list) and r["history"] for r in results):
+            return {"predictors": [], "floor": None,
+                    "note": "no trivial predictors: predict() returned no history for the seasonal naive forecast"}
+        for m in _seasons(metrics):
+            rows = [{**b, "history": r["history"],
+                     "prediction": _tile(r["history"], m, len(r["target"]) if isinstance(r["target"], list) else 1)}
+                    for b, r in zip(base, results)]
+            rows = [{**row, "prediction": row["prediction"] if isinstance(row["target"], list) else row["prediction"][0]}
+                    for row in rows]
+            name = "naive" if m == 1 else f"seasonal_naive@{m}"
+            _score({"name": name, "description": f"the last {m} value(s) of each record's history repeated",
+                    "fitted": {"season": m}}, rows, metrics, ids, scored, not_computable)
+    elif family == DETECTION:
+        rows = [{**b, "prediction": {"boxes": [], "labels": [], "scores": []}} for b in base]
+        _score({"name": "no_boxes", "description": "no boxes at all", "fitted": {}}, rows, metrics, ids, scored,
+               not_computable)
+    elif family == SEGMENTATION:
+        from .metric_compute import pixel_counts
+
+        totals: dict = {}
+        for r in results:
+            c = pixel_counts(r)
+            for k, tp, fn in zip(c["classes"], c["tp"], c["fn"]):
+                totals[k] = totals.get(k, 0) + tp + fn
+        majority = max(sorted(totals), key=lambda k: totals[k])
+        rows = [{"prediction": None, "target": None, "loss": None, "pixel_counts": _majority_mask_counts(r, majority)}
+                for r in results]
+        _score({"name": "majority_pixel", "description": "every pixel the most frequent class of the evaluated masks",
+                "fitted": {"class": majority}}, rows, metrics, ids, scored, not_computable)
+    elif family == RANKING:
+        rng = random.Random(seed)
+        rows = [{**b, "prediction": rng.sample(list(r["prediction"]), len(r["prediction"]))
+                 if isinstance(r.get("prediction"), list) else r.get("prediction")} for b, r in zip(base, results)]
+        _score({"name": "shuffled", "description": f"the model's candidates in a random order (random.Random({seed}))",
+                "fitted": {"seed": seed}}, rows, metrics, ids, scored, not_computable)
+    else:
+        raise MlloopError(f"no trivial predictors for task family {family!r}.")
+    return _finish(scored, not_computable, primary, metrics)
 
 
 def choose_floor(scored: list[dict], primary: str, metrics: list[dict]) -> dict | None:
