@@ -1,0 +1,463 @@
+"""Noise-aware deltas between two evaluated versions (``mlloop compare``).
+
+For every metric in the rules: the delta B − A, a 95% interval for it from a seeded paired
+bootstrap over the per-sample records in ``eval_samples.jsonl``, and a verdict (better, worse,
+within noise) in the metric's direction. The assumptions, stated once (``--help`` and
+docs/contracts.md repeat them):
+
+- **paired**: both versions were scored on the same records; they are matched by ``id`` and one
+  resample draws the same records for both, so the noise the two share (hard samples) cancels;
+- **i.i.d. records**: the validation records are exchangeable draws from one population (a
+  grouped split with strongly correlated records makes the interval too narrow);
+- **percentile interval**: the 2.5th and 97.5th percentiles (numpy's linear interpolation) of
+  2,000 resampled deltas;
+- **seeded**: the resamples depend only on the rules' seed, the number of records and the resample
+  count, so running the comparison again gives the same numbers; re-running cannot shop for a
+  better interval.
+
+A corpus metric is recomputed on each resample, never averaged from per-sample values: every
+metric below is a function of weighted sums of per-record columns (edits and reference lengths
+for CER/WER, per-class tp/fp/fn for F1, ...), so one matrix product ``weights @ columns`` gives
+all resamples at once. A metric without such a form (ROC AUC, BLEU, mAP, ...) is recomputed
+through ``mlloop.runtime.metrics.compute_metrics`` on each resample's rows. The vectorised value
+on all records must equal the version's eval_score.json value, else the metric is recomputed
+through ``compute_metrics`` as well; if that disagrees too, the two files do not belong together
+and the comparison is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import MlloopError
+from .jsonio import JsonProblems, parse_json_text
+from .layout import Project, version_number
+
+RESAMPLES = 2000
+LEVEL = 0.95
+CHUNK = 250        # resamples per block: memory stays at CHUNK × records floats
+MAX_CLASSES = 100  # beyond this the one-hot columns get large; such metrics are recomputed
+BETTER, WORSE, NOISE, UNDEFINED = "better", "worse", "within noise", "undefined"
+ASSUMPTIONS = ("paired by record id, i.i.d. records, seeded percentile bootstrap "
+               f"({RESAMPLES} resamples, {LEVEL:.0%} interval of B − A)")
+
+
+class CompareError(MlloopError):
+    """The two versions cannot be compared (one line: what, where, what to do)."""
+
+
+@dataclass
+class MetricDelta:
+    name: str
+    higher_is_better: bool
+    a: float
+    b: float
+    low: float | None
+    high: float | None
+    verdict: str
+    method: str                 # "vectorised" or "recomputed"
+    undefined_resamples: int = 0
+
+    @property
+    def delta(self) -> float:
+        return self.b - self.a
+
+    def interval(self) -> str:
+        if self.low is None:
+            return "-"
+        return f"[{_signed(self.low)}, {_signed(self.high)}]"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "higher_is_better": self.higher_is_better, "a": self.a, "b": self.b,
+                "delta": self.delta, "low": self.low, "high": self.high, "verdict": self.verdict,
+                "method": self.method, "undefined_resamples": self.undefined_resamples}
+
+
+@dataclass
+class Comparison:
+    a: str
+    b: str
+    dataset_id: str | None
+    num_samples: int
+    seed: int
+    resamples: int
+    primary: str | None
+    metrics: list[MetricDelta] = field(default_factory=list)
+
+    def metric(self, name: str) -> MetricDelta | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+    def to_dict(self) -> dict:
+        return {"ok": True, "a": self.a, "b": self.b, "dataset_id": self.dataset_id,
+                "num_samples": self.num_samples, "paired": True, "interval": "percentile",
+                "level": LEVEL, "resamples": self.resamples, "seed": self.seed, "primary_metric": self.primary,
+                "metrics": [m.to_dict() for m in self.metrics]}
+
+    def table(self) -> list[str]:
+        """Markdown rows: metric, A, B, delta, interval, verdict."""
+        rows = [f"| metric | {self.a} | {self.b} | delta | {LEVEL:.0%} interval | verdict |",
+                "|---|---|---|---|---|---|"]
+        for m in self.metrics:
+            label = f"{m.name} (primary)" if m.name == self.primary else m.name
+            rows.append(f"| {label} | {_fmt(m.a)} | {_fmt(m.b)} | {_signed(m.delta)} | {m.interval()} | {m.verdict} |")
+        return rows
+
+    def about(self) -> str:
+        return (f"{self.b} − {self.a} on {self.num_samples} paired records (dataset_id {self.dataset_id}); "
+                f"{ASSUMPTIONS.replace(f'{RESAMPLES} resamples', f'{self.resamples} resamples')}, seed {self.seed}.")
+
+    def lines(self) -> list[str]:
+        out = [self.about(), ""] + self.table()
+        recomputed = [m.name for m in self.metrics if m.method == "recomputed"]
+        if recomputed:
+            out.append(f"recomputed per resample through compute_metrics: {', '.join(recomputed)}")
+        out += [f"warning: {m.name}: {m.undefined_resamples} of {self.resamples} resamples leave it undefined; "
+                "the interval uses the others" for m in self.metrics if m.undefined_resamples]
+        return out
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.6g}"
+
+
+# ---- reading the records ------------------------------------------------------------------
+
+def read_eval_samples(project: Project, vid: str) -> list[dict]:
+    """The records of ``Models/Artifacts/<vid>/eval_samples.jsonl``; one clean line on any fault."""
+    path = project.artifact_dir(vid) / "eval_samples.jsonl"
+    rel = project.rel(path)
+    if not path.is_file():
+        raise CompareError(f"{rel} does not exist: {vid} is not evaluated; run `python 03_eval.py --version {vid}`.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CompareError(f"{rel} cannot be read ({exc}); re-run `python 03_eval.py --version {vid}`.") from None
+    rows, seen = [], set()
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = parse_json_text(line, rel)
+        except JsonProblems as exc:
+            raise CompareError(f"{rel}: line {n}: {exc.problems[0].message}; "
+                               f"re-run `python 03_eval.py --version {vid}`.") from None
+        if not isinstance(row, dict) or "id" not in row:
+            raise CompareError(f"{rel}: line {n} is not a record with an id; re-run `python 03_eval.py --version {vid}`.")
+        key = _id_key(row["id"])
+        if key in seen:
+            raise CompareError(f"{rel}: id {row['id']!r} appears twice (line {n}); one record per sample.")
+        seen.add(key)
+        rows.append(row)
+    if not rows:
+        raise CompareError(f"{rel} has no records; re-run `python 03_eval.py --version {vid}`.")
+    return rows
+
+
+def _id_key(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _read_score(project: Project, vid: str):
+    from .scores import read_eval_score
+
+    path = project.artifact_dir(vid) / "eval_score.json"
+    if not path.is_file():
+        raise CompareError(f"{project.rel(path)} does not exist: {vid} is not evaluated; "
+                           f"run `python 03_eval.py --version {vid}`.")
+    score = read_eval_score(project, path, vid)
+    if score is None:
+        raise CompareError(f"{project.rel(path)} cannot be read; `mlloop check {vid}` says why.")
+    return score
+
+
+def pair_records(a: str, rows_a: list[dict], b: str, rows_b: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Both versions' records in one order (sorted by id), or a one-line refusal."""
+    keys_a = {_id_key(r["id"]): r for r in rows_a}
+    keys_b = {_id_key(r["id"]): r for r in rows_b}
+    only_a = sorted(set(keys_a) - set(keys_b))
+    only_b = sorted(set(keys_b) - set(keys_a))
+    if only_a or only_b:
+        example = only_a[0] if only_a else only_b[0]
+        raise CompareError(
+            f"{a} and {b} were evaluated on different records ({len(only_a)} id(s) only in {a}, {len(only_b)} only "
+            f"in {b}, e.g. {example}); a paired comparison needs the same validation records: re-evaluate both "
+            "with `python 03_eval.py --version vNNN`.")
+    order = sorted(keys_a)
+    return [keys_a[k] for k in order], [keys_b[k] for k in order]
+
+
+# ---- the comparison -----------------------------------------------------------------------
+
+def compare_versions(project: Project, a: str, b: str, rules=None, metrics: list[dict] | None = None,
+                     resamples: int = RESAMPLES) -> Comparison:
+    """Compare evaluated versions ``a`` and ``b`` on ``metrics`` (default: the rules' metrics)."""
+    if rules is None:
+        from .rules import resolve
+
+        rules = resolve(project)
+        if rules.findings.problems:
+            raise CompareError(f"the rules have {len(rules.findings.problems)} problem(s); fix them first "
+                               "(`mlloop rules` lists them).", problems=rules.findings.problems)
+    for vid in (a, b):
+        if version_number(vid) is None:
+            err = CompareError(f"{vid!r} is not a version id; use vNNN, e.g. v001.")
+            err.exit_code = 2
+            raise err
+    score_a, score_b = _read_score(project, a), _read_score(project, b)
+    if score_a.dataset_id != score_b.dataset_id:
+        raise CompareError(f"{a} was evaluated on dataset_id {score_a.dataset_id!r} and {b} on "
+                           f"{score_b.dataset_id!r}; compare versions evaluated on the same dataset.")
+    rows_a, rows_b = pair_records(a, read_eval_samples(project, a), b, read_eval_samples(project, b))
+    specs = list(metrics if metrics is not None else rules.metrics)
+    results = paired_bootstrap(rows_a, rows_b, specs, seed=rules.seed, resamples=resamples,
+                               recorded=({a: score_a, b: score_b}, a, b))
+    return Comparison(a, b, score_a.dataset_id, len(rows_a), rules.seed, resamples, rules.primary_metric, results)
+
+
+def verdict(low: float | None, high: float | None, higher_is_better: bool) -> str:
+    """better / worse when the interval excludes 0 (in the metric's direction), else within noise."""
+    if low is None or high is None:
+        return UNDEFINED
+    if low > 0 or high < 0:
+        return BETTER if (low > 0) == higher_is_better else WORSE
+    return NOISE
+
+
+def paired_bootstrap(rows_a: list[dict], rows_b: list[dict], specs: list[dict], *, seed: int,
+                     resamples: int = RESAMPLES, paired: bool = True, recorded=None) -> list[MetricDelta]:
+    """Bootstrap deltas for ``specs`` over records already paired by position.
+
+    ``paired=False`` draws independent resamples for B (for showing what pairing buys; the CLI
+    always pairs). ``recorded`` = ``({vid: EvalScore}, a, b)``: the values the fast path must
+    reproduce on all records.
+    """
+    import numpy as np
+
+    n = len(rows_a)
+    kernels = []
+    for spec in specs:
+        name = spec["name"]
+        pair = [_kernel(name, rows) for rows in (rows_a, rows_b)]
+        if all(k is not None for k in pair) and _matches(pair, rows_a, rows_b, spec, recorded):
+            kernels.append(("fast", spec, pair))
+        else:
+            kernels.append(("slow", spec, None))
+    points = []
+    for kind, spec, pair in kernels:
+        if kind == "fast":
+            points.append(tuple(float(k.finish(k.columns.sum(axis=0, keepdims=True))[0]) for k in pair))
+        else:
+            points.append(tuple(_full_value(rows, spec) for rows in (rows_a, rows_b)))
+    _refuse_disagreement(points, specs, recorded)
+
+    fast = [(i, pair) for i, (kind, _, pair) in enumerate(kernels) if kind == "fast"]
+    slow = [(i, spec) for i, (kind, spec, _) in enumerate(kernels) if kind == "slow"]
+    cols_a = np.hstack([pair[0].columns for _, pair in fast]) if fast else np.zeros((n, 0))
+    cols_b = np.hstack([pair[1].columns for _, pair in fast]) if fast else np.zeros((n, 0))
+    both, split = np.hstack([cols_a, cols_b]), cols_a.shape[1]
+    deltas = np.empty((resamples, len(specs)))
+    rng = np.random.default_rng(seed)
+    for start in range(0, resamples, CHUNK):
+        c = min(CHUNK, resamples - start)
+        idx_a = rng.integers(0, n, size=(c, n))
+        idx_b = idx_a if paired else rng.integers(0, n, size=(c, n))
+        weights_a = _weights(np, idx_a, n)
+        if paired:  # one product for both versions: the same resampled records
+            sums = weights_a @ both
+            sums_a, sums_b = sums[:, :split], sums[:, split:]
+        else:
+            sums_a, sums_b = weights_a @ cols_a, _weights(np, idx_b, n) @ cols_b
+        at = 0
+        for i, (ka, kb) in fast:
+            width = ka.columns.shape[1]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                deltas[start:start + c, i] = kb.finish(sums_b[:, at:at + width]) - ka.finish(sums_a[:, at:at + width])
+            at += width
+        for i, spec in slow:
+            for r in range(c):
+                deltas[start + r, i] = (_resample_value(rows_b, idx_b[r], spec)
+                                        - _resample_value(rows_a, idx_a[r], spec))
+    out = []
+    for i, (kind, spec, _) in enumerate(kernels):
+        column = deltas[:, i]
+        defined = column[np.isfinite(column)]
+        low = high = None
+        if defined.size:
+            low, high = (float(v) for v in np.percentile(defined, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)]))
+        hib = bool(spec["higher_is_better"])
+        a_value, b_value = points[i]
+        out.append(MetricDelta(spec["name"], hib, a_value, b_value, low, high, verdict(low, high, hib),
+                               "vectorised" if kind == "fast" else "recomputed", int(resamples - defined.size)))
+    return out
+
+
+def _weights(np, idx, n: int):
+    """How often each record is drawn in each resample (rows of a multinomial(n, 1/n))."""
+    c = idx.shape[0]
+    flat = (idx + (np.arange(c) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=c * n).reshape(c, n).astype(np.float64)
+
+
+def _matches(pair, rows_a, rows_b, spec, recorded) -> bool:
+    """The fast path gives the recorded eval_score.json value on all records (or nothing is recorded)."""
+    if recorded is None:
+        return True
+    scores, a, b = recorded
+    for kernel, vid in zip(pair, (a, b)):
+        want = scores[vid].value(spec["name"])
+        got = float(kernel.finish(kernel.columns.sum(axis=0, keepdims=True))[0])
+        if want is not None and not _close(got, want):
+            return False
+    return True
+
+
+def _refuse_disagreement(points, specs, recorded) -> None:
+    if recorded is None:
+        return
+    scores, a, b = recorded
+    for (value_a, value_b), spec in zip(points, specs):
+        for vid, got in ((a, value_a), (b, value_b)):
+            want = scores[vid].value(spec["name"])
+            if want is not None and not _close(got, want):
+                raise CompareError(
+                    f"Models/Artifacts/{vid}/eval_samples.jsonl gives {spec['name']} {_fmt(got)} but its "
+                    f"eval_score.json says {_fmt(want)}; they come from different evaluations: re-run "
+                    f"`python 03_eval.py --version {vid}`.")
+
+
+def _close(x: float, y: float) -> bool:
+    return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
+
+
+# ---- recomputed metrics (compute_metrics on each resample's rows) --------------------------
+
+def _metric_value(rows: list[dict], spec: dict) -> float:
+    from .runtime.metrics import compute_metrics
+
+    values = compute_metrics(rows, [spec], ids=[r["id"] for r in rows]).values
+    return float(values[0]["value"])
+
+
+def _full_value(rows: list[dict], spec: dict) -> float:
+    return _metric_value(rows, spec)  # a MetricError here is the version's own problem: shown as is
+
+
+def _resample_value(rows: list[dict], idx, spec: dict) -> float:
+    from .runtime.metrics import MetricError
+
+    try:
+        return _metric_value([rows[i] for i in idx], spec)
+    except MetricError:
+        return math.nan  # e.g. every resampled target empty: counted as an undefined resample
+
+
+# ---- vectorised metrics: functions of weighted column sums ---------------------------------
+
+@dataclass
+class Kernel:
+    columns: object                          # numpy array, records × m
+    finish: Callable                         # (resamples × m weighted sums) -> resamples values
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+MEAN_OF_FIELD = ("loss",)
+REGRESSION = ("mse", "rmse", "mae", "mape")
+CONFUSION = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1", "precision", "recall")
+
+
+def _kernel(name: str, rows: list[dict]) -> Kernel | None:
+    """The vectorised form of ``name`` on these records, or None (then it is recomputed)."""
+    import numpy as np
+
+    n = len(rows)
+    if name in MEAN_OF_FIELD:
+        values = [r.get(name) for r in rows]
+        if not all(_number(v) for v in values):
+            return None
+        return Kernel(np.asarray(values, dtype=np.float64)[:, None], lambda s: s[:, 0] / n)
+    if name == "exact_match":
+        hits = np.asarray([r.get("prediction") == r.get("target") for r in rows], dtype=np.float64)
+        return Kernel(hits[:, None], lambda s: s[:, 0] / n)
+    if name in REGRESSION:
+        pairs = [(r.get("prediction"), r.get("target")) for r in rows]
+        if not all(_number(p) and _number(t) for p, t in pairs):
+            return None
+        p, t = (np.asarray(x, dtype=np.float64) for x in zip(*pairs))
+        err = p - t
+        column = {"mse": err * err, "rmse": err * err, "mae": np.abs(err),
+                  "mape": np.abs(err) / np.maximum(np.abs(t), 1.17e-6)}[name]  # torchmetrics' clamp
+        if name == "rmse":
+            return Kernel(column[:, None], lambda s: np.sqrt(s[:, 0] / n))
+        return Kernel(column[:, None], lambda s: s[:, 0] / n)
+    if name in ("cer", "wer"):
+        return _error_rate(np, name, rows)
+    if name in CONFUSION:
+        return _confusion(np, name, rows)
+    return None
+
+
+def _error_rate(np, name: str, rows: list[dict]) -> Kernel | None:
+    """Total edits / total reference length; the edits come back from the per-record rate."""
+    edits, lengths = [], []
+    for r in rows:
+        target, rate = r.get("target"), r.get(name)
+        if not isinstance(target, str) or not _number(rate):
+            return None
+        length = len(target) if name == "cer" else len(target.split())
+        edits.append(round(rate * max(length, 1)))
+        lengths.append(length)
+    columns = np.asarray([edits, lengths], dtype=np.float64).T
+    return Kernel(columns, lambda s: s[:, 0] / s[:, 1])  # 0/0 -> nan: an undefined resample
+
+
+def _confusion(np, name: str, rows: list[dict]) -> Kernel | None:
+    """Per-class tp/fp/fn from weighted one-hot columns; the averages as runtime.metrics defines them."""
+    preds, targets = [r.get("prediction") for r in rows], [r.get("target") for r in rows]
+    for p, t in zip(preds, targets):
+        if not isinstance(p, (str, int)) or not isinstance(t, (str, int)) or isinstance(p, bool) \
+                or isinstance(t, bool) or isinstance(p, str) != isinstance(t, str):
+            return None
+    labels = sorted(set(preds) | set(targets), key=lambda v: (0, v, "") if isinstance(v, int) else (1, 0, v))
+    k = len(labels)
+    if k > MAX_CLASSES:
+        return None
+    index = {v: i for i, v in enumerate(labels)}
+    p = np.asarray([index[v] for v in preds])
+    t = np.asarray([index[v] for v in targets])
+    eye = np.eye(k)
+    hit = (p == t)[:, None]
+    columns = np.hstack([eye[t] * hit, eye[p], eye[t]])  # tp, predicted, support
+
+    def finish(s):
+        tp, predicted, support = s[:, :k], s[:, k:2 * k], s[:, 2 * k:]
+        fp, fn = predicted - tp, support - tp
+        total = support.sum(axis=1)
+        if name == "accuracy":
+            return tp.sum(axis=1) / total
+        if name == "micro_f1":
+            return _ratio(np, 2 * tp.sum(axis=1), 2 * tp.sum(axis=1) + fp.sum(axis=1) + fn.sum(axis=1))
+        if name == "balanced_accuracy":  # recall over the classes present in the targets
+            present = support > 0
+            return (_ratio(np, tp, tp + fn) * present).sum(axis=1) / present.sum(axis=1)
+        per_class = {"precision": lambda: _ratio(np, tp, tp + fp), "recall": lambda: _ratio(np, tp, tp + fn)}.get(
+            name, lambda: _ratio(np, 2 * tp, 2 * tp + fp + fn))()
+        if name == "weighted_f1":
+            return _ratio(np, (per_class * support).sum(axis=1), support.sum(axis=1))
+        used = (tp + fp + fn) > 0  # macro: classes with no target and no prediction are left out
+        return (per_class * used).sum(axis=1) / used.sum(axis=1)
+    return Kernel(columns, finish)
+
+
+def _ratio(np, num, den):
+    """num / den, 0 where den is 0 (torchmetrics' zero_division=0)."""
+    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den != 0)
