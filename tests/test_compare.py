@@ -170,7 +170,7 @@ def test_interval_covers_the_true_delta_about_95_percent_of_the_time():
 
 @pytest.mark.parametrize("name", ["accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1",
                                   "precision", "recall", "exact_match", "loss", "cer", "wer", "mse", "rmse",
-                                  "mae", "mape"])
+                                  "mae", "mape", "r2"])
 def test_each_resample_is_the_metric_recomputed_on_the_resampled_rows(name):
     rnd = random.Random(3)
     n = 30
@@ -182,7 +182,7 @@ def test_each_resample_is_the_metric_recomputed_on_the_resampled_rows(name):
             pred = target if rnd.random() < 0.5 else target[::-1] + rnd.choice(["", "x"])
             rows.append({"id": i, "prediction": pred, "target": target, "loss": 0.1})
         rows = compute_metrics_rows(rows, name)
-    elif name in ("mse", "rmse", "mae", "mape"):
+    elif name in ("mse", "rmse", "mae", "mape", "r2"):
         rows = [{"id": i, "prediction": rnd.uniform(-2, 2), "target": rnd.choice([0.0, rnd.uniform(-2, 2)]),
                  "loss": 0.1} for i in range(n)]
     else:
@@ -218,12 +218,13 @@ def test_cer_is_total_edits_over_total_length_not_a_mean_of_rates():
 
 def test_a_metric_without_a_vectorised_form_is_recomputed_per_resample():
     rnd = random.Random(5)
-    rows_a = [{"id": i, "prediction": x + rnd.gauss(0, 1.0), "target": x, "loss": 0.0}
-              for i, x in enumerate(rnd.uniform(0, 10) for _ in range(40))]
-    rows_b = [{**r, "prediction": r["target"] + rnd.gauss(0, 0.1)} for r in rows_a]
-    spec = {"name": "r2", "higher_is_better": True}
+    words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
+    targets = [" ".join(rnd.choice(words) for _ in range(6)) for _ in range(30)]
+    rows_a = [{"id": i, "prediction": " ".join(reversed(t.split())), "target": t} for i, t in enumerate(targets)]
+    rows_b = [{"id": i, "prediction": t, "target": t} for i, t in enumerate(targets)]
+    spec = {"name": "bleu", "higher_is_better": True}
     [m] = paired_bootstrap(rows_a, rows_b, [spec], seed=42, resamples=CHUNK + 10)
-    assert m.method == "recomputed" and m.verdict == "better"
+    assert m.method == "recomputed" and m.verdict == "better" and m.b == 1.0
     assert m.a == pytest.approx(compute_metrics(rows_a, [spec]).values[0]["value"])
 
 

@@ -259,8 +259,8 @@ def paired_bootstrap(rows_a: list[dict], rows_b: list[dict], specs: list[dict], 
 
     fast = [(i, pair) for i, (kind, _, pair) in enumerate(kernels) if kind == "fast"]
     slow = [(i, spec) for i, (kind, spec, _) in enumerate(kernels) if kind == "slow"]
-    cols_a = np.hstack([pair[0].columns for _, pair in fast]) if fast else np.zeros((n, 0))
-    cols_b = np.hstack([pair[1].columns for _, pair in fast]) if fast else np.zeros((n, 0))
+    cols_a, at_a = _stack(np, [pair[0] for _, pair in fast], n)
+    cols_b, at_b = _stack(np, [pair[1] for _, pair in fast], n)
     both, split = np.hstack([cols_a, cols_b]), cols_a.shape[1]
     deltas = np.empty((resamples, len(specs)))
     rng = np.random.default_rng(seed)
@@ -274,12 +274,11 @@ def paired_bootstrap(rows_a: list[dict], rows_b: list[dict], specs: list[dict], 
             sums_a, sums_b = sums[:, :split], sums[:, split:]
         else:
             sums_a, sums_b = weights_a @ cols_a, _weights(np, idx_b, n) @ cols_b
-        at = 0
-        for i, (ka, kb) in fast:
-            width = ka.columns.shape[1]
+        for j, (i, (ka, kb)) in enumerate(fast):
+            wa, wb = ka.columns.shape[1], kb.columns.shape[1]
             with np.errstate(divide="ignore", invalid="ignore"):
-                deltas[start:start + c, i] = kb.finish(sums_b[:, at:at + width]) - ka.finish(sums_a[:, at:at + width])
-            at += width
+                deltas[start:start + c, i] = (kb.finish(sums_b[:, at_b[j]:at_b[j] + wb])
+                                              - ka.finish(sums_a[:, at_a[j]:at_a[j] + wa]))
         for i, spec in slow:
             for r in range(c):
                 deltas[start + r, i] = (_resample_value(rows_b, idx_b[r], spec)
@@ -296,6 +295,19 @@ def paired_bootstrap(rows_a: list[dict], rows_b: list[dict], specs: list[dict], 
         out.append(MetricDelta(spec["name"], hib, a_value, b_value, low, high, verdict(low, high, hib),
                                "vectorised" if kind == "fast" else "recomputed", int(resamples - defined.size)))
     return out
+
+
+def _stack(np, kernels: list, n: int):
+    """One column matrix for these kernels, each distinct ``key`` once (the confusion counts
+    serve every F1 / precision / recall / accuracy), and each kernel's offset into it."""
+    blocks, offsets, where, width = [], [], {}, 0
+    for kernel in kernels:
+        if kernel.key not in where:
+            where[kernel.key] = width
+            blocks.append(kernel.columns)
+            width += kernel.columns.shape[1]
+        offsets.append(where[kernel.key])
+    return (np.hstack(blocks) if blocks else np.zeros((n, 0))), offsets
 
 
 def _weights(np, idx, n: int):
@@ -362,6 +374,7 @@ def _resample_value(rows: list[dict], idx, spec: dict) -> float:
 
 @dataclass
 class Kernel:
+    key: str                                 # kernels with one key share their columns
     columns: object                          # numpy array, records × m
     finish: Callable                         # (resamples × m weighted sums) -> resamples values
 
@@ -384,21 +397,23 @@ def _kernel(name: str, rows: list[dict]) -> Kernel | None:
         values = [r.get(name) for r in rows]
         if not all(_number(v) for v in values):
             return None
-        return Kernel(np.asarray(values, dtype=np.float64)[:, None], lambda s: s[:, 0] / n)
+        return Kernel(f"field:{name}", np.asarray(values, dtype=np.float64)[:, None], lambda s: s[:, 0] / n)
     if name == "exact_match":
         hits = np.asarray([r.get("prediction") == r.get("target") for r in rows], dtype=np.float64)
-        return Kernel(hits[:, None], lambda s: s[:, 0] / n)
-    if name in REGRESSION:
+        return Kernel(name, hits[:, None], lambda s: s[:, 0] / n)
+    if name in REGRESSION + ("r2",):
         pairs = [(r.get("prediction"), r.get("target")) for r in rows]
         if not all(_number(p) and _number(t) for p, t in pairs):
             return None
         p, t = (np.asarray(x, dtype=np.float64) for x in zip(*pairs))
         err = p - t
-        column = {"mse": err * err, "rmse": err * err, "mae": np.abs(err),
-                  "mape": np.abs(err) / np.maximum(np.abs(t), 1.17e-6)}[name]  # torchmetrics' clamp
-        if name == "rmse":
-            return Kernel(column[:, None], lambda s: np.sqrt(s[:, 0] / n))
-        return Kernel(column[:, None], lambda s: s[:, 0] / n)
+        if name == "r2":
+            return None if n < 2 else Kernel(name, np.stack([err * err, t, t * t], axis=1), lambda s: _r2(np, s, n))
+        if name in ("mse", "rmse"):
+            return Kernel("squared_error", (err * err)[:, None],
+                          (lambda s: np.sqrt(s[:, 0] / n)) if name == "rmse" else (lambda s: s[:, 0] / n))
+        column = np.abs(err) if name == "mae" else np.abs(err) / np.maximum(np.abs(t), 1.17e-6)  # torchmetrics' clamp
+        return Kernel(name, column[:, None], lambda s: s[:, 0] / n)
     if name in ("cer", "wer"):
         return _error_rate(np, name, rows)
     if name in CONFUSION:
@@ -417,7 +432,7 @@ def _error_rate(np, name: str, rows: list[dict]) -> Kernel | None:
         edits.append(round(rate * max(length, 1)))
         lengths.append(length)
     columns = np.asarray([edits, lengths], dtype=np.float64).T
-    return Kernel(columns, lambda s: s[:, 0] / s[:, 1])  # 0/0 -> nan: an undefined resample
+    return Kernel(name, columns, lambda s: s[:, 0] / s[:, 1])  # 0/0 -> nan: an undefined resample
 
 
 def _confusion(np, name: str, rows: list[dict]) -> Kernel | None:
@@ -455,7 +470,18 @@ def _confusion(np, name: str, rows: list[dict]) -> Kernel | None:
             return _ratio(np, (per_class * support).sum(axis=1), support.sum(axis=1))
         used = (tp + fp + fn) > 0  # macro: classes with no target and no prediction are left out
         return (per_class * used).sum(axis=1) / used.sum(axis=1)
-    return Kernel(columns, finish)
+    return Kernel("confusion", columns, finish)
+
+
+def _r2(np, s, n: int):
+    """torchmetrics' r2_score: 1 - rss/tss, with |rss| or |tss| within 1e-4 of zero treated as zero."""
+    rss, total, squares = s[:, 0], s[:, 1], s[:, 2]
+    tss = squares - total * (total / n)
+    out = np.ones_like(rss)
+    real = (np.abs(rss) > 1e-4) & (np.abs(tss) > 1e-4)
+    out[real] = 1 - rss[real] / tss[real]
+    out[(np.abs(rss) > 1e-4) & ~(np.abs(tss) > 1e-4)] = 0.0
+    return out
 
 
 def _ratio(np, num, den):
