@@ -487,3 +487,62 @@ def _r2(np, s, n: int):
 def _ratio(np, num, den):
     """num / den, 0 where den is 0 (torchmetrics' zero_division=0)."""
     return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den != 0)
+
+
+# ---- the report: ties with the best version, metrics that disagree on the winner -----------
+
+@dataclass
+class RankingNoise:
+    tied: list[str]                       # versions whose primary metric is within noise of the best
+    disagreements: list[str]              # other metrics whose winner is not the best version
+    lines: list[str]
+
+
+def ranking_noise(project: Project, rules, ranking, best) -> RankingNoise:
+    """Which versions the best does not beat beyond noise on the primary metric, and which other
+    metrics name another winner (each with its paired-bootstrap interval)."""
+    from .leaderboard import VERSION
+
+    primary = ranking.primary
+    versions = [r for r in ranking.rows if r.kind == VERSION]
+    tied, beaten, failed, lines = [], [], [], []
+    spec = [{"name": primary, "higher_is_better": ranking.higher_is_better}]
+    for row in versions:
+        if row is best or row.primary is None:
+            continue
+        try:
+            m = compare_versions(project, row.name, best.name, rules, metrics=spec).metrics[0]
+        except CompareError as exc:
+            failed.append((row.name, str(exc)))
+            continue
+        entry = f"{row.name} ({best.name} − {row.name} = {m.delta:+.6g}, 95% interval {m.interval()})"
+        (beaten if m.verdict == BETTER else tied).append((abs(m.delta), row.name, entry))
+    if tied:
+        lines.append(f"- **Statistically tied with {best.name} on {primary}** (the paired-bootstrap 95% interval "
+                     f"of the difference includes 0): {'; '.join(e for _, _, e in tied)}. The ranking between them "
+                     "is within noise; prefer the simpler (earlier) one unless another metric separates them.")
+    elif beaten:
+        lines.append(f"- {best.name} is better on {primary} than every other version beyond noise "
+                     f"(closest: {min(beaten)[2]}).")
+    if failed:
+        lines.append(f"- No noise estimate against {', '.join(n for n, _ in failed)}: {failed[0][1]}")
+    disagreements = []
+    for name, hib in ranking.tie_metrics:
+        scored = [r for r in versions if r.values.get(name) is not None]
+        if not scored or best.values.get(name) is None:
+            continue
+        winner = sorted(scored, key=lambda r: (-r.values[name] if hib else r.values[name],
+                                               version_number(r.name)))[0]
+        if winner is best or winner.values[name] == best.values[name]:
+            continue
+        disagreements.append(name)
+        line = (f"- **{primary} and {name} disagree on the winner**: {primary} ranks {best.name} first, {name} "
+                f"ranks {winner.name} first ({name} {_fmt(winner.values[name])} vs {_fmt(best.values[name])}")
+        try:
+            m = compare_versions(project, best.name, winner.name, rules,
+                                 metrics=[{"name": name, "higher_is_better": hib}]).metrics[0]
+            line += f"; {winner.name} − {best.name} 95% interval {m.interval()}, {m.verdict})."
+        except CompareError:
+            line += "; no interval, see above)."
+        lines.append(line)
+    return RankingNoise([n for _, n, _ in tied], disagreements, lines)

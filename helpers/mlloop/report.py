@@ -42,13 +42,16 @@ class ReportResult:
     reevaluated: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     none_beat_floor: bool = False
+    tied_with_best: list[str] = field(default_factory=list)    # within noise of the best on the primary metric
+    metrics_disagree: list[str] = field(default_factory=list)  # other metrics whose winner is another version
 
     def to_dict(self) -> dict:
         return {"ok": True, "report": self.path, "leaderboard": f"{self.path}/leaderboard.csv",
                 "final_analysis": f"{self.path}/final-analysis.md", "best": self.best,
                 "best_value": self.best_value, "primary_metric": self.primary, "rows": self.rows,
                 "reevaluated": [{"version": v, "reason": r} for v, r in self.reevaluated],
-                "none_beat_floor": self.none_beat_floor, "warnings": self.warnings, "next": self.next_step()}
+                "none_beat_floor": self.none_beat_floor, "tied_with_best": self.tied_with_best,
+                "metrics_disagree": self.metrics_disagree, "warnings": self.warnings, "next": self.next_step()}
 
     def next_step(self) -> str:
         return (f"fill the section between {ANALYSIS_START} and {ANALYSIS_END} in "
@@ -58,6 +61,11 @@ class ReportResult:
         out = [f"re-evaluated {v} ({r})" for v, r in self.reevaluated]
         out.append(f"wrote {self.path}/ (leaderboard.csv: {self.rows} rows, final-analysis.md, Artifacts/{self.best}/)")
         out.append(f"best: {self.best} ({self.primary} {fmt(self.best_value)})")
+        if self.tied_with_best:
+            out.append(f"statistically tied with {self.best} on {self.primary}: {', '.join(self.tied_with_best)} "
+                       "(final-analysis.md gives the intervals)")
+        if self.metrics_disagree:
+            out.append(f"another winner by {', '.join(self.metrics_disagree)} (final-analysis.md says which)")
         if self.none_beat_floor:
             out.append("warning: no version beats its trivial baseline; the leaderboard ranks failures")
         out += [f"warning: {w}" for w in self.warnings]
@@ -104,8 +112,11 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
             warnings.append(f"no {ranking.primary} in eval_score.json for {names}; ranked last.")
         floors = {r.name: read_floor(project, r.name) for r in ranking.rows if r.kind != EXTERNAL}
         none_beat = _none_beat(ranking, floors)
+        from .compare import ranking_noise
+
+        noise = ranking_noise(project, rules, ranking, best)
         text = final_analysis(project, rules, ranking, floors, best, reevaluated, warnings, none_beat,
-                              dataset_id, name)
+                              dataset_id, name, noise)
         project.report_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=project.report_root))
         try:
@@ -120,7 +131,7 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
             raise
     progress(f"report written to {project.rel(final)}/")
     return ReportResult(project.rel(final), best.name, best.primary, ranking.primary, len(ranking.rows),
-                        reevaluated, warnings, none_beat)
+                        reevaluated, warnings, none_beat, noise.tied, noise.disagreements)
 
 
 def free_report_name(project: Project, when: datetime) -> str:
@@ -322,7 +333,7 @@ def _relative_link(project: Project, path: Path) -> str:
 
 
 def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best: Row,
-                   reevaluated, warnings, none_beat: bool, dataset_id: str, name: str) -> str:
+                   reevaluated, warnings, none_beat: bool, dataset_id: str, name: str, noise=None) -> str:
     from .analysis import read_action, read_text_quiet, version_parent
     from .authoring import read_header
     from .stages import ACTION_DOC, ANALYSIS_DOC
@@ -361,6 +372,7 @@ def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best
         out.append(f"| {i} | {row.name} | {values} | {floor_cell} | {beats} | {parents[row.name]} |")
     out += ["", ranking.tie_rule()]
     out += [f"- {tie.sentence(primary)}" for tie in ranking.ties]
+    out += noise.lines if noise else []
     if warnings:
         out += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
 
