@@ -121,6 +121,22 @@ def test_records_that_do_not_give_the_recorded_score_are_refused(project):
                              "`python 03_eval.py --version v001`.\n")
 
 
+def test_a_metric_the_records_do_not_reproduce_is_refused(project):
+    ids = project.sample_ids("valid")
+    project.scored("v001", records(ids, [True] * 100)).scored("v002", records(ids, [True] * 100))
+    doc = project.read_json("Models/Artifacts/v002/eval_score.json")
+    doc["metrics"][2]["value"] = 0.5  # macro_f1: neither the vectorised form nor compute_metrics gives it
+    from mlloop.scores import score_digest
+
+    doc["score_sha256"] = score_digest(doc)
+    project.write_json("Models/Artifacts/v002/eval_score.json", doc)
+    result = compare(project, "v001", "v002")
+    assert result.exit_code == 1
+    assert result.output == ("Error: Models/Artifacts/v002/eval_samples.jsonl gives macro_f1 1 but its "
+                             "eval_score.json says 0.5; they come from different evaluations: re-run "
+                             "`python 03_eval.py --version v002`.\n")
+
+
 def test_unevaluated_version_and_bad_id(project):
     project.version(3, "trained")
     result = compare(project, "v001", "v003")

@@ -214,11 +214,30 @@ def compare_versions(project: Project, a: str, b: str, rules=None, metrics: list
     if score_a.dataset_id != score_b.dataset_id:
         raise CompareError(f"{a} was evaluated on dataset_id {score_a.dataset_id!r} and {b} on "
                            f"{score_b.dataset_id!r}; compare versions evaluated on the same dataset.")
-    rows_a, rows_b = pair_records(a, read_eval_samples(project, a), b, read_eval_samples(project, b))
+    samples_a, samples_b = read_eval_samples(project, a), read_eval_samples(project, b)
+    _in_sync(a, samples_a, score_a)
+    _in_sync(b, samples_b, score_b)
+    rows_a, rows_b = pair_records(a, samples_a, b, samples_b)
     specs = list(metrics if metrics is not None else rules.metrics)
     results = paired_bootstrap(rows_a, rows_b, specs, seed=rules.seed, resamples=resamples,
                                recorded=({a: score_a, b: score_b}, a, b))
     return Comparison(a, b, score_a.dataset_id, len(rows_a), rules.seed, resamples, rules.primary_metric, results)
+
+
+def _in_sync(vid: str, rows: list[dict], score) -> None:
+    """Cheap proof that the records and the score come from one evaluation: the record count and
+    the mean loss (a definition no metric registry changes) match eval_score.json."""
+    rel = f"Models/Artifacts/{vid}/eval_samples.jsonl"
+    again = f"they come from different evaluations: re-run `python 03_eval.py --version {vid}`."
+    recorded = score.doc.get("num_samples")
+    if isinstance(recorded, int) and recorded != len(rows):
+        raise CompareError(f"{rel} has {len(rows)} records but its eval_score.json says num_samples {recorded}; {again}")
+    loss = score.value("loss")
+    losses = [r.get("loss") for r in rows]
+    if loss is not None and all(_number(v) for v in losses):
+        mean = math.fsum(losses) / len(losses)
+        if not _close(mean, loss):
+            raise CompareError(f"{rel} gives loss {_fmt(mean)} but its eval_score.json says {_fmt(loss)}; {again}")
 
 
 def verdict(low: float | None, high: float | None, higher_is_better: bool) -> str:
