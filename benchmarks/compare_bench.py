@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
 
-from mlloop.compare import RESAMPLES, paired_bootstrap  # noqa: E402
+from mlloop.bootstrap import RESAMPLES, paired_bootstrap  # noqa: E402
 from mlloop.runtime.metrics import compute_metrics  # noqa: E402
 
 

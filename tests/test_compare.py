@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mlloop.bootstrap import _kernel, _weights, paired_bootstrap, verdict
 from mlloop.cli import cli
-from mlloop.compare import _kernel, _weights, paired_bootstrap, verdict
 from mlloop.runtime.metrics import compute_metrics
 
 CLASSES = ("cat", "dog", "fox")
