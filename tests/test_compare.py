@@ -257,3 +257,14 @@ def test_verdict_follows_the_direction_and_zero_on_the_edge_is_noise():
     assert verdict(-0.2, -0.01, True) == "worse" and verdict(-0.2, -0.01, False) == "better"
     assert verdict(0.0, 0.2, True) == "within noise" and verdict(-0.1, 0.0, False) == "within noise"
     assert verdict(None, None, True) == "undefined"
+
+
+def test_a_recomputation_over_the_time_budget_gives_no_interval_and_says_why(monkeypatch):
+    import mlloop.bootstrap as bootstrap
+
+    monkeypatch.setattr(bootstrap, "RECOMPUTE_BUDGET_S", 0.0)
+    rows = [{"id": i, "prediction": "a b", "target": "a b c"} for i in range(5)]
+    [m] = paired_bootstrap(rows, rows, [{"name": "chrf", "higher_is_better": True}], seed=42)
+    assert (m.low, m.high, m.verdict, m.method) == (None, None, "undefined", "not resampled")
+    assert m.note.startswith("no interval: recomputing chrf through compute_metrics 2000 times would take about ")
+    assert m.note.endswith(" min here (over the 0 s budget)")

@@ -19,6 +19,7 @@ numpy is imported inside the functions, so importing this module stays light.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,6 +29,10 @@ RESAMPLES = 2000
 LEVEL = 0.95
 CHUNK = 250        # resamples per block: memory stays at CHUNK × records floats
 MAX_CLASSES = 100  # beyond this the one-hot columns get large; such metrics are recomputed
+# Recomputing a metric 2 x 2,000 times through compute_metrics can take hours (torchmetrics' chrF
+# on 1,000 lines: seconds per call). Past this projection the metric gets no interval, and says
+# why; the numbers that are given never depend on the machine's speed.
+RECOMPUTE_BUDGET_S = 120.0
 BETTER, WORSE, NOISE, UNDEFINED = "better", "worse", "within noise", "undefined"
 
 class CompareError(MlloopError):
@@ -43,8 +48,9 @@ class MetricDelta:
     low: float | None
     high: float | None
     verdict: str
-    method: str                 # "vectorised" or "recomputed"
+    method: str                 # "vectorised", "recomputed" or "not resampled"
     undefined_resamples: int = 0
+    note: str = ""              # why there is no interval, when there is none
 
     @property
     def delta(self) -> float:
@@ -58,7 +64,7 @@ class MetricDelta:
     def to_dict(self) -> dict:
         return {"name": self.name, "higher_is_better": self.higher_is_better, "a": self.a, "b": self.b,
                 "delta": self.delta, "low": self.low, "high": self.high, "verdict": self.verdict,
-                "method": self.method, "undefined_resamples": self.undefined_resamples}
+                "method": self.method, "undefined_resamples": self.undefined_resamples, "note": self.note}
 
 def fmt_value(value: float) -> str:
     return f"{value:.6g}"
@@ -95,17 +101,22 @@ def paired_bootstrap(rows_a: list[dict], rows_b: list[dict], specs: list[dict], 
             kernels.append(("fast", spec, pair))
         else:
             kernels.append(("slow", spec, None))
-    points = []
+    points, projected = [], {}
     for kind, spec, pair in kernels:
         if kind == "fast":
             points.append(tuple(float(k.finish(k.columns.sum(axis=0, keepdims=True))[0]) for k in pair))
         else:
+            started = time.perf_counter()
             points.append(tuple(_full_value(rows, spec) for rows in (rows_a, rows_b)))
+            projected[spec["name"]] = (time.perf_counter() - started) * resamples
     # the vectorised ones were checked against the record in _matches; the recomputed ones here
     _refuse_disagreement([p if kind == "slow" else None for p, (kind, _, _) in zip(points, kernels)], specs, recorded)
 
     fast = [(i, pair) for i, (kind, _, pair) in enumerate(kernels) if kind == "fast"]
-    slow = [(i, spec) for i, (kind, spec, _) in enumerate(kernels) if kind == "slow"]
+    skipped = {name: (f"no interval: recomputing {name} through compute_metrics {resamples} times would take "
+                      f"about {seconds / 60:.0f} min here (over the {RECOMPUTE_BUDGET_S:.0f} s budget)")
+               for name, seconds in projected.items() if seconds > RECOMPUTE_BUDGET_S}
+    slow = [(i, spec) for i, (kind, spec, _) in enumerate(kernels) if kind == "slow" and spec["name"] not in skipped]
     cols_a, at_a = _stack(np, [pair[0] for _, pair in fast], n)
     cols_b, at_b = _stack(np, [pair[1] for _, pair in fast], n)
     both, split = np.hstack([cols_a, cols_b]), cols_a.shape[1]
@@ -132,13 +143,17 @@ def paired_bootstrap(rows_a: list[dict], rows_b: list[dict], specs: list[dict], 
                                         - _resample_value(rows_a, idx_a[r], spec))
     out = []
     for i, (kind, spec, _) in enumerate(kernels):
-        column = deltas[:, i]
+        column = deltas[:, i] if spec["name"] not in skipped else np.full(resamples, np.nan)
         defined = column[np.isfinite(column)]
         low = high = None
         if defined.size:
             low, high = (float(v) for v in np.percentile(defined, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)]))
         hib = bool(spec["higher_is_better"])
         a_value, b_value = points[i]
+        if spec["name"] in skipped:
+            out.append(MetricDelta(spec["name"], hib, a_value, b_value, None, None, UNDEFINED, "not resampled",
+                                   0, skipped[spec["name"]]))
+            continue
         out.append(MetricDelta(spec["name"], hib, a_value, b_value, low, high, verdict(low, high, hib),
                                "vectorised" if kind == "fast" else "recomputed", int(resamples - defined.size)))
     return out

@@ -72,6 +72,7 @@ class Comparison:
             out.append(f"recomputed per resample through compute_metrics: {', '.join(recomputed)}")
         out += [f"warning: {m.name}: {m.undefined_resamples} of {self.resamples} resamples leave it undefined; "
                 "the interval uses the others" for m in self.metrics if m.undefined_resamples]
+        out += [f"warning: {m.name}: {m.note}" for m in self.metrics if m.note]
         return out
 
 
