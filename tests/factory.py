@@ -356,6 +356,23 @@ class ProjectFactory:
                                                     "conditions": {}, "config": {}, "scores": {"loss": 0.5}})
         return self
 
+    def scored(self, vid: str, records: list[dict]) -> "ProjectFactory":
+        """Give evaluated ``vid`` these eval_samples.jsonl records, and the eval_score.json
+        metrics they imply (computed by mlloop.runtime.metrics, as 03_eval.py does)."""
+        from mlloop.runtime.metrics import compute_metrics
+
+        pt = self.read_json(".claude/skills/progressive-training/user_defined_rules.json")
+        values = compute_metrics(records, pt["eval_config"]["metrics"], ids=[r["id"] for r in records]).values
+        base = f"Models/Artifacts/{vid}"
+        self.write(f"{base}/eval_samples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        doc = self.read_json(f"{base}/eval_score.json")
+        doc.update(metrics=values, num_samples=len(records))
+        if "eval_samples_sha256" in doc:  # a score that also signs its records signs these
+            doc["eval_samples_sha256"] = sha256_file(self.root / base / "eval_samples.jsonl")
+        doc["score_sha256"] = score_digest(doc)
+        self.write_json(f"{base}/eval_score.json", doc)
+        return self
+
     def complete(self, versions: int = 2, accuracies=None) -> "ProjectFactory":
         """A finished build-baseline and ``versions`` fully analysed versions."""
         self.build_baseline_done()

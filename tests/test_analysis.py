@@ -64,16 +64,43 @@ def test_deltas_against_the_parent_and_the_previous_version(factory):
     assert (result.parent, result.previous) == ("v001", "v002")
     deltas = section(text_of(factory, "v003"), "Metric deltas").splitlines()
     parent_at = deltas.index("vs v001 (parent):")
-    assert deltas[parent_at + 2:parent_at + 7] == [
+    # the factory's eval_samples.jsonl do not give these scores, so there is no interval, and it says so
+    assert deltas[parent_at + 2] == (
+        "No intervals: Models/Artifacts/v001/eval_samples.jsonl gives loss 0.5 but its eval_score.json says 0.7; "
+        "they come from different evaluations: re-run `python 03_eval.py --version v001`. The verdicts below "
+        "compare raw values only.")
+    assert deltas[parent_at + 4:parent_at + 9] == [
         "| metric | v001 | v003 | delta | |", "|---|---|---|---|---|",
         "| loss | 0.7 | 0.8 | +0.1 | worse |",
         "| accuracy (primary) | 0.8 | 0.7 | -0.1 | worse |",
         "| macro_f1 | 0.72 | 0.63 | -0.09 | worse |"]
     previous_at = deltas.index("vs v002 (previous version):")
-    assert deltas[previous_at + 4:previous_at + 7] == [
+    assert deltas[previous_at + 6:previous_at + 9] == [
         "| loss | 0.9 | 0.8 | -0.1 | better |",
         "| accuracy (primary) | 0.6 | 0.7 | +0.1 | better |",
         "| macro_f1 | 0.54 | 0.63 | +0.09 | better |"]
+
+
+def test_deltas_carry_their_bootstrap_interval_and_verdict(tmp_path):
+    from factory import ProjectFactory
+    from test_compare import records
+
+    factory = ProjectFactory(tmp_path / "proj", n_samples=500)  # 100 validation records
+    factory.build_baseline_done().version(1, "action").version(2, "evaluated")
+    ids = factory.sample_ids("valid")
+    factory.scored("v001", records(ids, [i % 2 == 0 for i in range(100)]))  # 50 right
+    factory.scored("v002", records(ids, [i % 2 == 0 or i < 6 for i in range(100)]))  # 3 more right
+    draft_analysis(factory.project, "v002")
+    deltas = section(text_of(factory, "v002"), "Metric deltas").splitlines()
+    at = deltas.index("vs v001 (parent and previous version):")
+    assert deltas[at + 2] == ("v002 − v001 on 100 paired records (dataset_id v1); paired by record id, i.i.d. "
+                              "records, seeded percentile bootstrap (2000 resamples, 95% interval of B − A), seed 42.")
+    assert deltas[at + 4:at + 6] == ["| metric | v001 | v002 | delta | 95% interval | verdict |",
+                                     "|---|---|---|---|---|---|"]
+    accuracy = deltas[at + 7]
+    # +0.03 from 3 fixed records: under the noise of 100 records, and the table says so
+    assert accuracy.startswith("| accuracy (primary) | 0.5 | 0.53 | +0.03 | [+0") and accuracy.endswith(
+        "| within noise |")
 
 
 def test_parent_equal_to_previous_gives_one_table(factory):

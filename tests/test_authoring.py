@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from factory import ACTION_EXTRACT, PT_RULES, TRAIN_SCRIPT
 from mlloop.authoring import HEADER_START, new_version, read_header, replace_header
+from mlloop.checks import run_check
 from mlloop.cli import cli
 from mlloop.errors import MlloopError
 
@@ -61,6 +62,7 @@ def test_step_6_takes_the_action_of_the_latest_version_and_replaces_the_header(f
         "# === mlloop change summary ===\n# version: v002\n# parent: v001\n"
         "# action_source: Models/Artifacts/v001/action-extract.md\n# goal: raise accuracy by training longer\n"
         "# change: EPOCHS 1 -> 2\n# where: EPOCHS constant at the top of the script\n"
+        "# parent_choice: branch_from: best, accuracy 0.6\n"
         "# === end change summary ===\n" + TRAIN_SCRIPT)
 
 
@@ -75,7 +77,7 @@ def test_best_parent_differs_from_the_action_source(factory):
     assert read_header(factory.root / "02_train_v003.py") == {
         "version": "v003", "parent": "v001", "action_source": "Models/Artifacts/v002/action-extract.md",
         "goal": "raise accuracy by training longer", "change": "EPOCHS 1 -> 2",
-        "where": "EPOCHS constant at the top of the script"}
+        "where": "EPOCHS constant at the top of the script", "parent_choice": "branch_from: best, accuracy 0.8"}
 
 
 @pytest.mark.parametrize("choice, parent", [("previous", "v002"), ("v001", "v001"), ("best", "v001"),
@@ -195,3 +197,38 @@ def test_library_refusal_is_a_clean_error(factory):
     factory.write("02_train_v002.py", "x\n")  # becomes cur; it has no action-extract
     with pytest.raises(MlloopError, match=r"^Models/Artifacts/v002/action-extract.md does not exist"):
         new_version(factory.project)
+
+
+# ---- branch_from: best, noise-aware --------------------------------------------------------------
+
+def two_scored_versions(tmp_path, right_v001: int, right_v002: int):
+    """v001 and v002 on the same 100 validation records, v002 also right on the first extra ones."""
+    from factory import ProjectFactory
+    from test_compare import records
+
+    f = ProjectFactory(tmp_path / "proj", n_samples=500)
+    f.build_baseline_done().version(1, "action").version(2, "action")
+    ids = f.sample_ids("valid")
+    f.scored("v001", records(ids, [i < right_v001 for i in range(100)]))
+    f.scored("v002", records(ids, [i < right_v002 for i in range(100)]))
+    return f
+
+
+def test_best_within_noise_of_an_earlier_version_branches_from_the_earlier_one(tmp_path):
+    f = two_scored_versions(tmp_path, 50, 53)  # v002 is #1 by 0.03, three records
+    result = new_version(f.project)
+    assert result.parent == "v001"
+    assert result.why == (
+        "branch_from: best: v002 (accuracy 0.53) is #1 but not better than the earlier v001 beyond noise "
+        "(v002 − v001 = +0.03, 95% interval [+0, +0.07]); the earlier, simpler v001")
+    assert read_header(f.root / "02_train_v003.py")["parent_choice"] == result.why
+    assert run_check(f.project, "v003").ok
+
+
+def test_best_beyond_noise_is_the_parent_and_the_interval_is_recorded(tmp_path):
+    f = two_scored_versions(tmp_path, 50, 80)
+    result = new_version(f.project)
+    assert result.parent == "v002"
+    assert result.why == ("branch_from: best, accuracy 0.8; better beyond noise than every earlier version "
+                          "(closest: v002 − v001 = +0.3, 95% interval [+0.22, +0.39])")
+    assert read_header(f.root / "02_train_v003.py")["parent_choice"] == result.why

@@ -622,3 +622,27 @@ def test_a_later_report_supersedes_an_older_ones_problems(factory):
     result = runner.invoke(cli, ["check", "report", "--project", str(factory.root), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["problems"] == []
+
+
+def test_report_marks_ties_with_the_best_and_metrics_that_disagree(tmp_path):
+    from factory import ProjectFactory
+    from test_compare import records
+
+    f = ProjectFactory(tmp_path / "proj", n_samples=500)  # 100 validation records
+    f.complete(versions=3)
+    ids = f.sample_ids("valid")
+    f.scored("v001", records(ids, [i < 50 for i in range(100)]))
+    f.scored("v002", records(ids, [i < 78 for i in range(100)], losses=[0.1] * 100))  # lowest loss
+    f.scored("v003", records(ids, [i < 80 for i in range(100)]))
+    result = build_report(f.project, now=NOW)
+    assert (result.best, result.tied_with_best, result.metrics_disagree) == ("v003", ["v002"], ["loss"])
+    lines = result.lines()
+    at = lines.index("statistically tied with v003 on accuracy: v002 (final-analysis.md gives the intervals)")
+    assert lines[at + 1] == "another winner by loss (final-analysis.md says which)"
+    text = analysis_text(f)
+    assert ("- **Statistically tied with v003 on accuracy** (the paired-bootstrap 95% interval of the difference "
+            "includes 0): v002 (v003 − v002 = +0.02, 95% interval [+0, +0.05]). The ranking between them is within "
+            "noise; prefer the simpler (earlier) one unless another metric separates them.") in text
+    assert ("- **accuracy and loss disagree on the winner**: accuracy ranks v003 first, loss ranks v002 first "
+            "(loss 0.1 vs 0.46; v002 − v003 95% interval [-0.464, -0.269], better).") in text
+    assert "v001 (" not in text.split("Statistically tied")[1].split("\n")[0]  # v001 is beaten beyond noise

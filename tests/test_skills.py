@@ -436,3 +436,13 @@ def test_seed_slip_aliases_still_work(tmp_path):
     (dest / "user_defined_rules.json").write_text(json.dumps(bb), encoding="utf-8")
     problems = resolve(Project.at(root)).findings.problems
     assert [p.json_path for p in problems] == ["$.dataset_config.split_strategy"]
+
+
+@pytest.mark.parametrize("lang,cite,seeded", [("en", "cite the interval, not the raw delta", "seeded"),
+                                              ("ko", "원래 변화량이 아니라 구간을 인용한다", "시드가 고정되어")])
+def test_the_loop_skill_says_cite_the_interval_and_use_compare(lang, cite, seeded):
+    skill = LANG_DIRS[lang] / "progressive-training"
+    body = " ".join((skill / "SKILL.md").read_text(encoding="utf-8").split())
+    assert cite in body and "`mlloop compare vA vB`" in body and seeded in body
+    analysis = " ".join((skill / "reference" / "result-analysis-format.md").read_text(encoding="utf-8").split())
+    assert "| metric | v001 | v002 | delta | 95% interval | verdict |" in analysis

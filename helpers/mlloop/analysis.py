@@ -268,9 +268,25 @@ def delta_block(project: Project, vid: str, score: EvalScore, parent: str, previ
         if other_score is None:
             out.append(f"{other} has no readable eval_score.json, so there are no deltas against it.")
         else:
-            out += delta_table(score, other_score, other, vid, rules.primary_metric)
+            table, why = noise_aware_table(project, other, vid, rules)
+            if table is None:
+                table = [f"No intervals: {why} The verdicts below compare raw values only.", ""] + delta_table(
+                    score, other_score, other, vid, rules.primary_metric)
+            out += table
         out.append("")
     return out[:-1] if out and out[-1] == "" else out
+
+
+def noise_aware_table(project: Project, other: str, vid: str, rules) -> tuple[list[str] | None, str]:
+    """The deltas ``vid`` − ``other`` with their bootstrap intervals (``mlloop compare``), or
+    (None, why they cannot be computed)."""
+    from .compare import CompareError, compare_versions
+
+    try:
+        comparison = compare_versions(project, other, vid, rules)
+    except CompareError as exc:
+        return None, str(exc)
+    return [comparison.about(), ""] + comparison.table(), ""
 
 
 def baseline_note(project: Project, vid: str) -> list[str]:

@@ -20,6 +20,7 @@ from .rules import Rules
 HEADER_START = "# === mlloop change summary ==="
 HEADER_END = "# === end change summary ==="
 HEADER_KEYS = ("version", "parent", "action_source", "goal", "change", "where")
+OPTIONAL_HEADER_KEYS = ("parent_choice",)  # why `best` chose this parent, with the interval
 CODING_RE = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+")
 CHOICES = "vNNN, best, previous or baseline"
 
@@ -60,7 +61,8 @@ def _one_line(text: str) -> str:
 
 
 def render_header(fields: dict[str, str]) -> str:
-    lines = [HEADER_START] + [f"# {key}: {_one_line(fields.get(key, '-'))}" for key in HEADER_KEYS] + [HEADER_END]
+    keys = HEADER_KEYS + tuple(key for key in OPTIONAL_HEADER_KEYS if key in fields)
+    lines = [HEADER_START] + [f"# {key}: {_one_line(fields.get(key, '-'))}" for key in keys] + [HEADER_END]
     return "\n".join(lines) + "\n"
 
 
@@ -106,8 +108,7 @@ def choose_parent(project: Project, rules: Rules, dataset_id: str | None, from_:
                 f"the parent would be the best evaluated version, but no version has an evaluated "
                 f"{rules.primary_metric} yet; evaluate one (`python 03_eval.py --version {version_id(cur)}`) "
                 "or pass --from previous.")
-        parent = best.name
-        why = f"{'--from best' if from_ else 'branch_from: best'}, {rules.primary_metric} {best.primary:.6g}"
+        parent, why = beyond_noise(project, rules, ranking, best, "--from best" if from_ else "branch_from: best")
     elif version_number(choice) is not None:
         parent, why = choice, f"--from {choice}"
     else:
@@ -122,6 +123,42 @@ def choose_parent(project: Project, rules: Rules, dataset_id: str | None, from_:
     if not is_inside(project.root, script):
         raise MlloopError(f"{script.name} is a link that leaves the project; copy the script into the project.")
     return parent, why
+
+
+def beyond_noise(project: Project, rules: Rules, ranking, best, label: str) -> tuple[str, str]:
+    """``(parent, why)`` for ``best``: the #1 version only when it is better beyond noise (the
+    paired-bootstrap interval of the primary metric excludes 0) than every earlier evaluated
+    version; else the earliest version it does not beat, the simpler one. The why names the interval."""
+    from .compare import CompareError, compare_versions
+    from .leaderboard import VERSION
+
+    primary = rules.primary_metric
+    n_best = version_number(best.name)
+    earlier = sorted((r for r in ranking.rows if r.kind == VERSION and r.primary is not None
+                      and version_number(r.name) < n_best and project.script(r.name).is_file()),
+                     key=lambda r: version_number(r.name))
+    why = f"{label}, {primary} {best.primary:.6g}"
+    if not earlier:
+        return best.name, why
+    spec = [{"name": primary, "higher_is_better": ranking.higher_is_better}]
+    beaten, failed = [], []
+    for row in earlier:
+        try:
+            m = compare_versions(project, row.name, best.name, rules, metrics=spec).metrics[0]
+        except CompareError as exc:
+            failed.append((row.name, str(exc)))
+            continue
+        span = f"{best.name} − {row.name} = {m.delta:+.6g}, 95% interval {m.interval()}"
+        if m.verdict != "better":
+            return row.name, (f"{label}: {best.name} ({primary} {best.primary:.6g}) is #1 but not better than the "
+                              f"earlier {row.name} beyond noise ({span}); the earlier, simpler {row.name}")
+        beaten.append((m.delta if ranking.higher_is_better else -m.delta, row.name, span))
+    if beaten:
+        why += f"; better beyond noise than every earlier version (closest: {min(beaten)[2]})"
+    if failed:
+        names = ", ".join(name for name, _ in failed)
+        why += f"; not compared with {names}: {failed[0][1]}"
+    return best.name, why
 
 
 # ---- new-version --------------------------------------------------------------------------
@@ -236,5 +273,7 @@ def _plan(project: Project, rules: Rules, dataset_id: str | None, from_: str | N
     else:
         header = {"version": vid, "parent": parent, "action_source": action_rel,
                   "goal": action_fields["Goal"], "change": action_fields["Change"], "where": action_fields["Where"]}
+        if (from_ or rules.branch_from).strip() == "best":  # record the noise check behind the choice
+            header["parent_choice"] = why
     header = {key: _one_line(value) for key, value in header.items()}
     return _Plan(target, folder, parent, why, action_rel, source, header)

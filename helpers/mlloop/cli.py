@@ -229,6 +229,26 @@ def analyze(project_dir, as_json, version, force):
 
 @cli.command()
 @project_options
+@click.argument("version_a", metavar="vA")
+@click.argument("version_b", metavar="vB")
+def compare(project_dir, as_json, version_a, version_b):
+    """Delta vB − vA of every rules metric with a 95% interval, and a verdict.
+
+    The interval is a seeded paired bootstrap over the records in each version's
+    eval_samples.jsonl: records are paired by id (two versions evaluated on different records
+    are refused), assumed i.i.d., resampled 2,000 times with the rules' seed, and the 2.5th and
+    97.5th percentiles of the resampled deltas are reported. Corpus metrics (CER, F1, ...) are
+    recomputed on each resample. The verdict is better or worse when the interval excludes 0 (in
+    the metric's direction), else within noise. Running it again gives the same numbers.
+    """
+    from .compare import compare_versions
+
+    result = compare_versions(_project(project_dir), version_a, version_b)
+    _emit(as_json, result.to_dict(), result.lines())
+
+
+@cli.command()
+@project_options
 def report(project_dir, as_json):
     """Step 7: re-evaluate stale versions, build the leaderboard and the final report."""
     from .report import build_report

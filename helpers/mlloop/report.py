@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from .compare import ranking_noise
 from .errors import Findings, MlloopError
 from .jsonio import write_text_atomic
 from .layout import EVAL_SCRIPT, Project, is_inside, version_id
@@ -43,6 +44,8 @@ class ReportResult:
     warnings: list[str] = field(default_factory=list)
     none_beat_floor: bool = False
     test_scores: dict | None = None
+    tied_with_best: list[str] = field(default_factory=list)    # within noise of the best on the primary metric
+    metrics_disagree: list[str] = field(default_factory=list)  # other metrics whose winner is another version
 
     def to_dict(self) -> dict:
         return {"ok": True, "report": self.path, "leaderboard": f"{self.path}/leaderboard.csv",
@@ -50,6 +53,7 @@ class ReportResult:
                 "best_value": self.best_value, "primary_metric": self.primary, "rows": self.rows,
                 "reevaluated": [{"version": v, "reason": r} for v, r in self.reevaluated],
                 "none_beat_floor": self.none_beat_floor, "test_scores": self.test_scores,
+                "tied_with_best": self.tied_with_best, "metrics_disagree": self.metrics_disagree,
                 "report_html": f"{self.path}/report.html", "warnings": self.warnings, "next": self.next_step()}
 
     def next_step(self) -> str:
@@ -66,6 +70,11 @@ class ReportResult:
                        f"on {t['num_samples']} samples")
         if self.test_scores is None:
             out.append("note: no test split (dataset_config.test_ratio), so the best score is optimistic")
+        if self.tied_with_best:
+            out.append(f"statistically tied with {self.best} on {self.primary}: {', '.join(self.tied_with_best)} "
+                       "(final-analysis.md gives the intervals)")
+        if self.metrics_disagree:
+            out.append(f"another winner by {', '.join(self.metrics_disagree)} (final-analysis.md says which)")
         if self.none_beat_floor:
             out.append("warning: no version beats its trivial baseline; the leaderboard ranks failures")
         out += [f"warning: {w}" for w in self.warnings]
@@ -112,6 +121,7 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
             warnings.append(f"no {ranking.primary} in eval_score.json for {names}; ranked last.")
         floors = {r.name: read_floor(project, r.name) for r in ranking.rows if r.kind != EXTERNAL}
         none_beat = _none_beat(ranking, floors)
+        noise = ranking_noise(project, rules, ranking, best)
         project.report_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=project.report_root))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0o700); a report is a normal folder
@@ -119,7 +129,7 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
             held, pictures = report_extras(project, rules, dataset_id, ranking, floors, best, tmp, progress)
             csv_text = add_test_columns(csv_text, held, ranking.primary)
             text = final_analysis(project, rules, ranking, floors, best, reevaluated, warnings, none_beat,
-                                  dataset_id, name, held=held, pictures=pictures)
+                                  dataset_id, name, held=held, pictures=pictures, noise=noise)
             write_text_atomic(tmp / "leaderboard.csv", csv_text)
             write_text_atomic(tmp / "final-analysis.md", text)
             write_text_atomic(tmp / "report.html", render_html(
@@ -134,7 +144,8 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
             raise
     progress(f"report written to {project.rel(final)}/")
     return ReportResult(project.rel(final), best.name, best.primary, ranking.primary, len(ranking.rows),
-                        reevaluated, warnings, none_beat, test_scores=held.summary(ranking.primary))
+                        reevaluated, warnings, none_beat, test_scores=held.summary(ranking.primary),
+                        tied_with_best=noise.tied, metrics_disagree=noise.disagreements)
 
 
 def report_extras(project: Project, rules, dataset_id: str, ranking: Ranking, floors: dict, best: Row,
@@ -381,7 +392,7 @@ def _relative_link(project: Project, path: Path) -> str:
 
 def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best: Row,
                    reevaluated, warnings, none_beat: bool, dataset_id: str, name: str, *, held=None,
-                   pictures=()) -> str:
+                   pictures=(), noise=None) -> str:
     from .analysis import read_action, read_text_quiet, version_parent
     from .authoring import read_header
     from .stages import ACTION_DOC, ANALYSIS_DOC
@@ -420,6 +431,7 @@ def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best
         out.append(f"| {i} | {row.name} | {values} | {floor_cell} | {beats} | {parents[row.name]} |")
     out += ["", ranking.tie_rule()]
     out += [f"- {tie.sentence(primary)}" for tie in ranking.ties]
+    out += noise.lines if noise else []
     if held is not None:
         from .heldout import analysis_lines
 
