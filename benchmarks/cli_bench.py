@@ -4,7 +4,7 @@
 
 Prints, interleaved and median-of-reps (fresh processes):
   - `mlloop --help` start-up / `python -c pass`              (target <= 6x)
-  - `mlloop check` on a generated 100-version project / bare  (research C A3 suggests <= 13x)
+  - `mlloop check` on a generated 100-version project / bare  (a light CLI start-up would be <= 13x)
   - `mlloop status` on the same project / bare                (it runs in the SessionStart hook)
 and, in-process (imports done, median of reps):
   - the report's leaderboard build on 1,000 versions          (target <= 0.1 s)

@@ -66,7 +66,7 @@ def test_deltas_against_the_parent_and_the_previous_version(factory):
     parent_at = deltas.index("vs v001 (parent):")
     # the factory's eval_samples.jsonl do not give these scores, so there is no interval, and it says so
     assert deltas[parent_at + 2] == (
-        "No intervals: Models/Artifacts/v001/eval_samples.jsonl gives loss 0.5 but its eval_score.json says 0.7; "
+        "No intervals: Models/Artifacts/v001/eval_samples.jsonl gives accuracy 1 but its eval_score.json says 0.8; "
         "they come from different evaluations: re-run `python 03_eval.py --version v001`. The verdicts below "
         "compare raw values only.")
     assert deltas[parent_at + 4:parent_at + 9] == [

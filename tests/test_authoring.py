@@ -222,6 +222,8 @@ def test_best_within_noise_of_an_earlier_version_branches_from_the_earlier_one(t
         "branch_from: best: v002 (accuracy 0.53) is #1 but not better than the earlier v001 beyond noise "
         "(v002 − v001 = +0.03, 95% interval [+0, +0.07]); the earlier, simpler v001")
     assert read_header(f.root / "02_train_v003.py")["parent_choice"] == result.why
+    script = f.root / "02_train_v003.py"
+    script.write_text(script.read_text() + "\nLABEL_SMOOTHING = 0.1  # the selected action, applied\n")
     assert run_check(f.project, "v003").ok
 
 

@@ -113,11 +113,11 @@ def test_different_datasets_are_refused(project):
 
 
 def test_records_that_do_not_give_the_recorded_score_are_refused(project):
-    # the factory's default records all have loss 0.5 while eval_score.json says 0.9
+    # the factory's default records predict every target (accuracy 1) while eval_score.json says 0.6
     result = compare(project, "v001", "v002")
     assert result.exit_code == 1
-    assert result.output == ("Error: Models/Artifacts/v001/eval_samples.jsonl gives loss 0.5 but its "
-                             "eval_score.json says 0.9; they come from different evaluations: re-run "
+    assert result.output == ("Error: Models/Artifacts/v001/eval_samples.jsonl gives accuracy 1 but its "
+                             "eval_score.json says 0.6; they come from different evaluations: re-run "
                              "`python 03_eval.py --version v001`.\n")
 
 

@@ -1,4 +1,4 @@
-"""The memory-fit batch-size search (seed 000, build-baseline Step 2) on a simulated memory ceiling."""
+"""The memory-fit batch-size search (build-baseline Step 2, docs/contracts.md) on a simulated memory ceiling."""
 
 import lightning as L
 import pytest
@@ -58,7 +58,7 @@ def test_candidates_are_powers_of_two_in_range_largest_first():
 
 @pytest.mark.parametrize("lo,hi,ceiling,expected,tried", [
     (2, 32, 12, 8, [32, 16, 8]),
-    (4, 32, 24, 16, [32, 16]),        # research C's case: Lightning returns 32 or 30 here, untested
+    (4, 32, 24, 16, [32, 16]),        # Lightning's Tuner returns 32 or 30 here, untested
     (4, 32, 1000, 32, [32]),          # the maximum fits: one trial
     (2, 64, 2, 2, [64, 32, 16, 8, 4, 2]),
 ])

@@ -1,4 +1,4 @@
-"""The expected_* model contract of seed 000 (checked against one dummy forward pass)."""
+"""The expected_* model contract (docs/contracts.md; checked against one dummy forward pass)."""
 
 import pytest
 

@@ -254,8 +254,8 @@ def test_step_7_report_then_fill_then_done(factory):
         LOCKED,
         # the factory's eval_samples.jsonl do not give its scores: no noise check, and the note says so
         "cur: v003 (max_versions 3); next version's parent: v003 (branch_from: best, accuracy 0.8; not compared "
-        "with v001, v002: Models/Artifacts/v001/eval_samples.jsonl gives loss 0.5 but its eval_score.json says "
-        "0.9; they come from different evaluations: re-run `python 03_eval.py --version v001`.)",
+        "with v001, v002: Models/Artifacts/v001/eval_samples.jsonl gives accuracy 1 but its eval_score.json says "
+        "0.6; they come from different evaluations: re-run `python 03_eval.py --version v001`.)",
         "next: nothing: the loop is complete",
     ]
     assert lines[4] == (f"  the report is {result.path}/; to go on, raise loop_config.max_versions "

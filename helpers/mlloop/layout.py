@@ -1,4 +1,4 @@
-"""Where everything lives in a user's project (DESIGN §3), and the safe ways to touch it.
+"""Where everything lives in a user's project (docs/contracts.md, "Layout"), and the safe ways to touch it.
 
 One seam for paths: every other module asks ``Project`` rather than joining strings, so the
 layout is written down once. Version ids are ``v{n:03d}`` (``v1000`` after ``v999``).

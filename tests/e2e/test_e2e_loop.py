@@ -29,6 +29,9 @@ def test_agent_replays_a_loop_step_through_the_cli(factory, mlloop_init, claude)
         [tool_use("Write", file_path=str(action), content=ACTION_EXTRACT.format(vid="v001"))],
         bash("mlloop check v001"),
         bash("mlloop new-version"),
+        # The Selected Action applied (label smoothing): an authored version whose code is its
+        # parent's is a problem for `mlloop check`, and the Stop hook would send the agent back.
+        bash("printf '\\nLABEL_SMOOTHING = 0.1\\n' >> 02_train_v002.py"),
         bash("mlloop check"),
         [text("v001 is analysed and v002 is authored; next: `python 02_train_v002.py`.")],
     ]
@@ -37,7 +40,7 @@ def test_agent_replays_a_loop_step_through_the_cli(factory, mlloop_init, claude)
     requests = session.scripted
     assert len(requests) == len(script), [r.last_user_text()[:300] for r in requests]
     results = [r.last_tool_result() for r in requests[1:]]
-    status, check1, analyze, read, write1, write2, check2, new_version, check_all = results
+    status, check1, analyze, read, write1, write2, check2, new_version, applied, check_all = results
     assert not any(is_error for _, is_error in results), results
     assert "v001" in status[0]
     assert "check v001: ok" in check1[0]
@@ -47,7 +50,8 @@ def test_agent_replays_a_loop_step_through_the_cli(factory, mlloop_init, claude)
     assert "check all: ok" in check_all[0]
     assert analysis.read_text().startswith("# Result analysis — v001")
     assert "## Selected Action (only 1)" in action.read_text()
-    assert (factory.root / "02_train_v002.py").read_text().startswith("# === mlloop change summary ===")
+    v002 = (factory.root / "02_train_v002.py").read_text()
+    assert v002.startswith("# === mlloop change summary ===") and v002.endswith("\nLABEL_SMOOTHING = 0.1\n")
     # The project was valid at the end of the turn, so the Stop hook did not send the agent back.
     assert not any("Stop hook feedback" in r.last_user_text() for r in requests)
     assert session.result["result"].startswith("v001 is analysed and v002 is authored")

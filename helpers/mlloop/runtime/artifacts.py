@@ -166,8 +166,14 @@ _HELD_OUT_OPEN = False
 
 
 def splits_read() -> list[str]:
-    """The split names read so far in this process, sorted."""
+    """The split names read so far in this process (since the last forget_splits_read()), sorted."""
     return sorted(_SPLITS_READ)
+
+
+def forget_splits_read() -> None:
+    """A new run or evaluation starts: what an earlier one in this process read is not its own
+    (tests, notebooks and the report run several in one process)."""
+    _SPLITS_READ.clear()
 
 
 @contextmanager

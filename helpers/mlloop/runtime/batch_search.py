@@ -7,7 +7,7 @@ the range; if even the smallest fails the search stops with a clear error. Error
 out-of-memory are bugs, not memory limits: they propagate at once.
 
 Lightning's ``Tuner.scale_batch_size`` is not used: with ``max_val`` set it can return a size it
-never tried (research C §2b; ``benchmarks/train_bench.py`` shows it).
+never tried (``benchmarks/train_bench.py`` shows it; docs/contracts.md, "Batch-size search").
 """
 
 from __future__ import annotations

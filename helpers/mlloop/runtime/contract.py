@@ -1,4 +1,4 @@
-"""The ``expected_*`` model contract of seed 000 (build-baseline Step 2).
+"""The ``expected_*`` model contract (build-baseline Step 2; docs/contracts.md, "Model contract").
 
 Every ``model_config.expected_<name>`` key is a claim about the model, checked against what one
 dummy forward pass (batch 1, the smallest valid input) shows: ``observed[<name>]``. Two keys

@@ -33,7 +33,7 @@ from ..rules import resolve
 from ..scores import OUTPUT_HASHES, Floor, score_digest, sha256_file, valid_index_file
 from ..stages import EVAL_ARTIFACTS, locked_dataset_id
 from . import checkpoint, metrics, trivial
-from .artifacts import HELD_OUT, held_out_access, read_index, splits_read
+from .artifacts import HELD_OUT, forget_splits_read, held_out_access, read_index, splits_read
 
 INTERFACE = ("load_for_eval", "eval_records", "make_batch", "predict", "write_sample")
 EVAL_BATCH_SIZE = 32
@@ -59,6 +59,7 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
     log = log or (lambda message: None)
     project = project if isinstance(project, Project) else Project.at(project)
     rules, spec, dataset_id, eval_script = _inputs(project, vid, eval_script)
+    forget_splits_read()
     script, folder = project.script(vid), project.artifact_dir(vid)
     ckpt, prepdata = folder / "best.ckpt", project.prepdata(dataset_id)
     output_dir = _output_dir(project, split, output_dir)
@@ -222,7 +223,7 @@ def _read_spec(project: Project, folder: Path) -> dict:
 
 def _train_val_loss(spec: dict) -> float | None:
     """The training-time validation loss (best checkpoint's monitored value when it is a loss);
-    recorded beside the eval loss because the two protocols can differ (DESIGN §5)."""
+    recorded beside the eval loss because the two protocols can differ (docs/contracts.md, `eval_score.json`)."""
     best = spec.get("best_checkpoint")
     if isinstance(best, dict) and "loss" in str(best.get("monitor", "")):
         score = best.get("score")
@@ -319,7 +320,7 @@ def _predict_all(call: _Caller, model, records: list[dict], prepdata: str, devic
 
 def _latency(call: _Caller, model, records: list[dict], prepdata: str, device: str, warmup: int, runs: int) -> dict:
     """A served model's view: one record at a time through make_batch + predict, after warm-up;
-    p50 and p90 of ``runs`` timings (the first calls are far slower, research C §2e)."""
+    p50 and p90 of ``runs`` timings (the first calls are far slower: lazy init, allocator warm-up)."""
     import torch
 
     sync = torch.cuda.synchronize if device.startswith("cuda") and torch.cuda.is_available() else (lambda: None)

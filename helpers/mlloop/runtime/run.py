@@ -32,8 +32,8 @@ from typing import Any, Callable
 from ..errors import MlloopError
 from ..layout import BASELINE
 from . import defaults, reports
-from .artifacts import (VersionPaths, assets_listing, is_rank_zero, parent_of, paths_for_script, splits_read,
-                        prepare_version_dir, save_asset)
+from .artifacts import (VersionPaths, assets_listing, forget_splits_read, is_rank_zero, parent_of, paths_for_script,
+                        prepare_version_dir, save_asset, splits_read)
 from .config import resolve_settings, script_settings
 from .seeding import seed_everything, seeded_sample
 from .training import (Devices, count_steps, derive_train_batch_size, device_name, file_sizes, fit as fit_once,
@@ -263,6 +263,7 @@ def start(script_file: str | os.PathLike, namespace: dict, argv: list[str] | Non
     from ..rules import resolve
     from ..stages import locked_dataset_id
 
+    forget_splits_read()
     paths = paths_for_script(script_file, project_root)
     rules = resolve(paths.project)
     if rules.findings.problems:
