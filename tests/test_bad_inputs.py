@@ -436,7 +436,11 @@ def test_at_least_forty_distinct_bad_inputs():
     assert len({c.id for c in CASES}) == len(CASES) >= 40
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+SLOW_CASES = {"ckpt-millions-of-opcodes"}  # seconds of pickle scanning: left out of `pytest -m "not slow"`
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.id in SLOW_CASES else c for c in CASES],
+                         ids=[c.id for c in CASES])
 def test_bad_input(factory, tmp_path, case: Case):
     factory.complete(versions=2)
     if case.report:

@@ -26,6 +26,9 @@ import eval_fixture as fx
 from mlloop.errors import MlloopError
 from mlloop.runtime.checkpoint import CheckpointError, check_checkpoint, import_script, load_checkpoint
 
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 UNSAFE_ADVICE = re.compile(r"weights_only\s*=\s*False", re.IGNORECASE)
 

@@ -173,6 +173,7 @@ def _opcode_bomb(n: int) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_a_pickle_of_millions_of_opcodes_is_refused_within_the_budget(tmp_path):
     from mlloop.ckpt import MAX_PICKLE_OPS, PickleTooLong
 

@@ -31,6 +31,7 @@ def codes(payload, kind="problems"):
 
 # ---- a valid project passes every target ------------------------------------------------------
 
+@pytest.mark.slow
 def test_complete_project_passes_every_target(factory):
     factory.complete(versions=2)
     build_report(factory)
@@ -266,6 +267,7 @@ def test_versions_before_a_baseline_are_a_problem(factory):
     assert code == 1 and "chain.baseline" in codes(payload)
 
 
+@pytest.mark.slow
 def test_run_check_library_call(factory):
     factory.complete(versions=1)
     found = run_check(factory.project, "v001")

@@ -167,6 +167,7 @@ def test_pairing_narrows_the_interval_when_the_versions_share_their_errors():
     assert (paired.high - paired.low) < 0.5 * (unpaired.high - unpaired.low)
 
 
+@pytest.mark.slow
 def test_interval_covers_the_true_delta_about_95_percent_of_the_time():
     # Two classifiers with true accuracies 0.70 and 0.75, errors correlated through shared hard
     # samples; 200 independent validation sets of 200 records each.
@@ -240,6 +241,7 @@ def test_cer_is_total_edits_over_total_length_not_a_mean_of_rates():
     assert m.method == "vectorised"
 
 
+@pytest.mark.slow
 def test_a_metric_without_a_vectorised_form_is_recomputed_per_resample():
     rnd = random.Random(5)
     words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]

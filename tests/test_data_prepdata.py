@@ -227,6 +227,7 @@ def test_write_prepdata_layout(tf, rawdata, tmp_path):
     assert all(m["image_path"].startswith("image/") for m in manifest)
 
 
+@pytest.mark.slow
 def test_verify_prepdata_passes_and_catches_damage(tf, rawdata, tmp_path):
     out = tmp_path / "prep"
     spec, *_ = build(tf, rawdata, out)

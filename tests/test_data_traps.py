@@ -20,6 +20,10 @@ from click.testing import CliRunner
 
 from mlloop.bundle import templates_dir
 from mlloop.cli import cli
+import pytest
+
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
 
 PREP = "dataset/prepdata/v1"
 REGION_START, REGION_END = "# ==== mlloop:parse-region:start", "# ==== mlloop:parse-region:end"

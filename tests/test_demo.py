@@ -8,6 +8,9 @@ from click.testing import CliRunner
 
 from mlloop.cli import cli
 
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
+
 
 def test_demo_runs_the_whole_loop_and_ends_with_check_ok(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # the scripts run as on a user's machine

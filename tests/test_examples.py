@@ -17,6 +17,9 @@ from mlloop.profile import draft_profiling
 from mlloop.rules import resolve
 from mlloop.taskformat import load_task_format
 
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
+
 TASKS = ("ocr-line-recognition", "image-classification", "tabular-classification")
 
 

@@ -12,6 +12,9 @@ import pytest
 import eval_fixture as fx
 from mlloop.runtime.heldout import bootstrap_interval
 
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
+
 
 def tree(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

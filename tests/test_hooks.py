@@ -272,6 +272,7 @@ def test_an_unwritable_counter_never_blocks(factory, monkeypatch):
     assert "cannot be written, so the Stop hook does not block" in out["systemMessage"]
 
 
+@pytest.mark.slow
 def test_hooks_import_nothing_heavy(factory):
     """Hooks run on every edit and every stop: they must start as fast as the CLI."""
     import subprocess

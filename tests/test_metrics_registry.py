@@ -88,6 +88,7 @@ def binary():
             for t, p in zip(["a", "b", "b", "a"], p_b)]
 
 
+@pytest.mark.slow
 def test_binary_scores_metrics_by_hand():
     rows = binary()
     assert value(rows, "roc_auc") == pytest.approx(0.75)            # 3 of 4 positive/negative pairs in order

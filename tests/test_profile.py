@@ -169,6 +169,7 @@ def test_json_output_and_clean_errors(tmp_path, project):
     assert result.exit_code == 1 and "Error: dataset/rawdata/ does not exist; run `mlloop init`" in result.output
 
 
+@pytest.mark.slow
 def test_profile_imports_nothing_heavy(project):
     probe = ("import sys; from click.testing import CliRunner; from mlloop.cli import cli; "
              f"r = CliRunner().invoke(cli, ['profile', '--project', {str(project.root)!r}]); "

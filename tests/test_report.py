@@ -24,6 +24,9 @@ from mlloop.report import ANALYSIS_PLACEHOLDER, agent_section, build_report
 from mlloop.rules import resolve
 from mlloop.scores import FRESH, EvalScore, provenance, read_eval_score
 
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
+
 NOW = datetime(2026, 1, 2, 3, 4)
 STAMP = "2026-01-02_03-04"
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "04_final_report.py"

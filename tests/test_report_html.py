@@ -17,6 +17,9 @@ from click.testing import CliRunner
 from chromium import PAGE_FACTS, REQUIRE_ENV, Page, find_chromium
 from mlloop.cli import cli
 
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 

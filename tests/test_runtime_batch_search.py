@@ -11,7 +11,8 @@ from mlloop.runtime import batch_search
 from mlloop.runtime.batch_search import BatchSearchError, candidates, is_oom, module_trainer, search
 from train_fixture import one_thread  # noqa: F401  (a fixture: one torch thread)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 class Ceiling(L.LightningModule):

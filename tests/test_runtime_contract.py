@@ -7,7 +7,8 @@ from mlloop.runtime import contract
 from mlloop.runtime.contract import ContractError, check, enforce, expected_map
 from train_fixture import one_thread  # noqa: F401  (a fixture: one torch thread)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 
 def statuses(result):

@@ -109,6 +109,7 @@ def test_image_size_from_df_meta_is_the_median_train_side_rounded_and_capped(tmp
     assert defaults.choose_image_size(tmp_path, [])["value"] == 32
 
 
+@pytest.mark.slow
 def test_image_size_from_the_images_when_df_meta_has_no_sizes_else_a_clear_error(tmp_path):
     prepdata = image_prepdata(tmp_path, n_train=6, n_valid=2, size=100)
     records = [json.loads(line) for line in (prepdata / "train/train.jsonl").read_text().splitlines()]
@@ -118,6 +119,7 @@ def test_image_size_from_the_images_when_df_meta_has_no_sizes_else_a_clear_error
         defaults.choose_image_size(prepdata, [{"id": "a"}])
 
 
+@pytest.mark.slow
 def test_the_image_template_fills_its_none_settings_and_spec_says_why(tmp_path, capsys):
     write_rules(tmp_path, "image-classification", {"backbone": "test_resnet"}, training={"batch_size": 4})
     image_prepdata(tmp_path, n_train=8, n_valid=4, size=40)

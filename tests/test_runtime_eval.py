@@ -16,6 +16,9 @@ from mlloop.errors import Findings, MlloopError
 from mlloop.layout import Project
 from mlloop.scores import FRESH, provenance, read_eval_score, sha256_file
 
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
+
 EVAL_OUTPUTS = ("eval_score.json", "trivial_baselines.json", "eval_samples.jsonl", "infer_samples")
 
 

@@ -125,6 +125,7 @@ def spec_of(root, vid="v001"):
     return json.loads((root / f"Models/Artifacts/{vid}/spec.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_a_template_forwards_trainer_and_records_it_with_the_rules_overrides(project, capsys):
     script = load_script(install_script(project, "tabular", "02_train_v001.py", v001_header()), "t_opts_v001")
     script.main(["--TRAINER={'accumulate_grad_batches': 2, 'gradient_clip_val': 0.5}"])

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("torch", "lightning", "pytorch_lightning", "timm", "torchvision", "pandas", "numpy")
 
 PROBE = """
@@ -29,11 +31,13 @@ def test_help_imports_nothing_heavy(tmp_path):
     assert _imports_for(["--help"], tmp_path) == []
 
 
+@pytest.mark.slow
 def test_check_imports_nothing_heavy(factory):
     factory.complete(versions=2)
     assert _imports_for(["check", "--project", str(factory.root)], factory.root) == []
 
 
+@pytest.mark.slow
 def test_rules_and_status_import_nothing_heavy(factory):
     factory.complete(versions=1)
     assert _imports_for(["rules", "--project", str(factory.root)], factory.root) == []

@@ -3,6 +3,7 @@
 import copy
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from factory import ACTION_EXTRACT, BB_RULES, PT_RULES, SMOKE_REPORT
@@ -237,6 +238,7 @@ def test_step_6_names_the_parent_by_branch_from(factory):
     assert (st.next_parent, st.next_parent_note) == ("v002", "branch_from: previous")
 
 
+@pytest.mark.slow
 def test_step_7_report_then_fill_then_done(factory):
     factory.complete(versions=3)
     st = status(factory)
@@ -263,6 +265,7 @@ def test_step_7_report_then_fill_then_done(factory):
     assert status(factory).to_dict()["phase"] == "done"
 
 
+@pytest.mark.slow
 def test_a_report_that_predates_the_last_version_does_not_count(factory):
     factory.complete(versions=2)
     build_report(factory.project)
@@ -270,6 +273,7 @@ def test_a_report_that_predates_the_last_version_does_not_count(factory):
     assert (status(factory).step, status(factory).next_command) == (7, "mlloop report")
 
 
+@pytest.mark.slow
 def test_the_last_version_still_gets_analysis_and_action(factory):
     factory.complete(versions=2).version(3, "evaluated")
     assert (status(factory).step, status(factory).next_command) == (3, "mlloop analyze v003")

@@ -25,7 +25,8 @@ from mlloop.runtime.run import entry
 from train_fixture import (TEMPLATES, image_prepdata, install_script, load_script, ocr_prepdata, one_thread,  # noqa: F401
                            tabular_prepdata, v001_header, write_rules)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 INTERFACE = ("load_for_eval", "eval_records", "make_batch", "predict", "write_sample", "main")
 SPEC_KEYS = {"version_id", "dataset_id", "parent", "seed", "task_type", "mode", "script", "script_sha256", "model",
              "training", "best_checkpoint", "additional_assets", "steps", "libraries", "device", "num_devices",

@@ -6,8 +6,13 @@ check, analyze, write the two analysis documents, check, new-version, check. The
 command (our hooks included); the test reads the tool results it sent back and the files.
 """
 
+import pytest
+
 from factory import ACTION_EXTRACT, RESULT_ANALYSIS
 from model_server import text, tool_use
+
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
 
 
 def test_agent_replays_a_loop_step_through_the_cli(factory, mlloop_init, claude):

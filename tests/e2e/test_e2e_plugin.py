@@ -15,6 +15,9 @@ import pytest
 from claude_runner import REPO, client_env
 from model_server import ScriptedModel, text
 
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
+
 SKILLS = ("build-baseline", "progressive-training")
 
 

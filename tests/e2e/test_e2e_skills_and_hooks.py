@@ -14,6 +14,9 @@ from mlloop.layout import Project
 from mlloop.state import loop_status
 from model_server import text, tool_use
 
+# Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
+pytestmark = pytest.mark.slow
+
 SKILLS = ("build-baseline", "progressive-training")
 
 
