@@ -303,25 +303,35 @@ def baseline_note(project: Project, vid: str) -> list[str]:
     return out + [""]
 
 
-def training_log_line(project: Project, folder: Path) -> str | None:
-    """The last logged value of each column of the training log (version_0, else the latest)."""
+def read_training_log(folder: Path) -> tuple[str, list[dict]] | None:
+    """(relative log name, rows) of a version's logs/version_0/metrics.csv, else the latest
+    version_N (Lightning's CSVLogger); None when there is none or it cannot be read."""
     logs = sorted((p for p in (folder / "logs").glob("version_*/metrics.csv") if p.is_file()),
                   key=lambda p: (p.parent.name != "version_0", p.parent.name))
     if not logs:
         return None
     try:
         with open(logs[0], newline="", encoding="utf-8") as fh:
-            last: dict[str, str] = {}
-            for row in csv.DictReader(fh):
-                for key, value in row.items():
-                    if key and value not in (None, "") and key not in ("epoch", "step"):
-                        last[key] = value
+            return f"logs/{logs[0].parent.name}/metrics.csv", list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
+
+
+def training_log_line(project: Project, folder: Path) -> str | None:
+    """The last logged value of each column of the training log (version_0, else the latest)."""
+    log = read_training_log(folder)
+    if log is None:
+        return None
+    name, rows = log
+    last: dict[str, str] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key and value not in (None, "") and key not in ("epoch", "step"):
+                last[key] = value
     if not last:
         return None
     values = ", ".join(f"{k} {v}" for k, v in last.items())
-    return f"Training log ({project.rel(logs[0])}, last logged values): {values}"
+    return f"Training log ({project.rel(folder / name)}, last logged values): {values}"
 
 
 def _text_of(folder: Path, stem: str) -> tuple[str | None, str]:

@@ -14,13 +14,13 @@ inside ``render_pictures`` with the Agg backend, so no display is needed.
 
 from __future__ import annotations
 
-import csv
 import json
 import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from .analysis import read_training_log
 from .leaderboard import EXTERNAL, Ranking, Row, fmt
 
 PICTURES_DIR = "pictures"
@@ -154,19 +154,6 @@ def _metric_by_version(plt, ranking: Ranking, floors: dict, held, seed: int, out
 
 
 # ---- training curves ---------------------------------------------------------------------------
-
-def read_training_log(folder: Path) -> tuple[str, list[dict]] | None:
-    """(relative log name, rows) of logs/version_0/metrics.csv, else the latest version_N."""
-    logs = sorted((p for p in (folder / "logs").glob("version_*/metrics.csv") if p.is_file()),
-                  key=lambda p: (p.parent.name != "version_0", p.parent.name))
-    if not logs:
-        return None
-    try:
-        with open(logs[0], newline="", encoding="utf-8") as fh:
-            return f"logs/{logs[0].parent.name}/metrics.csv", list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
-
 
 def _series(rows: list[dict], column: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []

@@ -602,16 +602,24 @@ def leakage_findings(train: list[dict], valid: list[dict], group_key: str | None
     """Samples shared by both splits: same id or same content hash (problems), same group
     (a problem when the split is by group, else a warning)."""
     f = Findings()
-    for key, code, label in (("sample_id", "prepdata.leak_id", "id"), ("hash", "prepdata.leak_hash", "content hash")):
-        both = {r.get(key) for r in train} & {r.get(key) for r in valid} - {None}
-        if both:
-            f.problem(code, where, f"{len(both)} {label}(s) in both train and valid (e.g. {sorted(both)[0]!r})")
-    if group_key:
-        both = {r.get(group_key) for r in train} & {r.get(group_key) for r in valid} - {None}
-        if both:
-            message = f"{len(both)} {group_key} value(s) in both train and valid (e.g. {sorted(map(str, both))[0]!r})"
-            (f.problem if groups_must_separate else f.warn)("prepdata.leak_group", where, message)
+    _shared_samples(f, ("train", train), ("valid", valid), "prepdata.leak", group_key, groups_must_separate, where)
     return f
+
+
+def _shared_samples(f: Findings, first: tuple[str, list[dict]], second: tuple[str, list[dict]], code: str,
+                    group_key: str | None, groups_must_separate: bool, where: str) -> None:
+    """What two splits share (id, content hash, group), as ``<code>_id`` / ``_hash`` / ``_group``."""
+    (name_a, a), (name_b, b) = first, second
+    for key, suffix, label in (("sample_id", "_id", "id"), ("hash", "_hash", "content hash")):
+        both = {r.get(key) for r in a} & {r.get(key) for r in b} - {None}
+        if both:
+            f.problem(code + suffix, where, f"{len(both)} {label}(s) in both {name_a} and {name_b} (e.g. {sorted(both)[0]!r})")
+    if group_key:
+        both = {r.get(group_key) for r in a} & {r.get(group_key) for r in b} - {None}
+        if both:
+            message = (f"{len(both)} {group_key} value(s) in both {name_a} and {name_b} "
+                       f"(e.g. {sorted(map(str, both))[0]!r})")
+            (f.problem if groups_must_separate else f.warn)(code + "_group", where, message)
 
 
 # ---- the held-out test split -----------------------------------------------------------------------
@@ -645,14 +653,5 @@ def test_leakage_findings(train: list[dict], valid: list[dict], test: list[dict]
     group (a problem when the split is by group, else a warning)."""
     f = Findings()
     for name, other in (("train", train), ("valid", valid)):
-        for key, code, label in (("sample_id", "prepdata.test_leak_id", "id"),
-                                 ("hash", "prepdata.test_leak_hash", "content hash")):
-            both = {r.get(key) for r in other} & {r.get(key) for r in test} - {None}
-            if both:
-                f.problem(code, where, f"{len(both)} {label}(s) in both {name} and test (e.g. {sorted(both)[0]!r})")
-        if group_key:
-            both = {r.get(group_key) for r in other} & {r.get(group_key) for r in test} - {None}
-            if both:
-                message = f"{len(both)} {group_key} value(s) in both {name} and test (e.g. {sorted(map(str, both))[0]!r})"
-                (f.problem if groups_must_separate else f.warn)("prepdata.test_leak_group", where, message)
+        _shared_samples(f, (name, other), ("test", test), "prepdata.test_leak", group_key, groups_must_separate, where)
     return f
