@@ -205,13 +205,14 @@ def test_ties_are_broken_by_the_other_metrics_then_version_id(factory):
 def test_missing_primary_goes_last_with_a_warning_and_empty_cells(factory):
     factory.build_baseline_done()
     factory.version(1, "action", accuracy=0.6)
-    with_metrics(factory, 2, [m("loss", 0.1, False), m("macro_f1", 0.9, True)])
+    # macro_f1 1.0: what the factory's records (every prediction right) give; `check` recomputes it
+    with_metrics(factory, 2, [m("loss", 0.1, False), m("macro_f1", 1.0, True)])
     factory.version(3, "action", accuracy=0.5)
     result = build_report(factory.project, now=NOW)
     assert csv_lines(factory)[1:] == [
         "v001,v1,2026-11-21T10:00:00+00:00,2.5,Artifacts/v001/best.ckpt,0.9,0.6,0.54",
         "v003,v1,2026-11-21T10:00:00+00:00,2.5,../../Artifacts/v003/best.ckpt,1.0,0.5,0.45",
-        "v002,v1,2026-11-21T10:00:00+00:00,2.5,../../Artifacts/v002/best.ckpt,0.1,,0.9",
+        "v002,v1,2026-11-21T10:00:00+00:00,2.5,../../Artifacts/v002/best.ckpt,0.1,,1.0",
     ]
     assert result.warnings == ["no accuracy in eval_score.json for v002; ranked last."]
     assert "- no accuracy in eval_score.json for v002; ranked last." in analysis_text(factory)

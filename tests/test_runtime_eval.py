@@ -280,6 +280,13 @@ def test_text_task_scores_cer_and_its_floor(tmp_path):
     assert summary["beats_floor"] is True
     rows = [json.loads(line) for line in (root / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()]
     assert [r["cer"] for r in rows] == [0.0, 1 / 3, 1.0]
+    from mlloop.scores import recompute_mismatch, recompute_with_tolerance
+
+    # the honest score passes the torch-free cross-check, CER included
+    assert {m: recompute_with_tolerance(m, rows)[0] for m in values} == pytest.approx(values, rel=1e-9)
+    project = Project.at(root)
+    assert recompute_mismatch(project, "v001", read_eval_score(project, root / "Models/Artifacts/v001/eval_score.json",
+                                                               "v001")) is None
     drawn = [json.loads((root / f"Models/Artifacts/v001/infer_samples/{i:04d}/meta.json").read_text())["sample_id"]
              for i in (1, 2)]
     assert drawn == random.Random(7).sample(["v0", "v1", "v2"], 2)
@@ -312,7 +319,7 @@ def test_the_score_signs_its_outputs_and_inputs(evaluated, tmp_path):
     assert doc["valid_index_sha256"] == sha256_file(root / "dataset/prepdata/v1/valid/valid.jsonl")
     rows = [json.loads(line) for line in (folder / "eval_samples.jsonl").read_text().splitlines()]
     recomputed = {m["name"]: recompute_metric(m["name"], rows) for m in doc["metrics"] if m["name"] in RECOMPUTABLE}
-    assert set(recomputed) == {"loss", "accuracy"}
+    assert set(recomputed) == {"loss", "accuracy", "macro_f1"}  # macro_f1: mlloop.bootstrap's confusion counts
     for m in doc["metrics"]:
         if m["name"] in recomputed:
             assert recomputed[m["name"]] == pytest.approx(m["value"], rel=1e-9), m["name"]

@@ -34,11 +34,12 @@ def test_help_imports_nothing_heavy(tmp_path):
 @pytest.mark.slow
 def test_check_imports_nothing_heavy(factory):
     factory.complete(versions=2)
-    assert _imports_for(["check", "--project", str(factory.root)], factory.root) == []
+    # numpy only: check recomputes corpus metrics (macro_f1, CER, ...) with mlloop.bootstrap
+    assert _imports_for(["check", "--project", str(factory.root)], factory.root) in ([], ["numpy"])
 
 
 @pytest.mark.slow
 def test_rules_and_status_import_nothing_heavy(factory):
     factory.complete(versions=1)
     assert _imports_for(["rules", "--project", str(factory.root)], factory.root) == []
-    assert _imports_for(["status", "--project", str(factory.root)], factory.root) == []
+    assert _imports_for(["status", "--project", str(factory.root)], factory.root) in ([], ["numpy"])

@@ -96,36 +96,28 @@ def paired_bootstrap(rows_a: list[dict], rows_b: list[dict], specs: list[dict], 
     kernels = []
     for spec in specs:
         name = spec["name"]
-        pair = [_kernel(name, rows) for rows in (rows_a, rows_b)]
-        if all(k is not None for k in pair) and _matches(pair, rows_a, rows_b, spec, recorded):
-            kernels.append(("fast", spec, pair))
-        else:
-            kernels.append(("slow", spec, None))
+        wants = [None, None] if recorded is None else [recorded[0][vid].value(name) for vid in recorded[1:]]
+        pair = [_fast_kernel(name, rows, want) for rows, want in zip((rows_a, rows_b), wants)]
+        kernels.append(("fast", spec, pair) if all(k is not None for k in pair) else ("slow", spec, None))
     points, projected = [], {}
     for kind, spec, pair in kernels:
         if kind == "fast":
-            points.append(tuple(float(k.finish(k.columns.sum(axis=0, keepdims=True))[0]) for k in pair))
+            points.append(tuple(full_value(k) for k in pair))
         else:
             started = time.perf_counter()
             points.append(tuple(_full_value(rows, spec) for rows in (rows_a, rows_b)))
             projected[spec["name"]] = (time.perf_counter() - started) * resamples
-    # the vectorised ones were checked against the record in _matches; the recomputed ones here
+    # the vectorised ones were checked against the record in _fast_kernel; the recomputed ones here
     _refuse_disagreement([p if kind == "slow" else None for p, (kind, _, _) in zip(points, kernels)], specs, recorded)
 
     fast = [(i, pair) for i, (kind, _, pair) in enumerate(kernels) if kind == "fast"]
-    skipped = {name: (f"no interval: recomputing {name} through compute_metrics {resamples} times would take "
-                      f"about {seconds / 60:.0f} min here (over the {RECOMPUTE_BUDGET_S:.0f} s budget)")
-               for name, seconds in projected.items() if seconds > RECOMPUTE_BUDGET_S}
+    skipped = _over_budget(projected, resamples)
     slow = [(i, spec) for i, (kind, spec, _) in enumerate(kernels) if kind == "slow" and spec["name"] not in skipped]
     cols_a, at_a = _stack(np, [pair[0] for _, pair in fast], n)
     cols_b, at_b = _stack(np, [pair[1] for _, pair in fast], n)
     both, split = np.hstack([cols_a, cols_b]), cols_a.shape[1]
     deltas = np.empty((resamples, len(specs)))
-    rng = np.random.default_rng(seed)
-    for start in range(0, resamples, CHUNK):
-        c = min(CHUNK, resamples - start)
-        idx_a = rng.integers(0, n, size=(c, n))
-        idx_b = idx_a if paired else rng.integers(0, n, size=(c, n))
+    for start, c, idx_a, idx_b in _draws(np, n, resamples, seed, paired):
         weights_a = _weights(np, idx_a, n)
         if paired:  # one product for both versions: the same resampled records
             sums = weights_a @ both
@@ -143,20 +135,113 @@ def paired_bootstrap(rows_a: list[dict], rows_b: list[dict], specs: list[dict], 
                                         - _resample_value(rows_a, idx_a[r], spec))
     out = []
     for i, (kind, spec, _) in enumerate(kernels):
-        column = deltas[:, i] if spec["name"] not in skipped else np.full(resamples, np.nan)
-        defined = column[np.isfinite(column)]
-        low = high = None
-        if defined.size:
-            low, high = (float(v) for v in np.percentile(defined, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)]))
         hib = bool(spec["higher_is_better"])
         a_value, b_value = points[i]
         if spec["name"] in skipped:
             out.append(MetricDelta(spec["name"], hib, a_value, b_value, None, None, UNDEFINED, "not resampled",
                                    0, skipped[spec["name"]]))
             continue
+        low, high, undefined = _percentile_interval(np, deltas[:, i])
         out.append(MetricDelta(spec["name"], hib, a_value, b_value, low, high, verdict(low, high, hib),
-                               "vectorised" if kind == "fast" else "recomputed", int(resamples - defined.size)))
+                               "vectorised" if kind == "fast" else "recomputed", undefined))
     return out
+
+
+@dataclass
+class MetricInterval:
+    """One version's metric with its bootstrap interval (the held-out test split, the report picture)."""
+    name: str
+    higher_is_better: bool
+    value: float | None
+    low: float | None
+    high: float | None
+    method: str                 # "vectorised", "recomputed" or "not resampled"
+    undefined_resamples: int = 0
+    note: str = ""              # why there is no interval, when there is none
+
+
+def bootstrap_intervals(rows: list[dict], specs: list[dict], *, seed: int, resamples: int = RESAMPLES,
+                        recorded: dict | None = None, recompute: bool = True) -> list[MetricInterval]:
+    """Seeded percentile bootstrap interval of each metric of ONE version over its records.
+
+    The same draw as ``paired_bootstrap`` (version A's resamples for this seed and n) and the same
+    per-metric computations: vectorised where a kernel gives the recorded value on all records
+    (``recorded``: ``{name: value}``, e.g. eval_score.json's), else recomputed through
+    compute_metrics on each resample's rows (``recompute=False``: no interval instead, and no
+    torch), within the same time budget.
+    """
+    import numpy as np
+
+    n = len(rows)
+    recorded = recorded or {}
+    plans, values, projected = [], [], {}
+    for spec in specs:
+        kernel = _fast_kernel(spec["name"], rows, recorded.get(spec["name"])) if n else None
+        plans.append(kernel)
+        if kernel is not None:
+            values.append(full_value(kernel))
+        elif recompute and n:
+            started = time.perf_counter()
+            values.append(_full_value(rows, spec))
+            projected[spec["name"]] = (time.perf_counter() - started) * resamples
+        else:
+            values.append(recorded.get(spec["name"]))
+    skipped = _over_budget(projected, resamples)
+    fast = [(i, k) for i, k in enumerate(plans) if k is not None]
+    slow = [i for i, (k, spec) in enumerate(zip(plans, specs))
+            if k is None and recompute and n and spec["name"] not in skipped]
+    columns, at = _stack(np, [k for _, k in fast], n)
+    samples = np.full((resamples, len(specs)), np.nan)
+    for start, c, idx, _ in _draws(np, n, resamples, seed) if n else ():
+        sums = _weights(np, idx, n) @ columns
+        for j, (i, kernel) in enumerate(fast):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                samples[start:start + c, i] = kernel.finish(sums[:, at[j]:at[j] + kernel.columns.shape[1]])
+        for i in slow:
+            for r in range(c):
+                samples[start + r, i] = _resample_value(rows, idx[r], specs[i])
+    out = []
+    for i, spec in enumerate(specs):
+        hib = bool(spec["higher_is_better"])
+        if plans[i] is None and spec["name"] not in projected:
+            why = ("no records" if not n else f"{spec['name']} has no vectorised form for these records"
+                   if _kernel(spec["name"], rows) is None
+                   else f"{spec['name']} recomputed from the records is not the recorded {fmt_value(values[i])}")
+            out.append(MetricInterval(spec["name"], hib, values[i], None, None, "not resampled", 0, f"no interval: {why}"))
+        elif spec["name"] in skipped:
+            out.append(MetricInterval(spec["name"], hib, values[i], None, None, "not resampled", 0, skipped[spec["name"]]))
+        else:
+            low, high, undefined = _percentile_interval(np, samples[:, i])
+            out.append(MetricInterval(spec["name"], hib, values[i], low, high,
+                                      "vectorised" if plans[i] is not None else "recomputed", undefined))
+    return out
+
+
+def _draws(np, n: int, resamples: int, seed: int, paired: bool = True):
+    """The resamples, in blocks of ``CHUNK``: ``(start, count, idx_a, idx_b)``, index matrices of
+    count × n records drawn with replacement. The one draw of every interval: it depends only on
+    the seed, n and the resample count (numpy's stream is the same whatever the block size)."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, resamples, CHUNK):
+        c = min(CHUNK, resamples - start)
+        idx_a = rng.integers(0, n, size=(c, n))
+        idx_b = idx_a if paired else rng.integers(0, n, size=(c, n))
+        yield start, c, idx_a, idx_b
+
+
+def _percentile_interval(np, column):
+    """(low, high, undefined resamples): the percentile interval of the defined resampled values."""
+    defined = column[np.isfinite(column)]
+    low = high = None
+    if defined.size:
+        low, high = (float(v) for v in np.percentile(defined, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)]))
+    return low, high, int(column.size - defined.size)
+
+
+def _over_budget(projected: dict, resamples: int) -> dict:
+    return {name: (f"no interval: recomputing {name} through compute_metrics {resamples} times would take "
+                   f"about {seconds / 60:.0f} min here (over the {RECOMPUTE_BUDGET_S:.0f} s budget)")
+            for name, seconds in projected.items() if seconds > RECOMPUTE_BUDGET_S}
 
 
 def _stack(np, kernels: list, n: int):
@@ -179,17 +264,18 @@ def _weights(np, idx, n: int):
     return np.bincount(flat, minlength=c * n).reshape(c, n).astype(np.float64)
 
 
-def _matches(pair, rows_a, rows_b, spec, recorded) -> bool:
-    """The fast path gives the recorded eval_score.json value on all records (or nothing is recorded)."""
-    if recorded is None:
-        return True
-    scores, a, b = recorded
-    for kernel, vid in zip(pair, (a, b)):
-        want = scores[vid].value(spec["name"])
-        got = float(kernel.finish(kernel.columns.sum(axis=0, keepdims=True))[0])
-        if want is not None and not math.isclose(got, want, rel_tol=kernel.rel_tol, abs_tol=1e-12):
-            return False
-    return True
+def full_value(kernel: "Kernel") -> float:
+    """The kernel's metric on all records, each once (weight 1)."""
+    return float(kernel.finish(kernel.columns.sum(axis=0, keepdims=True))[0])
+
+
+def _fast_kernel(name: str, rows: list[dict], want: float | None) -> "Kernel | None":
+    """The vectorised form of ``name`` when it gives the recorded value ``want`` on all records (or
+    nothing is recorded); None sends the metric through compute_metrics."""
+    kernel = _kernel(name, rows)
+    if kernel is None or want is None:
+        return kernel
+    return kernel if math.isclose(full_value(kernel), want, rel_tol=kernel.rel_tol, abs_tol=1e-12) else None
 
 
 def _refuse_disagreement(points, specs, recorded) -> None:
@@ -215,7 +301,7 @@ def close(x: float, y: float) -> bool:
 def _metric_value(rows: list[dict], spec: dict) -> float:
     from .runtime.metrics import compute_metrics
 
-    values = compute_metrics(rows, [spec], ids=[r["id"] for r in rows]).values
+    values = compute_metrics(rows, [spec], ids=[r.get("id", i) for i, r in enumerate(rows)]).values
     return float(values[0]["value"])
 
 
@@ -246,9 +332,27 @@ def is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def full_data_value(name: str, rows: list[dict]) -> tuple[float, float] | None:
+    """``(value, rel_tol)``: ``name`` on all records, each once, by its vectorised form (numpy only,
+    no torch: ``mlloop check`` cross-checks eval_score.json with it), or None when these records
+    do not give it (no kernel, or missing fields)."""
+    kernel = _kernel(name, rows) if rows else None
+    if kernel is None:
+        return None
+    with _quiet():
+        return full_value(kernel), kernel.rel_tol
+
+
+def _quiet():
+    import numpy as np
+
+    return np.errstate(divide="ignore", invalid="ignore")
+
+
 MEAN_OF_FIELD = ("loss",)
 REGRESSION = ("mse", "rmse", "mae", "mape")
 CONFUSION = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1", "precision", "recall")
+VECTORISED = MEAN_OF_FIELD + ("exact_match",) + REGRESSION + ("r2", "cer", "wer", "bleu") + CONFUSION
 
 
 def _kernel(name: str, rows: list[dict]) -> Kernel | None:
@@ -304,9 +408,11 @@ def _bleu(np, rows: list[dict]) -> Kernel | None:
     """Corpus BLEU-4 as torchmetrics computes it (whitespace tokens, one reference, no smoothing):
     a function of the summed prediction/reference lengths and clipped n-gram matches per order."""
     from collections import Counter
+    from itertools import chain
 
-    def ngrams(tokens):
-        return Counter(tuple(tokens[j:j + i]) for i in range(1, 5) for j in range(len(tokens) - i + 1))
+    def ngrams(tokens):  # orders 1-4 in one Counter; zip keeps the slicing in C
+        return Counter(chain(zip(tokens), zip(tokens, tokens[1:]), zip(tokens, tokens[1:], tokens[2:]),
+                             zip(tokens, tokens[1:], tokens[2:], tokens[3:])))
 
     stats = []
     for r in rows:
@@ -314,12 +420,14 @@ def _bleu(np, rows: list[dict]) -> Kernel | None:
         if not isinstance(pred, str) or not isinstance(target, str):
             return None
         p, t = pred.split(), target.split()
-        counts, clipped = ngrams(p), ngrams(p) & ngrams(t)
-        matches, totals = [0] * 4, [0] * 4
-        for gram, k in clipped.items():
-            matches[len(gram) - 1] += k
-        for gram, k in counts.items():
-            totals[len(gram) - 1] += k
+        totals = [max(len(p) - i, 0) for i in range(4)]  # n-grams of order i + 1 in the prediction
+        if p == t:  # every n-gram matches itself: the common case of a good model, counted for free
+            matches = totals
+        else:  # clipped matches: per n-gram of the prediction, min(its count, its count in the reference)
+            matches, reference = [0, 0, 0, 0], ngrams(t)
+            for gram, k in ngrams(p).items():
+                if gram in reference:
+                    matches[len(gram) - 1] += min(k, reference[gram])
         stats.append([len(p), len(t), *matches, *totals])
 
     def finish(s):

@@ -27,9 +27,6 @@ PICTURES_DIR = "pictures"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 GALLERY_MAX = 8
 ERRORS_MAX = 12
-# Metrics whose corpus value is the mean of their per-sample values in eval_samples.jsonl, so a
-# bootstrap of those values gives the metric's own interval (the others have none here).
-MEAN_METRICS = ("loss", "accuracy", "exact_match", "mse", "mae", "mape")
 
 
 @dataclass
@@ -39,17 +36,18 @@ class Picture:
     caption: str
 
 
-def bootstrap_mean_interval(values: list[float], seed: int, resamples: int = 2000) -> tuple[float, float] | None:
-    """Seeded 95% percentile bootstrap of the mean of per-sample values; None for < 2 values."""
-    import numpy as np
+def primary_interval(rows: list[dict], name: str, higher_is_better: bool, value: float,
+                     seed: int) -> tuple[float, float] | None:
+    """Seeded 95% percentile bootstrap interval of ``name`` over a version's eval_samples.jsonl rows
+    (``mlloop.bootstrap``, the statistic of `mlloop compare`), when its vectorised form gives the
+    recorded ``value``; None otherwise (no records, or it would need torch per resample)."""
+    from .bootstrap import bootstrap_intervals
 
-    if len(values) < 2:
+    if len(rows) < 2:
         return None
-    data = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+    (iv,) = bootstrap_intervals(rows, [{"name": name, "higher_is_better": higher_is_better}], seed=seed,
+                                recorded={name: value}, recompute=False)
+    return None if iv.low is None else (iv.low, iv.high)
 
 
 def read_eval_samples(folder: Path) -> list[dict]:
@@ -109,7 +107,6 @@ def _metric_by_version(plt, ranking: Ranking, floors: dict, held, seed: int, out
     rows = sorted(ranking.rows, key=lambda r: (r.kind == EXTERNAL, r.name))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 3), 3.6))
     xs = list(range(len(rows)))
-    with_interval = primary in MEAN_METRICS
     labelled: set[str] = set()
     for x, row in zip(xs, rows):
         value = row.primary
@@ -118,9 +115,7 @@ def _metric_by_version(plt, ranking: Ranking, floors: dict, held, seed: int, out
         ax.bar(x, value, width=0.55, color="#9ecae1" if row.kind != EXTERNAL else "#d9d9d9",
                label=None if "valid" in labelled else "validation")
         labelled.add("valid")
-        per_sample = [r[primary] for r in read_eval_samples(row.folder)
-                      if isinstance(r.get(primary), (int, float)) and not isinstance(r.get(primary), bool)]
-        ci = bootstrap_mean_interval(per_sample, seed) if with_interval else None
+        ci = primary_interval(read_eval_samples(row.folder), primary, ranking.higher_is_better, value, seed)
         if ci is not None:
             labelled.add("interval")
             ax.errorbar(x, value, yerr=[[max(value - ci[0], 0)], [max(ci[1] - value, 0)]], fmt="none",
@@ -143,11 +138,10 @@ def _metric_by_version(plt, ranking: Ranking, floors: dict, held, seed: int, out
     ax.set_title(f"{primary} by version ({'higher' if ranking.higher_is_better else 'lower'} is better)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # never over a bar
     if "interval" in labelled:
-        how = ", with a 95% bootstrap interval of the per-sample values (2,000 seeded resamples)"
-    elif with_interval:
-        how = " (eval_samples.jsonl has no per-sample values for an interval)"
+        how = (f", with a 95% bootstrap interval (2,000 resamples seeded with the rules' seed, {primary} "
+               "recomputed on each)")
     else:
-        how = f" ({primary} is a corpus metric: no per-sample interval here; see `mlloop compare`)"
+        how = f" (eval_samples.jsonl gives no interval of {primary} here; see `mlloop compare`)"
     caption = (f"Bars: {primary} on the validation split{how}. Dashed red: the trivial floor."
                + (" Green diamonds: the held-out test score with its 95% interval." if held is not None and held.scores else ""))
     return _save(plt, fig, out, "metric_by_version.png", f"{primary} by version", caption)

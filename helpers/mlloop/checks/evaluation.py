@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 from ..jsonio import JsonProblems, parse_json_text
-from ..scores import (INPUT_HASHES, OUTPUT_HASHES, RECOMPUTABLE, STALE, TAMPERED, UNKNOWN, Floor, provenance,
-                      recompute_metric)
+from ..scores import (INPUT_HASHES, OUTPUT_HASHES, RECOMPUTABLE, REQUIRED, STALE, TAMPERED, UNKNOWN, Floor,
+                      provenance, recompute_metric, recompute_with_tolerance)
 from .context import Context
 
 SAMPLE_DIR_RE = re.compile(r"[0-9]{4,}")
@@ -190,16 +190,23 @@ def _check_recomputed(ctx: Context, vid: str, rel: str, score, rows: list[dict])
     """A score's numbers must follow from its per-sample records: a hand-edited value with a
     recomputed score_sha256 still disagrees with eval_samples.jsonl."""
     score_rel = ctx.rel(score.path)
+    unchecked = []
     for i, m in enumerate(score.metrics):
         if m["name"] not in RECOMPUTABLE:
+            unchecked.append(m["name"])
             continue
-        value = recompute_metric(m["name"], rows)
-        if value is None:
+        got = recompute_with_tolerance(m["name"], rows)
+        if got is None and m["name"] in REQUIRED:
             ctx.problem("eval.recompute", rel, f"{m['name']} is in eval_score.json but cannot be recomputed from these "
                         f"records (they lack per-sample {m['name']} values or prediction/target); re-run {_rerun(vid)}")
-        elif not math.isclose(value, m["value"], rel_tol=1e-6, abs_tol=1e-9):
+        elif got is None:
+            continue  # e.g. no label predictions recorded: nothing to cross-check it with
+        elif not math.isclose(got[0], m["value"], rel_tol=got[1], abs_tol=1e-9):
             ctx.problem("eval.recompute", score_rel, f"{m['name']} is {m['value']:.6g} but eval_samples.jsonl gives "
-                        f"{value:.6g}; scores come from 03_eval.py only: re-run {_rerun(vid)}", f"$.metrics[{i}].value")
+                        f"{got[0]:.6g}; scores come from 03_eval.py only: re-run {_rerun(vid)}", f"$.metrics[{i}].value")
+    if unchecked:
+        ctx.warn("eval.unchecked", score_rel, f"{', '.join(unchecked)} cannot be cross-checked against "
+                    "eval_samples.jsonl without torch; `mlloop compare` recomputes them from the records")
 
 
 def _check_trivial(ctx: Context, vid: str, folder: Path, score) -> None:

@@ -6,12 +6,13 @@ frozen evaluation harness (``mlloop.runtime.evaluation.evaluate_version``) with
 (never into the version's folder), then adds ``intervals.json``: a seeded percentile bootstrap of
 every metric over the test samples.
 
-Bootstrap (stated assumptions): the test samples are i.i.d. draws from the population of
-interest; each of ``resamples`` resamples draws n samples with replacement (numpy's PCG64 seeded
-with the rules' seed) and the metric is recomputed from the resampled predictions and targets
-by the same code that scored the model, so corpus metrics (CER, macro-F1, ...) are recomputed,
-not averaged. A metric whose corpus value is the mean of its per-sample values (loss, accuracy,
-MAE, ...; checked on the data) is resampled through those values instead: the same numbers, fast. The interval is the 2.5th and 97.5th percentile of the resampled values.
+Bootstrap (stated assumptions, ``mlloop.bootstrap.bootstrap_intervals``: the statistic behind
+``mlloop compare`` too): the test samples are i.i.d. draws from the population of interest; each
+of ``resamples`` resamples draws n samples with replacement (numpy's PCG64 seeded with the rules'
+seed) and the metric is recomputed on it, corpus metrics (CER, macro-F1, BLEU, ...) from resampled
+sums, never averaged, and a metric without such a form through the same code that scored the
+model. The interval is the 2.5th and 97.5th percentile of the resampled values; none when more
+than 5% of the resamples cannot be scored.
 """
 
 from __future__ import annotations
@@ -28,73 +29,32 @@ from ..layout import Project
 from ..rules import resolve
 
 RESAMPLES = 2000
-CONFIDENCE = 0.95
 INTERVALS = "intervals.json"
 
 
 def bootstrap_interval(results: list[dict], metric: dict, resamples: int = RESAMPLES, seed: int = 0,
-                       confidence: float = CONFIDENCE) -> dict:
-    """``{"low", "high", "resamples", "confidence"}`` of ``metric`` over ``results`` (one
-    ``{"prediction", "target", "loss"}`` per sample); low/high are None when a resample cannot be
-    scored (e.g. one class only for a metric that needs two)."""
-    import numpy as np
+                       value: float | None = None) -> dict:
+    """``{"low", "high", "resamples", "confidence", ...}`` of ``metric`` over ``results`` (the
+    eval_samples.jsonl rows); low/high are None when over 5% of the resamples cannot be scored (e.g.
+    one class only for a metric that needs two). ``value``: the recorded score the vectorised form
+    must reproduce on all samples, else the metric is recomputed per resample."""
+    from ..bootstrap import LEVEL, bootstrap_intervals
 
-    from .metrics import MetricError, compute_metrics
-
-    rng = np.random.default_rng(seed)
-    n, values = len(results), []
-    fast = _mean_of_samples(results, metric)
-    if fast is not None:  # the corpus value is a mean of per-sample values: resample those, same answer
-        data, root = fast
-        means = data[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
-        values = list(np.sqrt(means) if root else means)
-    for _ in range(0 if fast is not None else resamples):
-        picked = [results[i] for i in rng.integers(0, n, size=n)]
-        try:
-            value = compute_metrics(picked, [metric]).value(metric["name"])
-        except MetricError:
-            continue
-        if value is not None:
-            values.append(float(value))
-    out = {"resamples": resamples, "scored_resamples": len(values), "confidence": confidence, "seed": seed,
-           "method": "percentile bootstrap over samples, metric recomputed per resample"}
-    if len(values) < resamples * 0.95:  # too many resamples could not be scored: no honest interval
+    recorded = {metric["name"]: value} if value is not None else None
+    (iv,) = bootstrap_intervals(results, [metric], seed=seed, resamples=resamples, recorded=recorded)
+    scored = resamples - iv.undefined_resamples if iv.low is not None else 0
+    out = {"resamples": resamples, "scored_resamples": scored, "confidence": LEVEL, "seed": seed,
+           "method": f"percentile bootstrap over samples, metric recomputed per resample ({iv.method})"}
+    if iv.note:
+        out["note"] = iv.note
+    if scored < resamples * 0.95:  # too many resamples could not be scored: no honest interval
         return {**out, "low": None, "high": None}
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return {**out, "low": float(low), "high": float(high)}
-
-
-def _mean_of_samples(results: list[dict], metric: dict):
-    """(per-sample values as an array, take the square root) when the metric's corpus value is the
-    mean of its per-sample values (rmse: the root of the mean square), checked on these results;
-    None otherwise (then every resample is rescored)."""
-    import numpy as np
-
-    from .metrics import MetricError, compute_metrics
-
-    name = metric["name"]
-    try:
-        scored = compute_metrics(results, [metric])
-    except MetricError:
-        return None
-    per = [row.get(name) for row in scored.per_sample]
-    if not per or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in per):
-        return None
-    data, root = np.asarray(per, dtype=float), name == "rmse"
-    if root:
-        data = data ** 2
-    corpus = scored.value(name)
-    mean = float(np.sqrt(data.mean()) if root else data.mean())
-    if corpus is None or abs(mean - corpus) > 1e-9 * max(1.0, abs(corpus)):
-        return None
-    return data, root
+    return {**out, "low": iv.low, "high": iv.high}
 
 
 def read_results(path: Path) -> list[dict]:
-    """eval_samples.jsonl's rows as the results the metrics take."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [{"prediction": r.get("prediction"), "target": r.get("target"), "loss": r.get("loss")} for r in rows]
+    """eval_samples.jsonl's rows: id, prediction, target and the per-sample values (loss, cer, ...)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def evaluate_held_out(project: Project, vid: str, output_dir: Path, resamples: int = RESAMPLES,
@@ -109,7 +69,7 @@ def evaluate_held_out(project: Project, vid: str, output_dir: Path, resamples: i
     score = read_json(output_dir / "eval_score.json")
     intervals = {m["name"]: {"value": m["value"],
                              **bootstrap_interval(results, {"name": m["name"], "higher_is_better": m["higher_is_better"]},
-                                                  resamples, rules.seed)}
+                                                  resamples, rules.seed, m["value"])}
                  for m in score["metrics"]}
     doc = to_jsonable({"version_id": vid, "split": "test", "num_samples": len(results), "intervals": intervals})
     write_json_atomic(output_dir / INTERVALS, doc)
