@@ -285,7 +285,8 @@ def test_hooks_import_nothing_heavy(factory):
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    # numpy at most: the Stop hook runs `mlloop check`, which recomputes corpus metrics with mlloop.bootstrap
+    assert out.stdout.strip() in ("[]", "['numpy']")
 
 
 def test_a_version_script_is_free_until_that_version_is_evaluated(factory):
