@@ -129,7 +129,7 @@ def beyond_noise(project: Project, rules: Rules, ranking, best, label: str) -> t
     """``(parent, why)`` for ``best``: the #1 version only when it is better beyond noise (the
     paired-bootstrap interval of the primary metric excludes 0) than every earlier evaluated
     version; else the earliest version it does not beat, the simpler one. The why names the interval."""
-    from .compare import CompareError, compare_versions
+    from .compare import deltas_from
     from .leaderboard import VERSION
 
     primary = rules.primary_metric
@@ -140,14 +140,9 @@ def beyond_noise(project: Project, rules: Rules, ranking, best, label: str) -> t
     why = f"{label}, {primary} {best.primary:.6g}"
     if not earlier:
         return best.name, why
-    spec = [{"name": primary, "higher_is_better": ranking.higher_is_better}]
-    beaten, failed = [], []
-    for row in earlier:
-        try:
-            m = compare_versions(project, row.name, best.name, rules, metrics=spec).metrics[0]
-        except CompareError as exc:
-            failed.append((row.name, str(exc)))
-            continue
+    beaten = []
+    compared, failed = deltas_from(project, rules, ranking, best, earlier)
+    for row, m in compared:
         span = f"{best.name} − {row.name} = {m.delta:+.6g}, 95% interval {m.interval()}"
         if m.verdict != "better":
             return row.name, (f"{label}: {best.name} ({primary} {best.primary:.6g}) is #1 but not better than the "

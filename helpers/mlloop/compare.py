@@ -200,6 +200,19 @@ class RankingNoise:
     lines: list[str]
 
 
+def deltas_from(project: Project, rules, ranking, best, rows) -> tuple[list, list[tuple[str, str]]]:
+    """``[(row, MetricDelta of best − row on the primary metric)]`` for the ``rows`` that can be
+    compared, and ``[(name, why not)]`` for the others: the one loop behind every noise-aware choice."""
+    spec = [{"name": ranking.primary, "higher_is_better": ranking.higher_is_better}]
+    compared, failed = [], []
+    for row in rows:
+        try:
+            compared.append((row, compare_versions(project, row.name, best.name, rules, metrics=spec).metrics[0]))
+        except CompareError as exc:
+            failed.append((row.name, str(exc)))
+    return compared, failed
+
+
 def ranking_noise(project: Project, rules, ranking, best) -> RankingNoise:
     """Which versions the best does not beat beyond noise on the primary metric, and which other
     metrics name another winner (each with its paired-bootstrap interval)."""
@@ -207,16 +220,10 @@ def ranking_noise(project: Project, rules, ranking, best) -> RankingNoise:
 
     primary = ranking.primary
     versions = [r for r in ranking.rows if r.kind == VERSION]
-    tied, beaten, failed, lines = [], [], [], []
-    spec = [{"name": primary, "higher_is_better": ranking.higher_is_better}]
-    for row in versions:
-        if row is best or row.primary is None:
-            continue
-        try:
-            m = compare_versions(project, row.name, best.name, rules, metrics=spec).metrics[0]
-        except CompareError as exc:
-            failed.append((row.name, str(exc)))
-            continue
+    tied, beaten, lines = [], [], []
+    compared, failed = deltas_from(project, rules, ranking, best,
+                                   [r for r in versions if r is not best and r.primary is not None])
+    for row, m in compared:
         entry = f"{row.name} ({best.name} − {row.name} = {m.delta:+.6g}, 95% interval {m.interval()})"
         (beaten if m.verdict == BETTER else tied).append((abs(m.delta), row.name, entry))
     if tied:
