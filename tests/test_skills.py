@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -258,8 +259,11 @@ def test_command_extraction_sees_what_a_reader_sees():
 # ---- English and Korean say the same thing ------------------------------------------------
 
 def relative_files(lang: str) -> set[str]:
+    """Every file of the skills, through links (skills-ko's templates/ links to the English one)."""
     root = LANG_DIRS[lang]
-    return {p.relative_to(root).as_posix() for skill in SKILL_NAMES for p in (root / skill).rglob("*") if p.is_file()}
+    return {(Path(d) / n).relative_to(root).as_posix() for skill in SKILL_NAMES
+            for d, _, names in os.walk(root / skill, followlinks=True) for n in names
+            if "__pycache__" not in Path(d).parts}
 
 
 def test_korean_mirrors_the_english_files():
