@@ -109,7 +109,7 @@ def check_training_outputs(root: Path, vid: str, asset: str):
 def project(tmp_path):
     root = tmp_path / "proj"
     root.mkdir()
-    (root / "03_eval.py").write_text((template("03_eval.py").read_text(encoding="utf-8"), encoding="utf-8")
+    (root / "03_eval.py").write_text(template("03_eval.py").read_text(encoding="utf-8"), encoding="utf-8")
     return root
 
 
