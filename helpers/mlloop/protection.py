@@ -188,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     for rel, lang in RENDERED.items():
         path = root / rel
         text = path.read_text(encoding="utf-8")
-        new = rerendered(text, lang)
+        try:
+            new = rerendered(text, lang)
+        except ValueError as exc:
+            print(f"{rel}: {exc}; add the two marker lines where the list goes.", file=sys.stderr)
+            return 1
         if new != text:
             path.write_text(new, encoding="utf-8")
             print(f"updated {rel}")
