@@ -291,3 +291,31 @@ def test_korean_init_needs_no_links_in_the_bundle(factory, tmp_path):
     assert any("/templates/train/" in d for d in unlinked)
     init_project(Project.at(factory.root), "ko", bundle=bundle)
     assert (factory.root / BB / "templates/01_data_pipeline.py").read_bytes() == template("01_data_pipeline.py").read_bytes()
+
+
+def test_init_removes_what_an_older_layout_installed_and_keeps_edited_files(factory):
+    """Before the templates moved into templates/train/, init installed them flat."""
+    import hashlib
+
+    assert init(factory.root).exit_code == 0
+    manifest_path = factory.root / ".claude/.mlloop-install.json"
+    manifest = json.loads(manifest_path.read_text())
+    old, edited = f"{BB}/templates/tabular.py", f"{BB}/templates/ocr_recognition.py"
+    stale_dir = f"{BB}/old_folder/notes.md"
+    for dest, text in ((old, "as installed\n"), (edited, "as installed\n"), (stale_dir, "x\n")):
+        (factory.root / dest).parent.mkdir(parents=True, exist_ok=True)
+        (factory.root / dest).write_text(text)
+        manifest["files"][dest] = hashlib.sha256(text.encode()).hexdigest()
+    (factory.root / edited).write_text("the user's edit\n")
+    manifest_path.write_text(json.dumps(manifest))
+
+    result = init(factory.root)
+    assert result.exit_code == 0, result.output
+    assert f"removed  {old}" in result.output and f"removed  {stale_dir}" in result.output
+    assert edited not in result.output
+    assert not (factory.root / old).exists() and not (factory.root / BB / "old_folder").exists()
+    assert (factory.root / edited).read_text() == "the user's edit\n"
+    assert (factory.root / BB / "templates/train/tabular.py").is_file()
+    files = json.loads(manifest_path.read_text())["files"]
+    assert old not in files and edited not in files and stale_dir not in files
+    assert "nothing to change" in init(factory.root).output

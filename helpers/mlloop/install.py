@@ -12,7 +12,9 @@ What goes where (docs/contracts.md, "Layout"):
 Nothing a person wrote is lost. A file that differs from what mlloop installed last (recorded
 in ``.claude/.mlloop-install.json``) and from every bundled version is the user's: it is kept,
 unless ``--force``, and then the old one is first copied to ``<name>.bak``. A file still as
-mlloop installed it is brought up to date silently. Running init twice changes no byte.
+mlloop installed it is brought up to date silently. A file an earlier init installed that the
+bundle no longer has (a template that moved) is removed if it is still as installed, else left to
+the user. Running init twice changes no byte.
 
 The hook command is the absolute path of the Python interpreter running ``mlloop init``,
 ``-m mlloop hook EVENT``. That interpreter has mlloop importable by construction, so the hooks
@@ -53,7 +55,7 @@ HOOKS = {
 @dataclass
 class FileAction:
     path: str                 # relative to the project
-    action: str               # created | updated | unchanged | kept | replaced
+    action: str               # created | updated | unchanged | kept | replaced | removed
     backup: str | None = None
 
     def to_dict(self) -> dict:
@@ -98,7 +100,8 @@ class InitResult:
         if self.rawdata_created:
             out.append(f"created  {self.project.rel(self.project.rawdata)}/")
         changed = len(out)
-        counts = ", ".join(f"{self.count(a)} {a}" for a in ("created", "updated", "replaced", "kept", "unchanged")
+        counts = ", ".join(f"{self.count(a)} {a}" for a in ("created", "updated", "replaced", "kept", "removed",
+                                                              "unchanged")
                            if self.count(a))
         out.append(f"mlloop init ({self.lang}): {counts or 'no files'}"
                    + ("" if changed else "; nothing to change") + ".")
@@ -187,6 +190,10 @@ def init_project(project: Project, lang: str = "en", force: bool = False, bundle
     result = InitResult(project, lang)
     for dest, source in files.items():
         result.files.append(_install_file(project, dest, source.read_bytes(), installed, force, root))
+    for dest in sorted(set(installed) - set(files)):
+        action = _retire_file(project, dest, installed)
+        if action:
+            result.files.append(action)
 
     result.rawdata_created = not project.rawdata.is_dir()
     project.rawdata.mkdir(parents=True, exist_ok=True)
@@ -228,6 +235,23 @@ def _install_file(project: Project, dest: str, data: bytes, installed: dict[str,
     _write_bytes(target, data)
     installed[dest] = _sha(data)
     return FileAction(dest, "replaced", project.rel(backup))
+
+
+def _retire_file(project: Project, dest: str, installed: dict[str, str]) -> FileAction | None:
+    """A file an earlier init installed that the bundle no longer has (a template that moved):
+    removed while still as installed; an edited one is the user's, kept and no longer tracked."""
+    recorded = installed.pop(dest)
+    target = project.root / dest
+    if not dest.startswith(".claude/skills/") or target.is_symlink() or not target.is_file():
+        return None
+    if _sha(target.read_bytes()) != recorded:
+        return None
+    target.unlink()
+    folder, top = target.parent, project.skills_dir.resolve()
+    while folder.resolve() != top and top in folder.resolve().parents and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+    return FileAction(dest, "removed")
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
