@@ -178,8 +178,8 @@ def test_the_template_does_no_work_at_import(tmp_path, monkeypatch):
 
 
 def test_fill_parse_region():
-    template = template("01_data_pipeline.py").read_text()
-    filled = registry.fill_parse_region(template, "def parse_sources(rawdata):\n    return []\n")
+    text = template("01_data_pipeline.py").read_text()
+    filled = registry.fill_parse_region(text, "def parse_sources(rawdata):\n    return []\n")
     assert "raise NotImplementedError" not in filled and "def parse_sources(rawdata):\n    return []\n" in filled
     assert filled.count("mlloop:parse-region:start") == 1 and filled.count("mlloop:parse-region:end") == 1
     compile(filled, "01_data_pipeline.py", "exec")
