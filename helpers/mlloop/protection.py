@@ -115,31 +115,29 @@ class Protected:
 PROTECTED: tuple[Protected, ...] = (
     Protected("rules", "the rules and instruction files of both skills (`user_defined_rules.json`, "
               "`user_instruction.md`)",
-              "두 스킬의 규칙·지시사항 파일(`user_defined_rules.json`, `user_instruction.md`)",
+              "두 스킬의 규칙·지시사항(`user_defined_rules.json`, `user_instruction.md`)",
               ".claude/skills/progressive-training/user_defined_rules.json",
               ("user_defined_rules.json", "user_instruction.md"), _rules),
     Protected("task_format", "`task_format.yaml`", "`task_format.yaml`",
               ".claude/skills/build-baseline/task_format.yaml", ("task_format.yaml",), _task_format),
     Protected("eval_outputs", "evaluation outputs, wherever they are: `eval_score.json`, "
               "`trivial_baselines.json`, `eval_samples.jsonl`, `infer_samples/`",
-              "위치와 상관없이 평가 출력: `eval_score.json`, `trivial_baselines.json`, `eval_samples.jsonl`, "
+              "평가 출력(위치 무관): `eval_score.json`, `trivial_baselines.json`, `eval_samples.jsonl`, "
               "`infer_samples/`",
               "Models/Artifacts/v001/eval_score.json", (*sorted(EVAL_OUTPUTS), "infer_samples"), _eval_outputs),
     Protected("rawdata", "anything under `dataset/rawdata/` except `profiling.md`",
-              "`profiling.md` 를 제외한 `dataset/rawdata/` 아래 모든 파일",
+              "`dataset/rawdata/` 아래 전부(`profiling.md` 제외)",
               "dataset/rawdata/src_a/0.txt", ("rawdata",), _rawdata),
     Protected("version_script", "a `02_train_vNNN.py` once its version has an `eval_score.json`",
               "`eval_score.json` 이 있는 버전의 `02_train_vNNN.py`", "02_train_v001.py", (), _version_script),
     Protected("baseline_script", "`02_train_baseline.py` once `02_train_v001.py` exists",
-              "`02_train_v001.py` 가 생긴 뒤의 `02_train_baseline.py`", BASELINE_SCRIPT, (), _baseline_script),
+              "`02_train_v001.py` 이후의 `02_train_baseline.py`", BASELINE_SCRIPT, (), _baseline_script),
     Protected("eval_script", "`03_eval.py` once any version has an `eval_score.json`",
-              "한 버전이라도 `eval_score.json` 이 생긴 뒤의 `03_eval.py`", EVAL_SCRIPT, (), _eval_script),
-    Protected("hook_state", "the Stop hook's counter `.claude/.mlloop-hook-state.json`",
-              "Stop 훅의 카운터 `.claude/.mlloop-hook-state.json`", f".claude/{STATE_FILE}", (STATE_FILE,),
+              "`eval_score.json` 이 하나라도 생긴 뒤의 `03_eval.py`", EVAL_SCRIPT, (), _eval_script),
+    Protected("hook_state", "`.claude/.mlloop-hook-state.json`", "`.claude/.mlloop-hook-state.json`", f".claude/{STATE_FILE}", (STATE_FILE,),
               _hook_state),
-    Protected("hook_settings", "mlloop's hook entries in `.claude/settings.json` and "
-              "`.claude/settings.local.json` (the rest of them only through the Edit tool)",
-              "`.claude/settings.json`, `.claude/settings.local.json` 안의 mlloop 훅 항목(나머지는 Edit 도구로만)",
+    Protected("hook_settings", "mlloop's hook entries in `.claude/settings.json`, `.claude/settings.local.json`",
+              "`.claude/settings.json`, `.claude/settings.local.json` 의 mlloop 훅 항목",
               SETTINGS_FILES[0], tuple(Path(s).name for s in SETTINGS_FILES)),
 )
 PROTECTED_NAMES = frozenset(name for entry in PROTECTED for name in entry.names)
