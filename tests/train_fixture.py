@@ -12,8 +12,10 @@ import random
 import shutil
 from pathlib import Path
 
+from mlloop.bundle import train_templates
+
 REPO = Path(__file__).resolve().parents[1]
-TEMPLATES = REPO / "templates" / "train"
+TRAIN_TEMPLATES = train_templates()  # name -> path, every templates/train/*.py of the bundle
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (50, 60, 210)}
 
 
@@ -122,9 +124,9 @@ def tabular_prepdata(root: Path, regression: bool = False, n_train: int = 40, n_
 
 
 def install_script(root: Path, template: str, name: str = "02_train_baseline.py", header: str = "") -> Path:
-    """Copy ``templates/train/<template>.py`` into the project as ``name`` (with an optional header)."""
+    """Copy the training template ``template`` into the project as ``name`` (with an optional header)."""
     target = root / name
-    text = (TEMPLATES / f"{template}.py").read_text(encoding="utf-8")
+    text = TRAIN_TEMPLATES[template].read_text(encoding="utf-8")
     target.write_text(header + text, encoding="utf-8")
     return target
 
