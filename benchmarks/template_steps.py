@@ -9,8 +9,9 @@ Target: template/plain step time <= 1.05 (median of paired repetitions).
 
 A case is ``benchmarks/cases/<name>.py`` with ``TEMPLATE = "<file>.py"`` (a training template in
 the build-baseline skill's templates/train/, found through mlloop.bundle) and
-``build(tpl, seed) -> dict`` returning ``model`` (a fresh LightningModule from the template), ``train`` and ``valid`` (DataLoaders of in-memory synthetic
-data shaped like the task's batches) and ``loss`` (``callable(model, batch) -> scalar tensor``:
+``build(tpl, seed) -> dict`` returning ``model`` (a fresh LightningModule from the template),
+``train`` and ``valid`` (DataLoaders of in-memory synthetic data shaped like the task's batches)
+and ``loss`` (``callable(model, batch) -> scalar tensor``:
 what training_step computes, in plain torch). Both sides get a model built with the same seed.
 
 The template side is mlloop.runtime.training.fit: CSVLogger, best.ckpt (weights only) and
