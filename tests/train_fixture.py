@@ -156,9 +156,14 @@ try:
         """One torch thread: on a shared 2-core machine two spinning threads are many times slower."""
         import torch
 
-        n = torch.get_num_threads()
+        from mlloop.runtime import defaults
+
+        n, saved = torch.get_num_threads(), (defaults._torch_default, defaults._set_by_mlloop)
         torch.set_num_threads(1)
+        # the 1 is the user's choice, whatever ran in this process before: start() leaves it as set
+        defaults._torch_default, defaults._set_by_mlloop = 0, None
         yield
         torch.set_num_threads(n)
+        defaults._torch_default, defaults._set_by_mlloop = saved
 except ImportError:  # pragma: no cover - the fixture is only for pytest
     pass
