@@ -6,7 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from factory import ACTION_EXTRACT, PT_RULES, TRAIN_SCRIPT
-from mlloop.authoring import HEADER_START, new_version, read_header, replace_header
+from mlloop.authoring import new_version
+from mlloop.formats.change_summary import START as HEADER_START
+from mlloop.formats.change_summary import read_fields as read_header
+from mlloop.formats.change_summary import replace as replace_header
 from mlloop.checks import run_check
 from mlloop.cli import cli
 from mlloop.errors import MlloopError

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import markdown as md
 from .errors import Findings, MlloopError
+from .formats import change_summary
 from .jsonio import JsonProblems, read_text_file, write_text_atomic
 from .layout import BASELINE, Project, free_backup_path, version_id, version_number
 from .leaderboard import fmt
@@ -69,9 +70,7 @@ def read_text_quiet(path: Path) -> str | None:
 
 def version_parent(project: Project, vid: str) -> str:
     """A version's parent: its script header, else its spec.json, else the version before it."""
-    from .authoring import read_header
-
-    parent = read_header(project.script(vid)).get("parent")
+    parent = change_summary.read_fields(project.script(vid)).get("parent")
     if not parent:
         spec = read_json_quiet(project.artifact_dir(vid) / "spec.json")
         parent = spec.get("parent") if isinstance(spec, dict) and isinstance(spec.get("parent"), str) else None

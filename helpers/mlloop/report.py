@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .compare import ranking_noise
 from .errors import Findings, MlloopError
+from .formats import change_summary
 from .jsonio import write_text_atomic
 from .layout import EVAL_SCRIPT, Project, is_inside, version_id
 from .leaderboard import EXTERNAL, Ranking, Row, build_leaderboard, fmt
@@ -394,7 +395,6 @@ def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best
                    reevaluated, warnings, none_beat: bool, dataset_id: str, name: str, *, held=None,
                    pictures=(), noise=None) -> str:
     from .analysis import read_action, read_text_quiet, version_parent
-    from .authoring import read_header
     from .stages import ACTION_DOC, ANALYSIS_DOC
 
     primary = ranking.primary
@@ -448,7 +448,7 @@ def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best
         if row.kind == EXTERNAL:
             out += [f"- external reference model ({project.rel(row.folder)}/), not built by the loop", ""]
             continue
-        header = read_header(project.script(row.name))
+        header = change_summary.read_fields(project.script(row.name))
         folder = project.artifact_dir(row.name)
         out += [f"- parent: {parents[row.name]}",
                 f"- change: {header.get('change', '(no change-summary header in the script)')}"

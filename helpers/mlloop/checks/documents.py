@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from .. import markdown as md
+from ..formats import change_summary
 from ..layout import BASELINE, version_id, version_number
 from ..stages import ACTION_DOC, ANALYSIS_DOC, RETRY_REPORT, SMOKE_REPORT
 from .context import Context
@@ -22,9 +23,6 @@ SMOKE_SECTIONS = ("Model contract", "Learnability probe", "Batch-size search", "
 RETRY_FIELDS = ("attempt", "error_summary", "root_cause_hypothesis", "code_change_summary", "status")
 PATCH_REPORT = "_tests/baseline_patch_report.md"
 PATCH_FIELDS = ("issues_found", "patch_summary", "files_changed", "compatibility_notes")
-HEADER_START = "# === mlloop change summary ==="
-HEADER_END = "# === end change summary ==="
-HEADER_FIELDS = ("version", "parent", "action_source", "goal", "change", "where")
 EVAL_OUTPUT_NAMES = ("eval_score.json", "infer_samples", "eval_samples.jsonl", "trivial_baselines.json")
 _EVAL_NAME_RE = re.compile("|".join(re.escape(n.split(".")[0]) for n in EVAL_OUTPUT_NAMES), re.IGNORECASE)
 
@@ -108,24 +106,6 @@ def script_text(ctx: Context, vid: str) -> str | None:
     return ctx.read_text(path, "script")
 
 
-def parse_header(text: str) -> dict | None:
-    """The change-summary fields, or None when the header is absent from the top of the file."""
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines) and i < 2 and (lines[i].startswith("#!") or re.match(r"^#.*coding[:=]", lines[i])):
-        i += 1
-    if i >= len(lines) or lines[i].strip() != HEADER_START:
-        return None
-    fields = {}
-    for line in lines[i + 1:i + 40]:
-        if line.strip() == HEADER_END:
-            return fields
-        m = re.match(r"^#\s*([a-z_]+)\s*:\s*(.*?)\s*$", line)
-        if m:
-            fields.setdefault(m.group(1), m.group(2))
-    return None
-
-
 def check_script(ctx: Context, vid: str, text: str | None) -> str | None:
     """The script's header and its hands-off rule for evaluation outputs; returns the parent."""
     path = ctx.project.script(vid)
@@ -134,17 +114,13 @@ def check_script(ctx: Context, vid: str, text: str | None) -> str | None:
     check_no_eval_writes(ctx, path, text)
     if vid == BASELINE:
         return None
-    header = parse_header(text)
+    summary = change_summary.parse(text)
+    for gap in summary.gaps:
+        ctx.problem(gap.code, path, gap.message)
+    header = summary.fields
     if header is None:
-        ctx.problem("script.header", path, f"no change-summary header at the top ('{HEADER_START}' … '{HEADER_END}'); "
-                    "`mlloop new-version` writes it")
         return None
     from_baseline = header.get("parent") == BASELINE  # Step 0's copy changes nothing ("where: -")
-    for name in HEADER_FIELDS:
-        if name not in header:
-            ctx.problem("script.header", path, f"the change summary has no '# {name}:' line")
-        elif name in ("goal", "change", "where") and not from_baseline and md.is_placeholder(header[name]):
-            ctx.problem("script.header", path, f"the change summary's {name!r} is empty or placeholder text")
     if "version" in header and header["version"] != vid:
         ctx.problem("script.header", path, f"the change summary says version {header['version']!r} but the file is {vid}")
     parent = header.get("parent")
@@ -173,24 +149,12 @@ def check_script(ctx: Context, vid: str, text: str | None) -> str | None:
     return parent
 
 
-def code_body(text: str) -> list[str]:
-    """The script without its change-summary header, blank lines and whole-line comments: what
-    runs. Two scripts with equal bodies train the same way whatever their headers say."""
-    lines = text.splitlines()
-    if HEADER_START in (line.strip() for line in lines[:3]):
-        start = next(i for i, line in enumerate(lines) if line.strip() == HEADER_START)
-        end = next((i for i in range(start, min(len(lines), start + 40)) if lines[i].strip() == HEADER_END), None)
-        if end is not None:
-            lines = lines[:start] + lines[end + 1:]
-    return [line.rstrip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
 def _check_change_applied(ctx: Context, vid: str, path: Path, text: str, parent: str) -> None:
     parent_path = ctx.project.script(parent)
     if not (ctx.safe(parent_path) and parent_path.is_file()):
         return
     parent_text = ctx.read_text(parent_path, "script")
-    if parent_text is not None and code_body(text) == code_body(parent_text):
+    if parent_text is not None and change_summary.code_body(text) == change_summary.code_body(parent_text):
         ctx.problem("script.unchanged", path, f"the code is {parent}'s unchanged (only the change summary differs); "
                     f"apply the Selected Action the header describes before training {vid}")
 
