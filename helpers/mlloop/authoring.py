@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import MlloopError
-from .formats import change_summary
+from .formats import action_extract, change_summary
 from .layout import BASELINE, Project, is_inside, script_name, version_id, version_number
 from .rules import Rules
 
@@ -172,7 +172,6 @@ class _Plan:
 
 def _plan(project: Project, rules: Rules, dataset_id: str | None, from_: str | None) -> _Plan:
     """Everything new-version will write, or the refusal that stops it; reads only."""
-    from .analysis import read_action
     from .stages import ACTION_DOC
 
     cur = project.cur()
@@ -192,9 +191,9 @@ def _plan(project: Project, rules: Rules, dataset_id: str | None, from_: str | N
             text = action_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise MlloopError(f"{action_rel} cannot be read ({exc}); save it as UTF-8 text.") from None
-        action_fields, gaps = read_action(text)
+        action_fields, gaps = action_extract.parse(text)
         if gaps:
-            raise MlloopError(f"{action_rel} is not a valid action extract: {'; '.join(gaps)}. "
+            raise MlloopError(f"{action_rel} is not a valid action extract: {'; '.join(g.message for g in gaps)}. "
                               "Fix it, then run `mlloop new-version` again.")
     target, folder = project.script(vid), project.artifact_dir(vid)
     for path in (target, folder):

@@ -12,13 +12,12 @@ import re
 from pathlib import Path
 
 from .. import markdown as md
-from ..formats import change_summary
+from ..formats import action_extract, change_summary, result_analysis
+from ..formats.sections import key, matches
 from ..layout import BASELINE, version_id, version_number
 from ..stages import ACTION_DOC, ANALYSIS_DOC, RETRY_REPORT, SMOKE_REPORT
 from .context import Context
 
-ANALYSIS_SECTIONS = ("Summary", "Metric deltas", "Evidence", "Hypotheses", "Next focus candidates")
-ACTION_FIELDS = ("Goal", "Change", "Where", "Expected impact", "Risk", "Verification")
 SMOKE_SECTIONS = ("Model contract", "Learnability probe", "Batch-size search", "Smoke run")
 RETRY_FIELDS = ("attempt", "error_summary", "root_cause_hypothesis", "code_change_summary", "status")
 PATCH_REPORT = "_tests/baseline_patch_report.md"
@@ -27,74 +26,26 @@ EVAL_OUTPUT_NAMES = ("eval_score.json", "infer_samples", "eval_samples.jsonl", "
 _EVAL_NAME_RE = re.compile("|".join(re.escape(n.split(".")[0]) for n in EVAL_OUTPUT_NAMES), re.IGNORECASE)
 
 
-# ---- sections ---------------------------------------------------------------------------------
-
-def _key(title: str) -> str:
-    return md.normalise(title).replace("&", "and")
-
-
-def matches(title: str, name: str) -> bool:
-    """``Metric deltas (v001 → v002)`` counts as ``Metric deltas``; ``Summaryish`` does not."""
-    return _key_matches(_key(title), _key(name))
-
-
-def _key_matches(key: str, want: str) -> bool:
-    return key == want or (key.startswith(want) and not key[len(want)].isalnum())
-
-
-def require_sections(ctx: Context, path: Path, text: str, names, code: str) -> dict[str, md.Section]:
-    keyed = [(_key(s.title), s) for s in md.sections(text)]
-    found = {}
-    for name in names:
-        want = _key(name)
-        hits = [s for key, s in keyed if _key_matches(key, want)]
-        if not hits:
-            fenced = any(_key_matches(_key(t), want) for t in md.fenced_headings(text))
-            hint = " (it appears only inside a code block, which does not count)" if fenced else ""
-            ctx.problem(f"{code}.missing_section", path, f"the section {name!r} is missing{hint}")
-        elif md.is_placeholder(hits[0].body):
-            ctx.problem(f"{code}.empty_section", path, f"the section {name!r} is empty or placeholder text; write it")
-        else:
-            found[name] = hits[0]
-    return found
-
-
 # ---- result-analysis.md and action-extract.md ----------------------------------------------------
 
 def check_analysis(ctx: Context, vid: str) -> None:
     path = ctx.project.artifact_dir(vid) / ANALYSIS_DOC
     text = ctx.document(path, "analysis", f"result-analysis.md is missing (Step 3; `mlloop analyze {vid}` drafts it)")
     if text is not None:
-        require_sections(ctx, path, text, ANALYSIS_SECTIONS, "analysis")
+        report_gaps(ctx, path, result_analysis.gaps(text))
 
 
 def check_action(ctx: Context, vid: str) -> None:
     path = ctx.project.artifact_dir(vid) / ACTION_DOC
     text = ctx.document(path, "action", "action-extract.md is missing (Step 4: choose exactly one action)")
-    if text is None:
-        return
-    selected = [s for s in md.sections(text) if _key(s.title).startswith("selected action")]
-    if not selected:
-        hint = " (it appears only inside a code block)" if any(_key(t).startswith("selected action") for t in md.fenced_headings(text)) else ""
-        ctx.problem("action.selected", path, f"no 'Selected Action' heading{hint}; exactly one action is chosen per version")
-        return
-    if len(selected) > 1:
-        lines = ", ".join(str(s.line) for s in selected)
-        ctx.problem("action.selected", path, f"{len(selected)} 'Selected Action' headings (lines {lines}); exactly one action "
-                    "is chosen per version; move the others under 'Deferred Candidates'")
-        return
-    body = selected[0].body
-    for name in ACTION_FIELDS:
-        pattern = re.compile(md.FIELD_RE.format(name=re.escape(name)), re.IGNORECASE)
-        count = sum(1 for line in body.splitlines() if pattern.match(line))
-        count += sum(1 for s in md.sections(body) if s.key == md.normalise(name))
-        value = md.field_value(body, name)
-        if value is None:
-            ctx.problem("action.missing_field", path, f"the Selected Action has no {name!r} field")
-        elif count > 1:
-            ctx.problem("action.selected", path, f"the Selected Action has {count} {name!r} fields; it describes one action")
-        elif md.is_placeholder(value):
-            ctx.problem("action.empty_field", path, f"the Selected Action's {name!r} is empty or placeholder text")
+    if text is not None:
+        report_gaps(ctx, path, action_extract.parse(text)[1])
+
+
+def report_gaps(ctx: Context, path: Path, gaps) -> None:
+    """A format's gaps as this check's problems (and warnings), naming the file."""
+    for gap in gaps:
+        (ctx.warn if gap.warning else ctx.problem)(gap.code, path, gap.message)
 
 
 # ---- the version script ----------------------------------------------------------------------
@@ -115,8 +66,7 @@ def check_script(ctx: Context, vid: str, text: str | None) -> str | None:
     if vid == BASELINE:
         return None
     summary = change_summary.parse(text)
-    for gap in summary.gaps:
-        ctx.problem(gap.code, path, gap.message)
+    report_gaps(ctx, path, summary.gaps)
     header = summary.fields
     if header is None:
         return None
@@ -252,7 +202,7 @@ def check_retry_report(ctx: Context, vid: str) -> None:
 
 def _check_attempts(ctx: Context, path: Path, secs) -> None:
     for sec in secs:
-        if not _key(sec.title).startswith("attempt"):
+        if not key(sec.title).startswith("attempt"):
             continue
         fields = md.bullets(sec.body)
         for name in RETRY_FIELDS:
