@@ -1,5 +1,6 @@
 """The documents an agent writes: the version script header, result-analysis.md,
-action-extract.md, the baseline smoke report and the retry reports.
+action-extract.md, the baseline smoke report and the retry reports (each read by its module
+in mlloop.formats).
 
 Lenient about form (heading level, case, bold field names), strict about substance: a section
 holding only TODO is empty, and a heading inside a code fence is not a heading.
@@ -12,14 +13,11 @@ import re
 from pathlib import Path
 
 from .. import markdown as md
-from ..formats import action_extract, change_summary, result_analysis
-from ..formats.sections import key, matches
+from ..formats import action_extract, change_summary, result_analysis, retry_report, smoke_report
 from ..layout import BASELINE, version_id, version_number
 from ..stages import ACTION_DOC, ANALYSIS_DOC, RETRY_REPORT, SMOKE_REPORT
 from .context import Context
 
-SMOKE_SECTIONS = ("Model contract", "Learnability probe", "Batch-size search", "Smoke run")
-RETRY_FIELDS = ("attempt", "error_summary", "root_cause_hypothesis", "code_change_summary", "status")
 PATCH_REPORT = "_tests/baseline_patch_report.md"
 PATCH_FIELDS = ("issues_found", "patch_summary", "files_changed", "compatibility_notes")
 EVAL_OUTPUT_NAMES = ("eval_score.json", "infer_samples", "eval_samples.jsonl", "trivial_baselines.json")
@@ -151,33 +149,8 @@ def _eval_names_in_code(text: str) -> set[str]:
 def check_smoke_report(ctx: Context) -> None:
     path = ctx.project.artifact_dir(BASELINE) / SMOKE_REPORT
     text = ctx.document(path, "smoke", "the baseline smoke test report is missing; 02_train_baseline.py writes it")
-    if text is None:
-        return
-    fields = md.bullets(text)
-    result = fields.get("overall_result")
-    if result is None:
-        ctx.problem("smoke.result", path, "no '- overall_result: PASS|FAIL' line")
-    elif result.strip().upper().startswith("FAIL"):
-        ctx.problem("smoke.failed", path, "the smoke test FAILED (overall_result: FAIL); fix 02_train_baseline.py and re-run it")
-    elif result.strip().upper() != "PASS":
-        ctx.problem("smoke.result", path, f"overall_result is {result!r}; expected PASS or FAIL")
-    else:
-        for part in ("contract_result", "probe_result"):
-            if fields.get(part, "PASS").strip().upper().startswith("FAIL"):
-                ctx.problem("smoke.inconsistent", path, f"overall_result is PASS but {part} is FAIL; PASS needs every part to pass")
-        obs = fields.get("optimal_batch_size")
-        if obs is None or not re.fullmatch(r"[1-9][0-9]*", obs.strip()):
-            ctx.problem("smoke.result", path, f"optimal_batch_size must be a positive integer, found {obs!r}")
-    did = fields.get("dataset_id")
-    if did is not None and ctx.dataset_id and did.strip().strip("`") != ctx.dataset_id:
-        ctx.problem("smoke.dataset_id", path, f"the smoke test ran on dataset_id {did!r}, not the loop's {ctx.dataset_id!r}")
-    secs = md.sections(text)
-    for name in SMOKE_SECTIONS:
-        if not any(matches(s.title, name) for s in secs):
-            ctx.problem("smoke.section", path, f"the section {name!r} is missing")
-    history = [s for s in secs if matches(s.title, "Retry history")]
-    if history:
-        _check_attempts(ctx, path, md.sections(history[0].body))
+    if text is not None:
+        report_gaps(ctx, path, smoke_report.gaps(text, ctx.dataset_id))
 
 
 def check_patch_report(ctx: Context) -> None:
@@ -197,18 +170,4 @@ def check_retry_report(ctx: Context, vid: str) -> None:
     path = ctx.project.artifact_dir(vid) / RETRY_REPORT
     text = ctx.document(path, "retry")
     if text is not None:
-        _check_attempts(ctx, path, md.sections(text))
-
-
-def _check_attempts(ctx: Context, path: Path, secs) -> None:
-    for sec in secs:
-        if not key(sec.title).startswith("attempt"):
-            continue
-        fields = md.bullets(sec.body)
-        for name in RETRY_FIELDS:
-            if name not in fields or md.is_placeholder(fields[name]):
-                ctx.problem("retry.field", path, f"'{sec.title}' has no {name} (each attempt records attempt, error_summary, "
-                            "root_cause_hypothesis, code_change_summary, status)")
-        status = fields.get("status", "")
-        if status and not re.match(r"^(PASS|FAIL)\b", status.strip(), re.IGNORECASE):
-            ctx.problem("retry.field", path, f"'{sec.title}' status is {status!r}; expected PASS or FAIL")
+        report_gaps(ctx, path, retry_report.parse(text)[1])
