@@ -19,7 +19,7 @@ from .jsonio import JsonProblems, read_text_file, write_text_atomic
 from .layout import BASELINE, Project, free_backup_path, version_id, version_number
 from .leaderboard import fmt
 from .scores import FRESH, EvalScore, Floor, provenance, read_eval_score, read_floor
-from .stages import ACTION_DOC, ANALYSIS_DOC, read_json_quiet
+from .stages import ANALYSIS_DOC, read_json_quiet
 
 TEXT_SUFFIXES = {".txt", ".json", ".md", ".csv", ".tsv"}
 
