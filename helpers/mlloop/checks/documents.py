@@ -12,14 +12,12 @@ import ast
 import re
 from pathlib import Path
 
-from .. import markdown as md
-from ..formats import action_extract, change_summary, result_analysis, retry_report, smoke_report
+from ..formats import action_extract, change_summary, patch_report, result_analysis, retry_report, smoke_report
 from ..layout import BASELINE, version_id, version_number
 from ..stages import ACTION_DOC, ANALYSIS_DOC, RETRY_REPORT, SMOKE_REPORT
 from .context import Context
 
 PATCH_REPORT = "_tests/baseline_patch_report.md"
-PATCH_FIELDS = ("issues_found", "patch_summary", "files_changed", "compatibility_notes")
 EVAL_OUTPUT_NAMES = ("eval_score.json", "infer_samples", "eval_samples.jsonl", "trivial_baselines.json")
 _EVAL_NAME_RE = re.compile("|".join(re.escape(n.split(".")[0]) for n in EVAL_OUTPUT_NAMES), re.IGNORECASE)
 
@@ -157,13 +155,8 @@ def check_patch_report(ctx: Context) -> None:
     """progressive-training Step 0's one-time baseline patch, recorded only when one was made."""
     path = ctx.project.artifact_dir(BASELINE) / PATCH_REPORT
     text = ctx.document(path, "patch")
-    if text is None:
-        return
-    fields = md.bullets(text)
-    for name in PATCH_FIELDS:
-        if name not in fields or md.is_placeholder(fields[name]):
-            ctx.problem("patch.field", path, f"no '- {name}: ...' line; the patch report records "
-                        + ", ".join(PATCH_FIELDS))
+    if text is not None:
+        report_gaps(ctx, path, patch_report.gaps(text))
 
 
 def check_retry_report(ctx: Context, vid: str) -> None:

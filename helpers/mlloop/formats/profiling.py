@@ -100,6 +100,9 @@ def load_test_line(passed: bool, detail: str) -> str:
 
 def render_source(name: str, bodies: dict[str, list[str]]) -> str:
     """One source's section: each sub-section's heading and body lines (in the contract's order)."""
+    unknown = set(bodies) - set(SOURCE_SUBSECTIONS)
+    if unknown:
+        raise ValueError(f"not sub-sections of a profiling source: {sorted(unknown)}")
     out = [f"## {SOURCE_TITLE.format(name=name)}"]
     for sub in SOURCE_SUBSECTIONS:
         out += [f"### {sub}", *bodies.get(sub, [])]

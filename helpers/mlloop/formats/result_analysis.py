@@ -24,6 +24,9 @@ def render(vid: str, bodies: dict[str, list[str]], titles: dict[str, str] | None
     """The document: each section's heading (``titles`` may extend one, e.g. Metric deltas with the
     versions compared) and body; a section without a body gets its placeholder."""
     titles = titles or {}
+    unknown = (set(bodies) | set(titles)) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"not sections of result-analysis.md: {sorted(unknown)}")
     out = [f"# Result analysis — {vid}", ""]
     for name in SECTIONS:
         body = bodies.get(name) or [PLACEHOLDERS.get(name, "")]

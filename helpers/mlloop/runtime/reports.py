@@ -183,7 +183,7 @@ class SmokeReport:
 
     def markdown(self) -> str:
         out = ["# Baseline smoke test report" if self.version_id == "baseline" else f"# Smoke test report — {self.version_id}",
-               f"- overall_result: {self.overall_result}"]
+               f"- {smoke_report.RESULT}: {self.overall_result}"]
         if self.search is not None:
             out.append(f"- optimal_batch_size: {self.search.batch_size}")
         if self.train_batch_size is not None:
