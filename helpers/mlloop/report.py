@@ -21,7 +21,8 @@ from pathlib import Path
 
 from .compare import ranking_noise
 from .errors import Findings, MlloopError
-from .formats import action_extract, change_summary, final_analysis
+from .formats import action_extract, change_summary
+from .formats import final_analysis as final_doc  # final_analysis() below writes it
 from .jsonio import write_text_atomic
 from .layout import EVAL_SCRIPT, Project, is_inside, version_id
 from .leaderboard import EXTERNAL, Ranking, Row, build_leaderboard, fmt
@@ -54,7 +55,7 @@ class ReportResult:
                 "report_html": f"{self.path}/report.html", "warnings": self.warnings, "next": self.next_step()}
 
     def next_step(self) -> str:
-        return (f"fill the section between {final_analysis.START} and {final_analysis.END} in "
+        return (f"fill the section between {final_doc.START} and {final_doc.END} in "
                 f"{self.path}/final-analysis.md (why the top 3 ranked high)")
 
     def lines(self) -> list[str]:
@@ -470,5 +471,5 @@ def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best
             out += [f"The Selected Action of {last} ({project.rel(action_path)}) was never built: {why}.", ""]
             out += [f"- {key}: {' '.join(value.split())}" for key, value in fields.items()]
             out.append("")
-    out += final_analysis.render_agent_block()
+    out += final_doc.render_agent_block()
     return "\n".join(out)
