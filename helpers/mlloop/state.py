@@ -4,8 +4,13 @@ Nothing is stored about the loop itself, so the answer survives an interrupted s
 compacted context. The status names the phase and step, the locked dataset_id, ``cur``, the
 parent the next version will branch from, the exact command or file to produce next, what the
 current step still lacks, and per evaluated version its primary metric, whether it beats its
-trivial floor and whether it trained for too few steps. It runs in a SessionStart hook, so it is
-cheap: small JSON and Markdown reads, one checkpoint hash at most (the current version's).
+trivial floor and whether it trained for too few steps.
+
+What the current step lacks or gets wrong comes from that step's check: the same functions
+``mlloop check <step>`` runs (``checks.run_check`` for build-baseline and the report,
+``checks.StepChecks`` for a version's steps), so the two can never disagree. It runs in a
+SessionStart hook, so only the current step is checked, and the current version's checkpoint is
+hashed once (its check and the score's provenance share the hash).
 """
 
 from __future__ import annotations
