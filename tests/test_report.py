@@ -21,7 +21,9 @@ from mlloop.errors import MlloopError
 from mlloop.layout import Project
 from mlloop.leaderboard import VERSION, Row, rank
 from mlloop.lock import writer_lock
-from mlloop.report import ANALYSIS_PLACEHOLDER, agent_section, build_report
+from mlloop.formats.final_analysis import PLACEHOLDER as ANALYSIS_PLACEHOLDER
+from mlloop.formats.final_analysis import agent_section
+from mlloop.report import build_report
 from mlloop.rules import resolve
 from mlloop.scores import FRESH, EvalScore, provenance, read_eval_score
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mlloop.analysis import analysis_gaps, read_action
+from mlloop.formats import action_extract, final_analysis, result_analysis
 from mlloop.cli import cli
 from mlloop.layout import Project
 from mlloop.rules import resolve
@@ -351,19 +351,18 @@ def filled_example(path: Path) -> str:
 @pytest.mark.parametrize("lang", list(LANG_DIRS))
 def test_filled_examples_are_valid(lang):
     ref = skill_dir(lang, "progressive-training") / "reference"
-    fields, gaps = read_action(filled_example(ref / "action-extract-format.md"))
+    fields, gaps = action_extract.parse(filled_example(ref / "action-extract-format.md"))
     assert gaps == [] and set(fields) == {"Goal", "Change", "Where", "Expected impact", "Risk", "Verification"}
-    assert analysis_gaps(filled_example(ref / "result-analysis-format.md")) == []
+    assert result_analysis.gaps(filled_example(ref / "result-analysis-format.md")) == []
 
 
 @pytest.mark.parametrize("lang", list(LANG_DIRS))
 def test_final_analysis_example_is_not_a_placeholder(lang):
     from mlloop import markdown as md
-    from mlloop.report import agent_section
 
     text = (skill_dir(lang, "progressive-training") / "reference" / "final-report.md").read_text(encoding="utf-8")
     block = re.search(r"```markdown\n(.*?)\n```", text, re.S).group(1)
-    section = agent_section(block)
+    section = final_analysis.agent_section(block)
     assert section is not None and not md.is_placeholder(section)
     assert "v003" in section and "v002" in section and "glm-ocr" in section  # the top 3
 

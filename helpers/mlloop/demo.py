@@ -23,6 +23,7 @@ from pathlib import Path
 from . import bundle
 from . import markdown as md
 from .errors import MlloopError
+from .formats import action_extract, final_analysis
 from .jsonio import read_json, write_json_atomic, write_text_atomic
 from .layout import PROGRESSIVE_TRAINING, Project, version_id
 
@@ -293,28 +294,25 @@ class Demo:
 
     def write_action(self, vid: str, action: dict, deferred: list[dict], summary: dict) -> None:
         primary = summary["primary"]
-        text = "\n".join([
-            f"# Action extract — {vid}", "",
-            "## Selected Action (only 1)",
-            f"- Goal: {action['goal']}",
-            f"- Change: {action['setting']} -> {action['value']!r}",
-            f"- Where: the `{action['setting']}` setting at the top of the next version's script",
-            f"- Expected impact: {action['expected_impact']}",
-            f"- Risk: {action['risk']}",
-            f"- Verification: {primary} in the next version's eval_score.json against {vid}'s "
-            f"({summary['primary_text']}) and against the trivial floor",
-            "", "## Deferred Candidates",
-            *[f"- {a['setting']} -> {a['value']!r}: {a['goal']}" for a in deferred], ""])
+        text = action_extract.render(vid, {
+            "Goal": action["goal"],
+            "Change": f"{action['setting']} -> {action['value']!r}",
+            "Where": f"the `{action['setting']}` setting at the top of the next version's script",
+            "Expected impact": action["expected_impact"],
+            "Risk": action["risk"],
+            "Verification": f"{primary} in the next version's eval_score.json against {vid}'s "
+                            f"({summary['primary_text']}) and against the trivial floor"},
+            deferred=[f"{a['setting']} -> {a['value']!r}: {a['goal']}" for a in deferred])
         write_text_atomic(self.project.artifact_dir(vid) / "action-extract.md", text)
 
     def final_report(self, summaries: list[dict]) -> tuple[str, list[dict]]:
-        from .report import ANALYSIS_END, ANALYSIS_START, build_report
+        from .report import build_report
 
         with self.step("Step 7: mlloop report, then the agent's part of final-analysis.md") as s:
             result = build_report(self.project, progress=self.progress)
             path = self.root / result.path / "final-analysis.md"
             text = path.read_text(encoding="utf-8")
-            start, end = text.index(ANALYSIS_START) + len(ANALYSIS_START), text.index(ANALYSIS_END)
+            start, end = text.index(final_analysis.START) + len(final_analysis.START), text.index(final_analysis.END)
             by_version = {x["version"]: x for x in summaries}
             with open(self.root / result.path / "leaderboard.csv", encoding="utf-8") as fh:
                 import csv

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import MlloopError
+from .formats import profiling
 from .layout import PIPELINE_SCRIPT, Project
 
 DEFAULT_SAMPLES = 10
@@ -85,7 +86,7 @@ def run_load_test(project: Project, samples: int = DEFAULT_SAMPLES, allow: tuple
     for name in folders:
         if name not in result.sources:
             result.sources[name] = {"passed": False, "drawn": 0, "loaded": 0, "defects": {},
-                                    "line": f"- load_test: FAIL (0/0 samples, seed {rules.seed}; parse_sources() "
-                                            "gave no record for this source)"}
+                                    "line": profiling.load_test_line(False, f"0/0 samples, seed {rules.seed}; parse_sources() "
+                                                                           "gave no record for this source")}
     result.sources = dict(sorted(result.sources.items()))
     return result

@@ -14,7 +14,9 @@ import os
 
 from ..errors import Findings, MlloopError
 from ..layout import Project, version_number
+from ..stages import version_stage
 from .context import Context
+from .versions import check_version_step
 
 TARGETS = ("all", "rules", "profiling", "prepdata", "baseline", "report")
 
@@ -80,3 +82,19 @@ def _run(ctx: Context, step, target: str) -> None:
             raise
         ctx.problem("check.internal", "", f"internal error while checking {target}: {type(exc).__name__}: {exc} "
                     "(set MLLOOP_DEBUG=1 to see where, and please report it)")
+
+
+class StepChecks:
+    """The part of ``mlloop check vNNN`` for one step of one version, as ``mlloop status`` asks
+    for the step it stands on: the same functions, one Context (each file read and hashed once)."""
+
+    def __init__(self, project: Project):
+        self.ctx = Context(project)
+
+    def version(self, vid: str, step: int) -> Findings:
+        self.ctx.out, found = Findings(), self.ctx.out
+        try:
+            _run(self.ctx, lambda c: check_version_step(c, vid, version_stage(c.project, vid), step), vid)
+            return self.ctx.out
+        finally:
+            self.ctx.out = found

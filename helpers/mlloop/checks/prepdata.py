@@ -8,6 +8,7 @@ import re
 import stat
 from pathlib import Path
 
+from ..formats import pipeline_report
 from ..jsonio import JsonProblems, parse_json_text
 from ..scores import parse_iso8601
 from ..taskformat import TYPE_CHECKS
@@ -421,15 +422,11 @@ def _check_common(ctx: Context, base: Path) -> None:
 
 
 def _check_pipeline_report(ctx: Context, base: Path) -> None:
-    from .. import markdown as md
-
     path = base / "_tests" / "pipeline_test_report.md"
     text = ctx.document(path, "prepdata")
-    if text is None:
-        return
-    result = md.bullets(text).get("overall_result", "")
-    if result.strip().upper().startswith("FAIL"):
-        ctx.problem("prepdata.pipeline_failed", path, "the pipeline test report says FAIL; fix 01_data_pipeline.py and re-run it")
+    if text is not None:
+        for gap in pipeline_report.gaps(text):
+            ctx.problem(gap.code, path, gap.message)
 
 
 def _lines(lines: list) -> str:

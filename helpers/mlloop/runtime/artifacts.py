@@ -8,13 +8,13 @@ baseline's folder. Only rank 0 prepares folders or writes files.
 from __future__ import annotations
 
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import MlloopError
+from ..formats import change_summary
 from ..jsonio import to_jsonable, write_json_atomic
 from ..layout import BASELINE, Project, reset_version_dir, version_of_script
 from ..stages import RETRY_REPORT, SMOKE_REPORT
@@ -142,19 +142,11 @@ def assets_listing(paths: VersionPaths) -> list[str] | str:
     return names or "not_required"
 
 
-HEADER_PARENT_RE = re.compile(r"^#\s*parent:\s*(\S+)\s*$", re.MULTILINE)
-
-
 def parent_of(paths: VersionPaths) -> str | None:
     """The parent named in the script's change-summary header; None for the baseline."""
     if paths.vid == BASELINE:
         return None
-    try:
-        head = paths.script.read_text(encoding="utf-8")[:4000]
-    except OSError:
-        return None
-    m = HEADER_PARENT_RE.search(head)
-    return m.group(1) if m else None
+    return change_summary.read_fields(paths.script).get("parent") or None
 
 
 # The splits this process read through read_index: training writes them into spec.json and the

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import Findings, MlloopError
+from ..formats import profiling
 from ..jsonio import to_jsonable
 from ..layout import resolve_inside
 from ..taskformat import TYPE_CHECKS  # noqa: F401 - shared with the checks
@@ -435,7 +436,7 @@ def load_test(records: list[dict], spec: TaskSpec, rawdata: Path, seed: int, n: 
                 detail += "; " + ", ".join(f"{k} x{v}" + (" (documented edge case)" if k in allowed else "")
                                            for k, v in sorted(defects.items()))
             out[source] = {"passed": passed, "drawn": len(draw), "loaded": loaded, "defects": dict(defects),
-                           "line": f"- load_test: {'PASS' if passed else 'FAIL'} ({detail})"}
+                           "line": profiling.load_test_line(passed, detail)}
     return out
 
 

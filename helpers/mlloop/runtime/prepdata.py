@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..checks import data_intent
+from ..formats import pipeline_report
 from ..jsonio import to_jsonable, write_json_atomic, write_text_atomic
 from ..layout import is_inside, resolve_inside
 from .data import (IMAGE_EXTS, META_COLUMNS, TYPE_CHECKS, AssetReader, PipelineError, TaskSpec, asset_map,
@@ -257,8 +258,8 @@ class PipelineReport:
     def passed(self) -> bool:
         return all(status != "FAIL" for _, status, _ in self.lines)
 
-    def markdown(self, title: str = "Pipeline test report") -> str:
-        out = [f"# {title}", f"- overall_result: {'PASS' if self.passed else 'FAIL'}", "", "## Checks"]
+    def markdown(self, title: str = pipeline_report.TITLE) -> str:
+        out = pipeline_report.render_head(self.passed, title)
         out += [f"- {name}: {status}" + (f" ({detail})" if detail else "") for name, status, detail in self.lines]
         for heading, body in self.sections.items():
             out += ["", f"## {heading}", body.rstrip()]

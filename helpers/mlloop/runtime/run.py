@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MlloopError
+from ..formats import smoke_report
 from ..layout import BASELINE
 from . import defaults, reports
 from .artifacts import (VersionPaths, assets_listing, forget_splits_read, is_rank_zero, parent_of, paths_for_script,
@@ -246,13 +247,10 @@ def parameter_counts(module) -> dict | None:
 
 def read_optimal_batch_size(paths: VersionPaths) -> int | None:
     """``optimal_batch_size`` from the baseline's smoke report (its machine-read bullet)."""
-    from ..markdown import bullets
-
     report = paths.baseline_smoke_report
     if not report.is_file():
         return None
-    value = bullets(report.read_text(encoding="utf-8")).get("optimal_batch_size", "")
-    return int(value) if value.strip().isdigit() else None
+    return smoke_report.optimal_batch_size(report.read_text(encoding="utf-8"))
 
 
 def start(script_file: str | os.PathLike, namespace: dict, argv: list[str] | None = None, *,
