@@ -24,7 +24,7 @@ from mlloop.runtime.checkpoint import load_checkpoint
 from mlloop.runtime.contract import ContractError
 from mlloop.runtime.run import entry
 from train_fixture import (TRAIN_TEMPLATES, image_prepdata, install_script, load_script, ocr_prepdata, one_thread,  # noqa: F401
-                           tabular_prepdata, v001_header, write_rules)
+                           tabular_prepdata, text_prepdata, v001_header, write_rules)
 
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
@@ -179,6 +179,54 @@ def test_tabular_end_to_end(project, regression):
                    (project / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()]
     assert all(isinstance(p["prediction"], float if regression else str) for p in predictions)
     assert evaluated["num_samples"] == 12
+
+
+def test_text_classification_end_to_end(project):
+    write_rules(project, "text-classification", {"expected_num_classes": 3, "expected_encoder": "cnn"},
+                smoke={"learnability_probe": {"max_steps": 40}},
+                training={"epochs": 8, "batch_size": 8, "min_total_steps": 8},
+                metrics=["loss", "accuracy", "macro_f1", "roc_auc", "log_loss"], primary="macro_f1")
+    text_prepdata(project)
+    smoke, _, evaluated = run_loop(project, "text_classification", ["--MIN_FREQUENCY=1"])
+    assert smoke["overall_result"] == "PASS" and smoke["probe"] == "PASS"
+    assert "| num_classes | 3 | 3 | PASS |" in report_of(project)
+    spec = spec_of(project, "v001")
+    assert sorted(spec["additional_assets"]) == ["label_map.json", "tokenizer.json"] and spec["mode"] == "train"
+    assets = project / "Models/Artifacts/v001/additional_assets"
+    vocab = json.loads((assets / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    assert vocab["[PAD]"] == 0 and vocab["[UNK]"] == 1 and "excellent" in vocab
+    valid_only = {w.strip(".").lower() for r in (project / "dataset/prepdata/v1/valid/valid.jsonl").read_text().splitlines()
+                  for w in json.loads(r)["input"].split()} - {w.strip(".").lower() for r in
+                  (project / "dataset/prepdata/v1/train/train.jsonl").read_text().splitlines()
+                  for w in json.loads(r)["input"].split()}
+    assert not valid_only & set(vocab)  # built from the training split only
+    values = {m["name"]: m["value"] for m in evaluated["metrics"]}
+    assert set(values) == {"loss", "accuracy", "macro_f1", "roc_auc", "log_loss"}
+    assert values["macro_f1"] > 0.8 and values["roc_auc"] > 0.9  # the class words are easy; a floor scores ~0.33
+    first = json.loads((project / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()[0])
+    assert set(first["scores"]) == {"negative", "neutral", "positive"} and abs(sum(first["scores"].values()) - 1) < 1e-5
+    sample = project / "Models/Artifacts/v001/infer_samples/0001"
+    assert {"input.txt", "output.txt", "gt.txt", "scores.txt"} <= {p.name for p in sample.iterdir()}
+    (assets / "tokenizer.json").write_text(json.dumps({"changed": True}), encoding="utf-8")
+    script = load_script(project / "02_train_v001.py", "t_text_reload")
+    with pytest.raises(MlloopError, match="not the tokenizer this checkpoint was trained with"):
+        script.load_for_eval(str(project / "Models/Artifacts/v001/best.ckpt"), "cpu")
+
+
+@pytest.mark.parametrize("encoder, pool", [("transformer", "mean"), ("cnn", "mean"), ("cnn", "max")])
+def test_text_classifier_encoders_pool_over_real_tokens_only(encoder, pool):
+    script = load_script(TRAIN_TEMPLATES["text_classification"], f"t_text_{encoder}_{pool}")
+    model = script.TextClassifier({"vocab_size": 20, "max_length": 8, "encoder": encoder, "embed_dim": 8, "hidden": 16,
+                                   "layers": 2, "kernel_size": 3, "heads": 2, "pool": pool, "dropout": 0.0,
+                                   "num_classes": 3, "classes": ["a", "b", "c"], "lr": 1e-3, "weight_decay": 0.0,
+                                   "label_smoothing": 0.0, "tokenizer_sha256": ""}).eval()
+    ids = torch.tensor([[5, 6, 7]])
+    padded = torch.tensor([[5, 6, 7, 0, 0]])  # the same text in a batch with a longer one
+    with torch.no_grad():
+        assert torch.allclose(model(ids), model(padded), atol=1e-5)
+        assert model(script.pad_batch([[5, 6, 7], [3]])).shape == (2, 3)
+    with pytest.raises(MlloopError, match="ENCODER must be 'cnn' or 'transformer'"):
+        script.TextClassifier({**model.hparams, "encoder": "lstm"})
 
 
 # ---- where the smoke test stops, and the retry history -------------------------------------------

@@ -123,6 +123,29 @@ def tabular_prepdata(root: Path, regression: bool = False, n_train: int = 40, n_
     return _index(root, dataset_id, task, splits, common)
 
 
+TEXT_WORDS = {"positive": ["great", "love", "excellent", "works"], "negative": ["broken", "awful", "refund", "late"],
+              "neutral": ["arrived", "ordered", "package", "today"]}
+
+
+def text_prepdata(root: Path, n_train: int = 36, n_valid: int = 12, dataset_id: str = "v1") -> Path:
+    """Short reviews whose class shows in its words (plus shared filler), three classes."""
+    rng = random.Random(3)
+    filler = ["the", "it", "this", "product", "was", "and", "a"]
+    names = sorted(TEXT_WORDS)
+    splits = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            label = names[i % len(names)]
+            words = rng.sample(filler, 3) + rng.sample(TEXT_WORDS[label], 2)
+            rng.shuffle(words)
+            rows.append({"id": f"{split}-{i:03d}", "input": " ".join(words).capitalize() + ".", "label": label,
+                         "source": "gen"})
+        splits[split] = rows
+    return _index(root, dataset_id, "text-classification", splits,
+                  {"label_map.json": {n: i for i, n in enumerate(names)}})
+
+
 def install_script(root: Path, template: str, name: str = "02_train_baseline.py", header: str = "") -> Path:
     """Copy the training template ``template`` into the project as ``name`` (with an optional header)."""
     target = root / name

@@ -32,6 +32,7 @@ TEMPLATE_OF_TASK = {  # example task type -> the training template it starts fro
     "ocr-line-recognition": "train/ocr_recognition.py",
     "image-classification": "train/image_classification.py",
     "tabular-classification": "train/tabular.py",
+    "text-classification": "train/text_classification.py",
 }
 LOG_NAME = "mlloop-demo.log"
 FILL_RE = re.compile(r"^_fill in:.*_\s*$")
