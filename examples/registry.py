@@ -34,9 +34,11 @@ EXAMPLES = {  # task type -> folder
     "ocr-line-recognition": "ocr_lines",
     "image-classification": "image_classification",
     "tabular-classification": "tabular",
+    "time-series-forecasting": "time_series",
 }
 ALIASES = {"ocr": "ocr-line-recognition", "ocr_lines": "ocr-line-recognition", "image": "image-classification",
-           "image_classification": "image-classification", "tabular": "tabular-classification"}
+           "image_classification": "image-classification", "tabular": "tabular-classification",
+           "time_series": "time-series-forecasting", "timeseries": "time-series-forecasting"}
 SKILLS = ("build-baseline", "progressive-training")
 REGION_START = "# ==== mlloop:parse-region:start"
 REGION_END = "# ==== mlloop:parse-region:end"
