@@ -250,6 +250,8 @@ def main(argv=None) -> dict:
     model = Forecaster({"context": s["CONTEXT"], "horizon": horizons.pop(), "hidden": s["HIDDEN"],
                         "depth": s["DEPTH"], "dropout": s["DROPOUT"], "lr": s["LR"],
                         "weight_decay": s["WEIGHT_DECAY"]})
+    run.save_asset("forecast_window.json", {"context": model.hparams.context, "horizon": model.hparams.horizon,
+                                            "scaling": "each window by its context's mean and standard deviation"})
     return run.fit(model, WindowData(run, s["CONTEXT"], s["NUM_WORKERS"]), observe=observe)
 
 
