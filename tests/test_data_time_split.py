@@ -99,3 +99,23 @@ def test_forecasting_rules_accept_the_time_split(factory):
     out = CliRunner().invoke(cli, ["rules", "--project", str(factory.root), "--json"])
     doc = json.loads(out.output)
     assert out.exit_code == 0 and doc["problems"] == [] and doc["rules"]["dataset_config"]["split_strategy"] == "time"
+
+
+def test_check_prepdata_finds_a_train_window_that_reaches_into_valid(tmp_path):
+    from mlloop.checks import run_check
+    from mlloop.layout import Project
+    from train_fixture import series_prepdata, write_rules
+
+    write_rules(tmp_path, "time-series-forecasting", dataset={"split_strategy": "time"})
+    base = series_prepdata(tmp_path)
+
+    def leaks():
+        return [p.message for p in run_check(Project(tmp_path.resolve()), "prepdata").problems
+                if p.code == "prepdata.leak_time"]
+
+    assert leaks() == []
+    rows = [json.loads(line) for line in (base / "train/train.jsonl").read_text().splitlines()]
+    last = max((r for r in rows if r["series_id"] == "s0"), key=lambda r: r["start"])
+    last["start"] += 6  # its target now ends 6 rows into the validation period
+    (base / "train/train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(leaks()) == 1 and leaks()[0].startswith("1 train window(s) end after their series' first valid window")
