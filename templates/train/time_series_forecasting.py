@@ -15,7 +15,8 @@ CONTEXT rows before it. The pipeline guarantees meta.context_rows clean rows the
 repeated hour or missing value); CONTEXT may not exceed it. Each window is scaled by the mean
 and standard deviation of its own context (fitted on the history only: nothing of the target or
 of later rows leaks in) and the forecast is scaled back, so series in different units share one
-model. Writes Models/Artifacts/<version>/: best.ckpt, last.ckpt, spec.json, logs/version_0/, _tests/.
+model. Writes Models/Artifacts/<version>/: best.ckpt, last.ckpt, spec.json, logs/version_0/,
+additional_assets/forecast_window.json (context, horizon, scaling) and _tests/.
 predict() returns each record's forecast, target and the context it read as ``history``
 (mase@m scales by that history's seasonal naive error; the floor is its seasonal naive forecast).
 Run switches (any script, also --KEY=VALUE): SMOKE=True forces the smoke test, DETERMINISTIC=True,
@@ -53,9 +54,15 @@ MIN_SCALE = 1e-3      # a flat context would divide by ~0: its scale is floored 
 
 
 # ---- data -----------------------------------------------------------------------------------------
-@lru_cache(maxsize=256)
 def read_series(path: str) -> tuple:
-    """The value column (the last) of a series CSV; a cell that is not a number becomes NaN."""
+    """The value column (the last) of a series CSV; a cell that is not a number becomes NaN. Many
+    windows share one file: it is read once (again only when it changes)."""
+    st = Path(path).stat()
+    return _read_values(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=256)
+def _read_values(path: str, mtime_ns: int, size: int) -> tuple:
     values = []
     for line in Path(path).read_text(encoding="utf-8").splitlines()[1:]:
         if line.strip():
