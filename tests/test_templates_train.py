@@ -212,9 +212,9 @@ def test_a_context_longer_than_the_clean_rows_is_one_clear_error(project):
     write_rules(project, "time-series-forecasting", dataset={"split_strategy": "time"})
     series_prepdata(project, context=24)
     script = load_script(install_script(project, "time_series_forecasting"), "t_ts_long_context")
-    with pytest.raises(MlloopError, match=r"^record 's\d-t00\d\d': the 48 rows before row \d\d of series/shared/s\d.csv "
-                                          r"are not all there and numeric; lower CONTEXT to at most the pipeline's "
-                                          r"meta.context_rows \(24\)\.$"):
+    with pytest.raises(MlloopError, match=r"^record 's\d-t00\d\d': CONTEXT 48 reads the rows before row \d\d of "
+                                          r"series/shared/s\d.csv, but only 24 of them are checked clean "
+                                          r"\(meta.context_rows\); lower CONTEXT to at most 24\.$"):
         script.main(["--CONTEXT=48"])
 
 

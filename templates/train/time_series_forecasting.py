@@ -78,10 +78,13 @@ def history_of(record, split_dir, context):
     """The ``context`` values before the record's first target row, checked clean."""
     values, begin = read_series(str(Path(split_dir) / record["series_path"])), int(record["start"]) - context
     window = values[max(begin, 0):int(record["start"])]
-    if begin < 0 or len(window) != context or not all(math.isfinite(v) for v in window):
-        raise MlloopError(f"record {record.get('id')!r}: the {context} rows before row {record['start']} of "
-                          f"{record['series_path']} are not all there and numeric; lower CONTEXT to at most the "
-                          f"pipeline's meta.context_rows ({(record.get('meta') or {}).get('context_rows')}).")
+    clean = (record.get("meta") or {}).get("context_rows")  # beyond these rows the pipeline checked nothing
+    if begin < 0 or len(window) != context or (isinstance(clean, int) and context > clean) \
+            or not all(math.isfinite(v) for v in window):
+        clean = min(n for n in (clean, int(record["start"])) if isinstance(n, int))
+        raise MlloopError(f"record {record.get('id')!r}: CONTEXT {context} reads the rows before row {record['start']} "
+                          f"of {record['series_path']}, but only {clean} of them are checked clean (meta.context_rows); "
+                          f"lower CONTEXT to at most {clean}.")
     return list(window)
 
 
