@@ -35,10 +35,15 @@ EXAMPLES = {  # task type -> folder
     "image-classification": "image_classification",
     "tabular-classification": "tabular",
     "text-classification": "text_classification",
+    "time-series-forecasting": "time_series",
 }
-ALIASES = {"ocr": "ocr-line-recognition", "ocr_lines": "ocr-line-recognition", "image": "image-classification",
-           "image_classification": "image-classification", "tabular": "tabular-classification",
-           "text": "text-classification", "text_classification": "text-classification"}
+ALIASES = {  # other names the demo accepts
+    "ocr": "ocr-line-recognition", "ocr_lines": "ocr-line-recognition",
+    "image": "image-classification", "image_classification": "image-classification",
+    "tabular": "tabular-classification",
+    "text": "text-classification", "text_classification": "text-classification",
+    "time_series": "time-series-forecasting", "timeseries": "time-series-forecasting",
+}
 SKILLS = ("build-baseline", "progressive-training")
 REGION_START = "# ==== mlloop:parse-region:start"
 REGION_END = "# ==== mlloop:parse-region:end"

@@ -20,7 +20,8 @@ from mlloop.taskformat import load_task_format
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
 pytestmark = pytest.mark.slow
 
-TASKS = ("ocr-line-recognition", "image-classification", "tabular-classification", "text-classification")
+TASKS = ("ocr-line-recognition", "image-classification", "tabular-classification", "text-classification",
+         "time-series-forecasting")
 
 
 def load(path: Path, name: str):
@@ -114,6 +115,10 @@ def test_each_example_drops_its_edge_cases(tmp_path):
                                  "missing_field": 1, "unreadable_asset": 1, "wider_than_max_bucket": 2},
         "image-classification": {"duplicate": 1, "missing_asset": 1, "missing_field": 1, "unreadable_asset": 1},
         "text-classification": {"duplicate": 2, "empty_text": 7, "missing_field": 1, "unknown_label": 1},
+        # windows over the repeated hour, the gap and the missing readings; the stuck station's 65;
+        # per series the windows whose target crosses the time cut (24 h forecast, 6 h apart: 3)
+        "time-series-forecasting": {"constant_sensor": 65, "duplicate_timestamp": 20, "gap": 19, "missing_value": 41,
+                                    "straddles_time_cut": 15},
     }
     for task, dropped in expected.items():
         root = tmp_path / task

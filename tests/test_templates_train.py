@@ -24,7 +24,7 @@ from mlloop.runtime.checkpoint import load_checkpoint
 from mlloop.runtime.contract import ContractError
 from mlloop.runtime.run import entry
 from train_fixture import (TRAIN_TEMPLATES, image_prepdata, install_script, load_script, ocr_prepdata, one_thread,  # noqa: F401
-                           tabular_prepdata, text_prepdata, v001_header, write_rules)
+                           series_prepdata, tabular_prepdata, text_prepdata, v001_header, write_rules)
 
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
@@ -227,6 +227,42 @@ def test_text_classifier_encoders_pool_over_real_tokens_only(encoder, pool):
         assert model(script.pad_batch([[5, 6, 7], [3]])).shape == (2, 3)
     with pytest.raises(MlloopError, match="ENCODER must be 'cnn' or 'transformer'"):
         script.TextClassifier({**model.hparams, "encoder": "lstm"})
+def test_time_series_forecasting_end_to_end(project):
+    write_rules(project, "time-series-forecasting", {"context_length": 48, "expected_horizon": 12},
+                training={"epochs": 6}, metrics=["loss", "mase@24", "smape", "mae"], primary="mase@24",
+                dataset={"split_strategy": "time"})
+    series_prepdata(project)
+    smoke, trained, evaluated = run_loop(project, "time_series_forecasting")
+    assert smoke["overall_result"] == "PASS" and smoke["probe"] == "PASS"
+    assert "| horizon | 12 | 12 | PASS |" in report_of(project)
+    spec = check_training_outputs(project, "v001", "forecast_window.json")
+    assert spec["settings"]["CONTEXT"] == {"value": 48, "source": "rules:model_config.context_length"}
+    values = {m["name"]: m["value"] for m in evaluated["metrics"]}
+    assert set(values) == {"loss", "mase@24", "smape", "mae"}
+    floors = json.loads((project / "Models/Artifacts/v001/trivial_baselines.json").read_text())
+    assert [p["name"] for p in floors["predictors"]] == ["naive", "seasonal_naive@24"]
+    assert floors["floor"]["predictor"] == "seasonal_naive@24"
+    assert values["mase@24"] < floors["floor"]["value"]  # a daily season plus noise: averaging days beats repeating one
+    row = json.loads((project / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()[0])
+    assert len(row["prediction"]) == len(row["target"]) == 12 and len(row["history"]) == 48
+    sample = project / "Models/Artifacts/v001/infer_samples/0001"
+    assert {"input.json", "output.json", "gt.json", "plot.png", "meta.json"} <= {p.name for p in sample.iterdir()}
+    assert (sample / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from mlloop.checks import run_check
+
+    for target in ("baseline", "v001"):
+        findings = run_check(Project(project.resolve()), target)
+        assert findings.ok, [p.line() for p in findings.problems]
+
+
+def test_a_context_longer_than_the_clean_rows_is_one_clear_error(project):
+    write_rules(project, "time-series-forecasting", dataset={"split_strategy": "time"})
+    series_prepdata(project, context=24)
+    script = load_script(install_script(project, "time_series_forecasting"), "t_ts_long_context")
+    with pytest.raises(MlloopError, match=r"^record 's\d-t00\d\d': CONTEXT 48 reads the rows before row \d\d of "
+                                          r"series/shared/s\d.csv, but only 24 of them are checked clean "
+                                          r"\(meta.context_rows\); lower CONTEXT to at most 24\.$"):
+        script.main(["--CONTEXT=48"])
 
 
 # ---- where the smoke test stops, and the retry history -------------------------------------------

@@ -27,9 +27,9 @@ def write_json(path: Path, obj) -> Path:
 
 def write_rules(root: Path, task_type: str, model_config: dict | None = None, smoke: dict | None = None,
                 training: dict | None = None, metrics: list | None = None, primary: str = "loss",
-                dataset_id: str = "v1") -> None:
+                dataset_id: str = "v1", dataset: dict | None = None) -> None:
     bb = {"seed": 42,
-          "dataset_config": {"dataset_id": dataset_id, "task_type": task_type},
+          "dataset_config": {"dataset_id": dataset_id, "task_type": task_type, **(dataset or {})},
           "model_config": model_config or {},
           "baseline_smoke_test": {"num_gpus": 0, "epoch": 1, "train_samples": 24, "valid_samples": 12,
                                   "min_batch_size": 2, "max_batch_size": 8, "search_steps": 2, **(smoke or {})}}
@@ -144,6 +144,37 @@ def text_prepdata(root: Path, n_train: int = 36, n_valid: int = 12, dataset_id: 
         splits[split] = rows
     return _index(root, dataset_id, "text-classification", splits,
                   {"label_map.json": {n: i for i, n in enumerate(names)}})
+def series_prepdata(root: Path, n_series: int = 3, hours: int = 240, context: int = 48, horizon: int = 12,
+                    stride: int = 6, valid_share: float = 0.25, dataset_id: str = "v1") -> Path:
+    """Hourly series with a daily season, a trend and noise (units differ per series), cut into
+    windows by time: per series the last ``valid_share`` of the origins are valid, and the windows
+    whose target crosses that cut are left out (the pipeline's time split)."""
+    import math
+
+    rng = random.Random(3)
+    splits: dict[str, list[dict]] = {"train": [], "valid": []}
+    for k in range(n_series):
+        level, amplitude = rng.uniform(5, 50) * (k + 1), rng.uniform(2, 8) * (k + 1)
+        values = [level + amplitude * math.sin(2 * math.pi * t / 24) + 0.02 * t + rng.gauss(0, 0.3 * (k + 1))
+                  for t in range(hours)]
+        text = "time,value\n" + "".join(f"{t},{v:.4f}\n" for t, v in enumerate(values))
+        origins = list(range(context, hours - horizon + 1, stride))
+        cut = origins[len(origins) - max(1, round(len(origins) * valid_share))]
+        for split in ("train", "valid"):
+            path = root / "dataset" / "prepdata" / dataset_id / split / "series" / "shared" / f"s{k}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        for origin in origins:
+            split = "valid" if origin >= cut else "train" if origin + horizon <= cut else None
+            if split:
+                splits[split].append({"id": f"s{k}-t{origin:04d}", "series_path": f"series/shared/s{k}.csv",
+                                      "series_id": f"s{k}", "start": origin, "horizon": horizon, "freq": "1h",
+                                      "target": [round(v, 4) for v in values[origin:origin + horizon]],
+                                      "source": "gen", "meta": {"context_rows": context}})
+    base = _index(root, dataset_id, "time-series-forecasting", splits)
+    stats = json.loads((base / "stats.json").read_text(encoding="utf-8"))
+    write_json(base / "stats.json", {**stats, "split_strategy": "time"})
+    return base
 
 
 def install_script(root: Path, template: str, name: str = "02_train_baseline.py", header: str = "") -> Path:

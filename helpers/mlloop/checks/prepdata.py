@@ -18,7 +18,7 @@ from .parquet_footer import ParquetError, read_parquet_info
 
 SPLITS = ("train", "valid")
 DEFAULT_CANDIDATES = {s: [f"{s}/{s}.jsonl", f"{s}/{s}.parquet"] for s in SPLITS}
-SPLIT_STRATEGIES = ("random", "stratified", "group")
+SPLIT_STRATEGIES = ("random", "stratified", "group", "time")
 MAX_LISTED = 10  # per kind of problem and file; the rest are counted
 
 
@@ -207,6 +207,9 @@ def _check_intent(ctx: Context, base: Path, stats, task: dict | None, split_stra
         line = data_intent.singleton_groups(rows, group_key)
         if line:
             ctx.problem("prepdata.group_singletons", base, line)
+    if split_strategy == "time" and len(rows) == 2:
+        for line in data_intent.time_order(rows["train"], rows["valid"]):
+            ctx.problem("prepdata.leak_time", read_index(ctx, "valid")[0] or base / "valid", line)
     if isinstance(stats, dict) and data_intent.drop_shares(stats, dc.get("max_drop_share"), None):
         text = ctx.document(ctx.project.profiling_md, "profiling")
         for line in data_intent.drop_shares(stats, dc.get("max_drop_share"), text):

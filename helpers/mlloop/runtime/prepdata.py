@@ -366,6 +366,10 @@ def verify_prepdata(out_dir: Path, spec: TaskSpec, *, split_strategy: str, group
     if split_strategy == "group" and group_key:
         line = data_intent.singleton_groups(idx, group_key)
         rep.add("groups_hold_several_records", line is None, line or f"{len(idx['train']) + len(idx['valid'])} records")
+    if split_strategy == "time":
+        late = data_intent.time_order(idx["train"], idx["valid"])
+        rep.add("valid_after_train_in_time", not late, "; ".join(late) or "per series_id, every train target ends "
+                "before the first valid window starts")
     if max_drop_share is not None and isinstance(stats, dict):
         lines = data_intent.drop_shares(stats, max_drop_share, profiling_text)
         rep.add("drop_shares_within_max", not lines, "; ".join(lines) or f"each reason ≤ {max_drop_share:g} of the parsed records")
