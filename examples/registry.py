@@ -34,9 +34,11 @@ EXAMPLES = {  # task type -> folder
     "ocr-line-recognition": "ocr_lines",
     "image-classification": "image_classification",
     "tabular-classification": "tabular",
+    "image-segmentation": "image_segmentation",
 }
 ALIASES = {"ocr": "ocr-line-recognition", "ocr_lines": "ocr-line-recognition", "image": "image-classification",
-           "image_classification": "image-classification", "tabular": "tabular-classification"}
+           "image_classification": "image-classification", "tabular": "tabular-classification",
+           "segmentation": "image-segmentation", "image_segmentation": "image-segmentation"}
 SKILLS = ("build-baseline", "progressive-training")
 REGION_START = "# ==== mlloop:parse-region:start"
 REGION_END = "# ==== mlloop:parse-region:end"
