@@ -36,6 +36,7 @@ EXAMPLES = {  # task type -> folder
     "tabular-classification": "tabular",
     "text-classification": "text_classification",
     "time-series-forecasting": "time_series",
+    "image-segmentation": "image_segmentation",
 }
 ALIASES = {  # other names the demo accepts
     "ocr": "ocr-line-recognition", "ocr_lines": "ocr-line-recognition",
@@ -43,6 +44,7 @@ ALIASES = {  # other names the demo accepts
     "tabular": "tabular-classification",
     "text": "text-classification", "text_classification": "text-classification",
     "time_series": "time-series-forecasting", "timeseries": "time-series-forecasting",
+    "segmentation": "image-segmentation", "image_segmentation": "image-segmentation",
 }
 SKILLS = ("build-baseline", "progressive-training")
 REGION_START = "# ==== mlloop:parse-region:start"

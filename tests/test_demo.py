@@ -82,7 +82,8 @@ def test_use_primary_puts_the_metric_in_the_rules():
     ("tabular-classification", "roc_auc", ["--primary-metric", "auc"], "0.2"),
     ("ocr-line-recognition", "cer", [], None),
     ("text-classification", "macro_f1", [], "0.2"),
-    ("time-series-forecasting", "mase@24", [], "0.2")])
+    ("time-series-forecasting", "mase@24", [], "0.2"),
+    ("image-segmentation", "miou", [], None)])
 def test_each_template_runs_from_raw_data_to_check_ok(tiny_demo, task, primary, extra, test_ratio):
     """The other two templates through the same chain: the example's 01_data_pipeline.py, the
     baseline smoke test, v001, 03_eval.py, the report and `mlloop check` (one version, tiny data);
@@ -110,3 +111,10 @@ def test_each_template_runs_from_raw_data_to_check_ok(tiny_demo, task, primary, 
     else:
         assert "The best version's score is optimistic." in analysis and not (report / "test").exists()
         assert (report / "pictures/errors.png").is_file()  # a text task gets an error list, not a confusion matrix
+    if task == "image-segmentation":  # masks are shown as pictures: the gallery shows each overlay
+        sample = project / "Models/Artifacts/v001/infer_samples/0001"
+        assert {"input.png", "gt.png", "output.png", "overlay.png", "output.txt"} <= {p.name for p in sample.iterdir()}
+        assert (report / "pictures/samples.png").is_file()
+        from mlloop.report_pictures import _short
+
+        assert _short([[0, 1, 1], [0, 0, 1]]) == "2x3 mask" and _short([0, 1]) == "[0, 1]"

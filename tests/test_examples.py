@@ -21,7 +21,7 @@ from mlloop.taskformat import load_task_format
 pytestmark = pytest.mark.slow
 
 TASKS = ("ocr-line-recognition", "image-classification", "tabular-classification", "text-classification",
-         "time-series-forecasting")
+         "time-series-forecasting", "image-segmentation")
 
 
 def load(path: Path, name: str):
@@ -103,6 +103,18 @@ def test_pipeline_end_to_end(task, tmp_path):
     if task.endswith("classification"):
         assert set(json.loads((prep / "common/label_map.json").read_text())) <= {"circle", "square", "triangle", "ok", "warn", "fail",
                                                                                "positive", "negative", "neutral"}
+    if task == "image-segmentation":  # both sources' masks converted to the one label map's ids
+        assert json.loads((prep / "common/label_map.json").read_text()) == {"background": 0, "circle": 1, "square": 2,
+                                                                          "triangle": 3}
+        import numpy as np
+        from PIL import Image
+
+        values = {source: set() for source in info["raw"]}
+        for path in prep.glob("*/mask/*.png"):
+            with Image.open(path) as mask:
+                assert mask.mode == "L" and mask.size == (64, 64)
+                values[path.stem.split("-")[0]] |= set(np.unique(np.asarray(mask)).tolist())
+        assert values == {"scenes_voc": {0, 1, 2, 3}, "scenes_export": {0, 1, 2, 3}}
     report = (prep / "_tests/pipeline_test_report.md").read_text()
     assert "- overall_result: PASS" in report and "FAIL" not in report
     checked = runner.invoke(cli, ["check", "prepdata", "--project", str(root)])
@@ -119,6 +131,7 @@ def test_each_example_drops_its_edge_cases(tmp_path):
         # per series the windows whose target crosses the time cut (24 h forecast, 6 h apart: 3)
         "time-series-forecasting": {"constant_sensor": 65, "duplicate_timestamp": 20, "gap": 19, "missing_value": 41,
                                     "straddles_time_cut": 15},
+        "image-segmentation": {"mask_size_mismatch": 1, "missing_asset": 1},
     }
     for task, dropped in expected.items():
         root = tmp_path / task

@@ -24,7 +24,7 @@ from mlloop.runtime.checkpoint import load_checkpoint
 from mlloop.runtime.contract import ContractError
 from mlloop.runtime.run import entry
 from train_fixture import (TRAIN_TEMPLATES, image_prepdata, install_script, load_script, ocr_prepdata, one_thread,  # noqa: F401
-                           series_prepdata, tabular_prepdata, text_prepdata, v001_header, write_rules)
+                           seg_prepdata, series_prepdata, tabular_prepdata, text_prepdata, v001_header, write_rules)
 
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
@@ -409,3 +409,38 @@ def test_ddp_on_two_cpu_processes_writes_the_artifacts_once(project):
     # 40 rows over 2 processes, batch 4 per process: 5 optimizer steps per epoch
     assert (spec["steps"]["per_epoch"], spec["training"]["global_step"]) == (5, 5)
     assert not (project / "Models/Artifacts/.trash").exists()
+
+
+def test_image_segmentation_end_to_end(project):
+    write_rules(project, "image-segmentation",
+                {"backbone": "test_resnet", "image_size": 32, "expected_num_classes": 3, "expected_stride": 32,
+                 "expected_output_shape": [1, 3, 32, 32]},
+                training={"epochs": 6}, metrics=["loss", "miou", "dice", "pixel_accuracy"], primary="miou")
+    seg_prepdata(project)
+    smoke, trained, evaluated = run_loop(project, "image_segmentation", ["--LR=0.01"])
+    report = report_of(project)
+    assert smoke["overall_result"] == "PASS" and smoke["probe"] == "PASS"
+    assert "| num_classes | 3 | 3 | PASS |" in report and bullets(report)["metric"].startswith("miou ")
+    spec = check_training_outputs(project, "v001", "label_map.json")
+    assert spec["model"]["out_indices"] == [1, 2, 3, 4] and spec["model"]["classes"] == ["background", "disc", "square"]
+    values = {m["name"]: m["value"] for m in evaluated["metrics"]}
+    assert set(values) == {"loss", "miou", "dice", "pixel_accuracy"} and evaluated["num_samples"] == 8
+    # the floor is every pixel background; a trained model separates the shapes from it
+    floor = evaluated["floor"]
+    assert floor["metric"] == "miou" and evaluated["beats_floor"] is True and values["miou"] > floor["value"] + 0.1
+    trivial = json.loads((project / "Models/Artifacts/v001/trivial_baselines.json").read_text())
+    assert trivial["predictors"][0]["name"] == "majority_pixel" and trivial["predictors"][0]["fitted"] == {"class": 0}
+    rows = [json.loads(line) for line in (project / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()]
+    assert all(set(r["pixel_counts"]) == {"classes", "tp", "fp", "fn"} for r in rows)
+    sample = project / "Models/Artifacts/v001/infer_samples/0001"
+    assert {"input.png", "gt.png", "output.png", "overlay.png", "output.txt", "meta.json"} <= {p.name for p in sample.iterdir()}
+    from PIL import Image
+
+    with Image.open(sample / "gt.png") as gt:
+        assert gt.mode == "RGB" and gt.size == (32, 32) and len(gt.getcolors()) >= 2  # background plus a shape
+    assert (sample / "output.txt").read_text().startswith("pixel accuracy ")
+    from mlloop.checks import run_check
+
+    for target in ("baseline", "v001"):
+        findings = run_check(Project(project.resolve()), target)
+        assert findings.ok, [p.line() for p in findings.problems]

@@ -144,6 +144,8 @@ def text_prepdata(root: Path, n_train: int = 36, n_valid: int = 12, dataset_id: 
         splits[split] = rows
     return _index(root, dataset_id, "text-classification", splits,
                   {"label_map.json": {n: i for i, n in enumerate(names)}})
+
+
 def series_prepdata(root: Path, n_series: int = 3, hours: int = 240, context: int = 48, horizon: int = 12,
                     stride: int = 6, valid_share: float = 0.25, dataset_id: str = "v1") -> Path:
     """Hourly series with a daily season, a trend and noise (units differ per series), cut into
@@ -175,6 +177,35 @@ def series_prepdata(root: Path, n_series: int = 3, hours: int = 240, context: in
     stats = json.loads((base / "stats.json").read_text(encoding="utf-8"))
     write_json(base / "stats.json", {**stats, "split_strategy": "time"})
     return base
+
+
+def seg_prepdata(root: Path, n_train: int = 24, n_valid: int = 8, size: int = 32, dataset_id: str = "v1") -> Path:
+    """Images with a red disc (class 1) and a green square (class 2) on a dark noisy background
+    (class 0); masks are single-channel PNGs of class ids, the label map names them."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(3)
+    splits = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            sid = f"{split}-{i:03d}"
+            image = Image.new("RGB", (size, size), tuple(rng.randint(0, 60) for _ in range(3)))
+            mask = Image.new("L", (size, size), 0)
+            for cls, fill in ((1, (220, 40, 40)), (2, (40, 200, 60))):
+                r = rng.randint(size // 8, size // 4)
+                cx, cy = rng.randint(r, size - r - 1), rng.randint(r, size - r - 1)
+                box = (cx - r, cy - r, cx + r, cy + r)
+                for target, value in ((image, fill), (mask, cls)):
+                    (ImageDraw.Draw(target).ellipse if cls == 1 else ImageDraw.Draw(target).rectangle)(box, fill=value)
+            base = root / "dataset" / "prepdata" / dataset_id / split
+            for folder, picture in (("image", image), ("mask", mask)):
+                (base / folder).mkdir(parents=True, exist_ok=True)
+                picture.save(base / folder / f"{sid}.png")
+            rows.append({"id": sid, "image_path": f"image/{sid}.png", "mask_path": f"mask/{sid}.png", "source": "gen"})
+        splits[split] = rows
+    return _index(root, dataset_id, "image-segmentation", splits,
+                  {"label_map.json": {"background": 0, "disc": 1, "square": 2}})
 
 
 def install_script(root: Path, template: str, name: str = "02_train_baseline.py", header: str = "") -> Path:
