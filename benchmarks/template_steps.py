@@ -7,10 +7,11 @@ the same model and data. Not a test: it prints the ratio per repetition, side by
 
 Target: template/plain step time <= 1.05 (median of paired repetitions).
 
-A case is ``benchmarks/cases/<name>.py`` with ``TEMPLATE = "<file>.py"`` (a training template,
-found through mlloop.bundle) and ``build(tpl, seed) -> dict`` returning ``model`` (a fresh
-LightningModule from the template), ``train`` and ``valid`` (DataLoaders of in-memory synthetic
-data shaped like the task's batches) and ``loss`` (``callable(model, batch) -> scalar tensor``:
+A case is ``benchmarks/cases/<name>.py`` with ``TEMPLATE = "<file>.py"`` (a training template in
+the build-baseline skill's templates/train/, found through mlloop.bundle) and
+``build(tpl, seed) -> dict`` returning ``model`` (a fresh LightningModule from the template),
+``train`` and ``valid`` (DataLoaders of in-memory synthetic data shaped like the task's batches)
+and ``loss`` (``callable(model, batch) -> scalar tensor``:
 what training_step computes, in plain torch). Both sides get a model built with the same seed.
 
 The template side is mlloop.runtime.training.fit: CSVLogger, best.ckpt (weights only) and
@@ -51,12 +52,9 @@ def load_file(path: Path, name: str):
 
 
 def template_file(name: str) -> Path:
-    from mlloop.bundle import templates_dir
+    from mlloop.bundle import template
 
-    found = sorted(templates_dir().rglob(name))
-    if not found:
-        raise SystemExit(f"no training template {name} under {templates_dir()}")
-    return found[0]
+    return template(f"train/{name}")
 
 
 def load_case(name: str):
