@@ -37,6 +37,7 @@ EXAMPLES = {  # task type -> folder
     "text-classification": "text_classification",
     "time-series-forecasting": "time_series",
     "image-segmentation": "image_segmentation",
+    "object-detection": "object_detection",
 }
 ALIASES = {  # other names the demo accepts
     "ocr": "ocr-line-recognition", "ocr_lines": "ocr-line-recognition",
@@ -45,6 +46,7 @@ ALIASES = {  # other names the demo accepts
     "text": "text-classification", "text_classification": "text-classification",
     "time_series": "time-series-forecasting", "timeseries": "time-series-forecasting",
     "segmentation": "image-segmentation", "image_segmentation": "image-segmentation",
+    "detection": "object-detection", "object_detection": "object-detection",
 }
 SKILLS = ("build-baseline", "progressive-training")
 REGION_START = "# ==== mlloop:parse-region:start"

@@ -83,7 +83,8 @@ def test_use_primary_puts_the_metric_in_the_rules():
     ("ocr-line-recognition", "cer", [], None),
     ("text-classification", "macro_f1", [], "0.2"),
     ("time-series-forecasting", "mase@24", [], "0.2"),
-    ("image-segmentation", "miou", [], None)])
+    ("image-segmentation", "miou", [], None),
+    ("object-detection", "map_50", [], None)])
 def test_each_template_runs_from_raw_data_to_check_ok(tiny_demo, task, primary, extra, test_ratio):
     """The other two templates through the same chain: the example's 01_data_pipeline.py, the
     baseline smoke test, v001, 03_eval.py, the report and `mlloop check` (one version, tiny data);

@@ -21,7 +21,8 @@ from mlloop.taskformat import load_task_format
 pytestmark = pytest.mark.slow
 
 TASKS = ("ocr-line-recognition", "image-classification", "tabular-classification", "text-classification",
-         "time-series-forecasting", "image-segmentation")
+         "time-series-forecasting", "image-segmentation",
+         "object-detection")
 
 
 def load(path: Path, name: str):
@@ -132,6 +133,7 @@ def test_each_example_drops_its_edge_cases(tmp_path):
         "time-series-forecasting": {"constant_sensor": 65, "duplicate_timestamp": 20, "gap": 19, "missing_value": 41,
                                     "straddles_time_cut": 15},
         "image-segmentation": {"mask_size_mismatch": 1, "missing_asset": 1},
+        "object-detection": {"missing_asset": 1},
     }
     for task, dropped in expected.items():
         root = tmp_path / task
@@ -140,6 +142,39 @@ def test_each_example_drops_its_edge_cases(tmp_path):
         out = run_pipeline(root)
         assert out.returncode == 0, out.stderr
         assert json.loads((root / "dataset/prepdata/v1/stats.json").read_text())["dropped"] == dropped
+
+
+def test_detection_example_writes_xyxy_labels_clipped_with_negatives_kept(tmp_path):
+    """COCO's [x, y, w, h] and the other export's [x1, y1, x2, y2] end up as one label format; the box
+    past the border is clipped; images without objects stay; "Rect"/"Circle" become square/circle."""
+    root = tmp_path / "proj"
+    registry.prepare_project("object-detection", root, size="tiny")
+    draft_profiling(Project(root.resolve()))
+    out = run_pipeline(root)
+    assert out.returncode == 0, out.stdout + out.stderr
+    prep, raw = root / "dataset/prepdata/v1", root / "dataset/rawdata"
+    labels = {}
+    for split in ("train", "valid"):
+        for line in (prep / split / f"{split}.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            labels[r["id"]] = (json.loads((prep / split / r["label_path"]).read_text()), r["width"], r["height"])
+    coco = json.loads((raw / "coco_export/annotations.json").read_text())
+    first = next(a for a in coco["annotations"] if a["image_id"] == 1)
+    x, y, w, h = first["bbox"]
+    assert {"bbox": [x, y, x + w, y + h], "label": ("circle", "square", "triangle")[first["category_id"] - 1]} \
+        in labels["coco_export-scene_0001"][0]["boxes"]
+    edge = next(a for a in coco["annotations"] if a["image_id"] == 3)
+    assert edge["bbox"][0] + edge["bbox"][2] > 64  # the raw box reaches past the image ...
+    doc, width, _ = labels["coco_export-scene_0003"]
+    assert [edge["bbox"][0], edge["bbox"][1], 64, edge["bbox"][1] + edge["bbox"][3]] in [b["bbox"] for b in doc["boxes"]]
+    for doc, width, height in labels.values():  # ... and nothing in prepdata does
+        assert all(0 <= b["bbox"][0] < b["bbox"][2] <= width and 0 <= b["bbox"][1] < b["bbox"][3] <= height
+                   for b in doc["boxes"])
+        assert {b["label"] for b in doc["boxes"]} <= {"circle", "square", "triangle"}
+    assert any('"Rect"' in p.read_text() for p in (raw / "labeled_xyxy/labels").iterdir())  # the spelling was there
+    negatives = {sid.split("-")[0] for sid, (doc, _, _) in labels.items() if doc["boxes"] == []}
+    assert negatives == {"coco_export", "labeled_xyxy"}  # images without objects are kept, from both sources
+    assert "coco_export-scene_lost" not in labels
 
 
 def index_ids(prep: Path, split: str) -> list[str]:

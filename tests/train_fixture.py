@@ -208,6 +208,41 @@ def seg_prepdata(root: Path, n_train: int = 24, n_valid: int = 8, size: int = 32
                   {"label_map.json": {"background": 0, "disc": 1, "square": 2}})
 
 
+def detection_prepdata(root: Path, n_train: int = 24, n_valid: int = 8, size: int = 64, dataset_id: str = "v1") -> Path:
+    """Squares and discs (one or two per image, the class is the shape) on a dark noisy background;
+    label/<id>.json holds [x1, y1, x2, y2] pixel boxes; every fourth valid image has no object."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(3)
+    splits = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            sid = f"{split}-{i:03d}"
+            image = Image.new("RGB", (size, size), (20, 20, 30))
+            draw = ImageDraw.Draw(image)
+            for _ in range(60):
+                draw.point((rng.randrange(size), rng.randrange(size)), fill=(rng.randint(0, 90),) * 3)
+            boxes = []
+            count = 0 if split == "valid" and i % 4 == 3 else 1 + i % 2
+            for k in range(count):
+                side = rng.randint(14, 22)
+                x = rng.randint(0, size // 2 - side) + k * size // 2  # two objects never overlap
+                y = rng.randint(0, size - side)
+                shape = ("square", "disc")[(i + k) % 2]
+                box = [x, y, x + side, y + side]
+                (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=(230, 200, 60))
+                boxes.append({"bbox": box, "label": shape})
+            base = root / "dataset" / "prepdata" / dataset_id / split
+            (base / "image").mkdir(parents=True, exist_ok=True)
+            image.save(base / "image" / f"{sid}.png")
+            write_json(base / "label" / f"{sid}.json", {"boxes": boxes})
+            rows.append({"id": sid, "image_path": f"image/{sid}.png", "label_path": f"label/{sid}.json",
+                         "width": size, "height": size, "source": "gen"})
+        splits[split] = rows
+    return _index(root, dataset_id, "object-detection", splits)
+
+
 def install_script(root: Path, template: str, name: str = "02_train_baseline.py", header: str = "") -> Path:
     """Copy the training template ``template`` into the project as ``name`` (with an optional header)."""
     target = root / name

@@ -35,6 +35,7 @@ TEMPLATE_OF_TASK = {  # example task type -> the training template it starts fro
     "text-classification": "train/text_classification.py",
     "time-series-forecasting": "train/time_series_forecasting.py",
     "image-segmentation": "train/image_segmentation.py",
+    "object-detection": "train/object_detection.py",
 }
 LOG_NAME = "mlloop-demo.log"
 FILL_RE = re.compile(r"^_fill in:.*_\s*$")

@@ -12,6 +12,7 @@ Nothing here imports torch, lightning, timm or pandas: the runtime imports them 
 from __future__ import annotations
 
 from .errors import MlloopError
+from .formats import boxes
 from .layout import Project
 from .report import build_report
 from .rules import resolve as resolve_rules
@@ -30,6 +31,8 @@ __all__ = [
     "API_VERSION", "MlloopError",
     # 02_train_*.py: the run (settings, mode, folders, fit, spec.json, reports) and its helpers
     "start", "entry", "read_index", "load_checkpoint", "feature_observations",
+    # detection scripts and pipelines: label/<id>.json (boxes.read, boxes.render, boxes.from_xywh, boxes.clip)
+    "boxes",
     # 01_data_pipeline.py: the rules, the project layout, task_format.yaml and the pipeline's fixed tail
     "Project", "resolve_rules", "load_task_format", "data", "prepdata",
     # 03_eval.py and 04_final_report.py

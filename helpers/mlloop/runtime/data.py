@@ -10,7 +10,8 @@ plain dict (a pandas DataFrame's rows are accepted too; NaN becomes None):
     category    the stratification value (the label, for classification), or None
     assets      {"image_path": "<ref>", ...}: index path field -> raw asset reference, where a
                 reference is a path relative to dataset/rawdata/, or "<zip path>::<member>" for a
-                zip member read without extracting. ``asset_paths`` (a list) is accepted instead
+                zip member read without extracting, or ``json_asset(obj)`` for a JSON file the
+                parse region builds (one image's boxes converted from a COCO export). ``asset_paths`` (a list) is accepted instead
                 when the task has one path field.
     <group_key> the field the rules' ``group_key`` names (``group_id`` by default); every record
                 needs it when ``split_strategy`` is group, as it needs ``<stratify_key>`` when
@@ -48,6 +49,8 @@ from ..layout import resolve_inside
 from ..taskformat import TYPE_CHECKS  # noqa: F401 - shared with the checks
 
 ZIP_SEP = "::"
+GENERATED_PREFIX = "generated:"  # json_asset(): built by the parse region, held in memory until written
+_GENERATED: dict[str, bytes] = {}
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 TARGET_FIELDS = {"label", "target", "tags", "answer", "positive", "negative", "target_item", "horizon"}
@@ -162,6 +165,16 @@ def make_id(*parts: Any) -> str:
 def zip_ref(zip_relpath: str, member: str) -> str:
     """The asset reference of a zip member (read later without extracting the archive)."""
     return f"{zip_relpath}{ZIP_SEP}{member}"
+
+
+def json_asset(obj: Any) -> str:
+    """The asset reference of a JSON file the parse region builds (e.g. ``label/<id>.json`` from a
+    COCO export, rendered by ``mlloop.formats.boxes.render``): written into the split folder like
+    a raw file, hashed with the sample; ``asset_paths`` in df_meta shows ``generated:NNNNNNN.json``."""
+    payload = (json.dumps(to_jsonable(obj), sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    ref = f"{GENERATED_PREFIX}{len(_GENERATED) + 1:07d}.json"  # one per call: equal labels are not one shared file
+    _GENERATED[ref] = payload
+    return ref
 
 
 def as_records(rows: Any) -> list[dict]:
@@ -292,6 +305,8 @@ class AssetReader:
 
     def read(self, ref: str) -> bytes:
         """The asset's bytes; FileNotFoundError when it does not exist or escapes rawdata."""
+        if ref.startswith(GENERATED_PREFIX):
+            return self._generated(ref)
         path, z, member = self._locate(ref)
         if z is None:
             return path.read_bytes()
@@ -299,6 +314,12 @@ class AssetReader:
             return z.read(member)
         except KeyError:
             raise FileNotFoundError(ref) from None
+
+    @staticmethod
+    def _generated(ref: str) -> bytes:
+        if ref not in _GENERATED:
+            raise FileNotFoundError(f"{ref} (json_asset() was not called in this process)")
+        return _GENERATED[ref]
 
     def digest(self, ref: str) -> str:
         """sha256 of the asset's bytes, read once per reference (many windows share one file)."""
@@ -308,6 +329,9 @@ class AssetReader:
 
     def check(self, ref: str) -> None:
         """FileNotFoundError unless the asset exists (no bytes read)."""
+        if ref.startswith(GENERATED_PREFIX):
+            self._generated(ref)
+            return
         _, z, member = self._locate(ref)
         if z is not None:
             try:

@@ -351,7 +351,9 @@ def _trivial(module: ModuleType, project: Project, prepdata: Path, records: list
     family = trivial.task_family(task_type, task_format)
     from_results = trivial.results_family(task_format.canonical(task_type) if task_format and task_type else task_type)
     if family is None and from_results is not None:
-        out = trivial.score_from_results(from_results, results, rules.metrics, rules.primary_metric, seed, ids)
+        prior = _box_prior(prepdata, records, trivial.declared_target(task_type, task_format)) \
+            if from_results == trivial.DETECTION else {}
+        out = trivial.score_from_results(from_results, results, rules.metrics, rules.primary_metric, seed, ids, **prior)
         return {"task_family": from_results, "fitted_on": {"split": "valid", "source": "predict() results"}, **out}
     if family is None:
         return trivial.score_trivial(None, None, None, rules.metrics, rules.primary_metric, seed,
@@ -371,6 +373,24 @@ def _trivial(module: ModuleType, project: Project, prepdata: Path, records: list
     out = trivial.score_trivial(family, [extract(r) for r in train], [extract(r) for r in records],
                                 rules.metrics, rules.primary_metric, seed, valid_ids=ids)
     return {"task_family": family, "target": source, "fitted_on": {"split": "train", "num_samples": len(train)}, **out}
+
+
+def _box_prior(prepdata: Path, records: list[dict], field: str | None) -> dict:
+    """``box_prior`` (fit on the train split's label files) and the validation ``image_sizes`` for the
+    detection floor; {} when a record lacks the label path, width or height (then only no_boxes)."""
+    from ..formats import boxes
+
+    field = field or "label_path"
+    train = read_index(prepdata, "train")
+    if not all(r.get(field) and r.get("width") and r.get("height") for r in [*train, *records]):
+        return {}
+    objects = []
+    for r in train:
+        found, labels = boxes.read(prepdata / "train" / r[field])
+        w, h = float(r["width"]), float(r["height"])
+        objects += [([b[0] / w, b[1] / h, b[2] / w, b[3] / h], label) for b, label in zip(found, labels)]
+    return {"box_prior": trivial.fit_box_prior(objects),
+            "image_sizes": [(float(r["width"]), float(r["height"])) for r in records]} if objects else {}
 
 
 # ---- outputs -------------------------------------------------------------------------------

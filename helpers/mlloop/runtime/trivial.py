@@ -218,11 +218,25 @@ def _majority_mask_counts(result: dict, cls) -> dict:
             "fn": [0 if k == cls else target.get(k, 0) for k in classes]}
 
 
+def fit_box_prior(objects: list[tuple[list[float], str]]) -> list[dict]:
+    """Per class (sorted by name): the coordinate-wise median of its training boxes as fractions of the
+    image ([x1/w, y1/h, x2/w, y2/h]) and its share of all training boxes."""
+    by_class: dict[str, list] = {}
+    for box, label in objects:
+        by_class.setdefault(str(label), []).append(box)
+    total = sum(len(v) for v in by_class.values())
+    return [{"label": label, "box": [statistics.median(b[i] for b in found) for i in range(4)],
+             "share": len(found) / total} for label, found in sorted(by_class.items())]
+
+
 def score_from_results(family: str, results: list[dict], metrics: list[dict], primary: str, seed: int,
-                       ids: list | None = None) -> dict:
+                       ids: list | None = None, box_prior: list[dict] | None = None,
+                       image_sizes: list | None = None) -> dict:
     """Trivial predictors whose inputs are in the evaluated results, not in the train index:
-    seasonal naive forecasts of each record's ``history``, no boxes, every pixel the majority
-    class of the evaluated masks, the model's own candidates in a seeded random order."""
+    seasonal naive forecasts of each record's ``history``, no boxes or each class's median box, every pixel the majority
+    class of the evaluated masks, the model's own candidates in a seeded random order. Detection also
+    scores ``box_prior`` (``fit_box_prior`` on the training labels) in every image, scaled to its
+    ``image_sizes`` entry (width, height) when both are given."""
     scored, not_computable = [], {}
     base = [{"target": r.get("target"), "loss": None} for r in results]
     if family == FORECASTING:
@@ -247,6 +261,14 @@ def score_from_results(family: str, results: list[dict], metrics: list[dict], pr
         rows = [{**b, "prediction": {"boxes": [], "labels": [], "scores": []}} for b in base]
         _score({"name": "no_boxes", "description": "no boxes at all", "fitted": {}}, rows, metrics, ids, scored,
                not_computable)
+        if box_prior and image_sizes and len(image_sizes) == len(results):
+            rows = [{**b, "prediction": {"boxes": [[p["box"][0] * w, p["box"][1] * h, p["box"][2] * w, p["box"][3] * h]
+                                                   for p in box_prior],
+                                         "labels": [p["label"] for p in box_prior], "scores": [p["share"] for p in box_prior]}}
+                    for b, (w, h) in zip(base, image_sizes)]
+            _score({"name": "prior_boxes", "description": "in every image, each class's median training box (as a "
+                    "fraction of the image), scored by the class's share of the training boxes",
+                    "fitted": {"boxes": box_prior}}, rows, metrics, ids, scored, not_computable)
     elif family == SEGMENTATION:
         from .metric_compute import pixel_counts
 
