@@ -6,7 +6,8 @@ times slower. ``start`` therefore sets the threads from the usable CPUs (affinit
 ``cpu.max``, cgroup v1 ``cpu.cfs_quota_us``) unless the user chose (``--THREADS=N``,
 ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, or ``torch.set_num_threads`` before ``start``).
 A script setting left ``None`` is filled here: ``NUM_WORKERS`` from the usable CPUs and the
-number of training samples, ``IMAGE_SIZE`` from the images' median side. Every choice comes with
+number of training samples, ``IMAGE_SIZE`` from the images' median side, ``CLIP_SECONDS`` from the
+audio clips' median duration. Every choice comes with
 its reason, recorded in spec.json (``runtime_defaults``) and in the settings' sources.
 """
 
@@ -27,6 +28,8 @@ MAX_GPU_WORKERS = 8
 IMAGE_MULTIPLE = 32        # timm backbones downsample by 32
 IMAGE_MIN, IMAGE_MAX = 32, 224  # bigger costs quadratic time for detail a first model rarely uses
 IMAGE_SAMPLE = 256         # images opened (headers only) when df_meta.parquet has no sizes
+CLIP_STEP = 0.25           # clip lengths are rounded to quarter seconds: a few padded frames, not odd sizes
+CLIP_MAX = 30.0            # longer fixed clips cost memory for context a first model rarely uses
 
 _torch_default: int | None = None  # torch's own thread count, seen before the script's code ran
 _set_by_mlloop: int | None = None  # what start() set last (a second start in one process is not "the user")
@@ -213,10 +216,26 @@ def choose_image_size(prepdata_dir: Path, records: list[dict], field: str = "ima
                                   f"to a multiple of {IMAGE_MULTIPLE} within [{IMAGE_MIN}, {IMAGE_MAX}]"}
 
 
+# ---- audio clip length ------------------------------------------------------------------------
+
+def choose_clip_seconds(records: list[dict], field: str = "duration_sec") -> dict:
+    """The fixed clip length: the training clips' median ``duration_sec`` (the pipeline fills it
+    when it decodes each clip), rounded to a multiple of CLIP_STEP within [CLIP_STEP, CLIP_MAX]."""
+    durations = [float(r[field]) for r in records if isinstance(r.get(field), (int, float)) and r[field] > 0]
+    if not durations:
+        raise MlloopError(f"CLIP_SECONDS is None (from the data), but no train record has {field!r} "
+                          "(01_data_pipeline.py fills it when it decodes the clips); set CLIP_SECONDS.")
+    median = statistics.median(durations)
+    seconds = min(CLIP_MAX, max(CLIP_STEP, CLIP_STEP * round(median / CLIP_STEP)))
+    return {"value": seconds, "why": f"median {field} {median:g} s over {len(durations)} train clips, rounded to a "
+                                     f"multiple of {CLIP_STEP:g} s within [{CLIP_STEP:g}, {CLIP_MAX:g}]"}
+
+
 # ---- all of it, for start() -------------------------------------------------------------------
 
 def apply(run) -> dict:
-    """Set the threads and fill ``NUM_WORKERS`` / ``IMAGE_SIZE`` left None; ``{name: {value, why}}``."""
+    """Set the threads and fill ``NUM_WORKERS`` / ``IMAGE_SIZE`` / ``CLIP_SECONDS`` left None;
+    ``{name: {value, why}}``."""
     chosen = {"threads": set_threads(run.switches.get("THREADS"), run.devices.devices)}  # processes on this node
     settings, sources = run.settings, run.sources
     if "NUM_WORKERS" in settings and settings["NUM_WORKERS"] is None:
@@ -227,7 +246,9 @@ def apply(run) -> dict:
         chosen["num_workers"] = choose_workers(n, cpus, run.devices.accelerator)
     if "IMAGE_SIZE" in settings and settings["IMAGE_SIZE"] is None:
         chosen["image_size"] = choose_image_size(run.prepdata_dir, run.full_index("train"))
-    for name, key in (("num_workers", "NUM_WORKERS"), ("image_size", "IMAGE_SIZE")):
+    if "CLIP_SECONDS" in settings and settings["CLIP_SECONDS"] is None:
+        chosen["clip_seconds"] = choose_clip_seconds(run.full_index("train"))
+    for name, key in (("num_workers", "NUM_WORKERS"), ("image_size", "IMAGE_SIZE"), ("clip_seconds", "CLIP_SECONDS")):
         if name in chosen:
             settings[key] = chosen[name]["value"]
             sources[key] = f"runtime default: {chosen[name]['why']}"
