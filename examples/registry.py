@@ -34,9 +34,11 @@ EXAMPLES = {  # task type -> folder
     "ocr-line-recognition": "ocr_lines",
     "image-classification": "image_classification",
     "tabular-classification": "tabular",
+    "audio-classification": "audio_classification",
 }
 ALIASES = {"ocr": "ocr-line-recognition", "ocr_lines": "ocr-line-recognition", "image": "image-classification",
-           "image_classification": "image-classification", "tabular": "tabular-classification"}
+           "image_classification": "image-classification", "tabular": "tabular-classification",
+           "audio": "audio-classification", "audio_classification": "audio-classification"}
 SKILLS = ("build-baseline", "progressive-training")
 REGION_START = "# ==== mlloop:parse-region:start"
 REGION_END = "# ==== mlloop:parse-region:end"

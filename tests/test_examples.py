@@ -20,7 +20,7 @@ from mlloop.taskformat import load_task_format
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
 pytestmark = pytest.mark.slow
 
-TASKS = ("ocr-line-recognition", "image-classification", "tabular-classification")
+TASKS = ("ocr-line-recognition", "image-classification", "tabular-classification", "audio-classification")
 
 
 def load(path: Path, name: str):
@@ -100,7 +100,8 @@ def test_pipeline_end_to_end(task, tmp_path):
     for name in ("df_meta.parquet", "train_manifest.parquet", "valid_manifest.parquet"):
         assert (prep / "common" / name).is_file()
     if task.endswith("classification"):
-        assert set(json.loads((prep / "common/label_map.json").read_text())) <= {"circle", "square", "triangle", "ok", "warn", "fail"}
+        assert set(json.loads((prep / "common/label_map.json").read_text())) <= {
+            "circle", "square", "triangle", "ok", "warn", "fail", "tone", "chirp", "noise_burst", "click_train"}
     report = (prep / "_tests/pipeline_test_report.md").read_text()
     assert "- overall_result: PASS" in report and "FAIL" not in report
     checked = runner.invoke(cli, ["check", "prepdata", "--project", str(root)])
@@ -112,6 +113,8 @@ def test_each_example_drops_its_edge_cases(tmp_path):
         "ocr-line-recognition": {"duplicate": 2, "label_too_long": 2, "label_too_short": 2, "missing_asset": 2,
                                  "missing_field": 1, "unreadable_asset": 1, "wider_than_max_bucket": 2},
         "image-classification": {"duplicate": 1, "missing_asset": 1, "missing_field": 1, "unreadable_asset": 1},
+        "audio-classification": {"duplicate": 2, "missing_asset": 1, "missing_field": 1, "silent_clip": 1,
+                                 "unreadable_asset": 2},
     }
     for task, dropped in expected.items():
         root = tmp_path / task

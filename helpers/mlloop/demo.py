@@ -30,6 +30,7 @@ TEMPLATE_OF_TASK = {  # example task type -> the training template it starts fro
     "ocr-line-recognition": "ocr_recognition.py",
     "image-classification": "image_classification.py",
     "tabular-classification": "tabular.py",
+    "audio-classification": "audio_classification.py",
 }
 LOG_NAME = "mlloop-demo.log"
 FILL_RE = re.compile(r"^_fill in:.*_\s*$")
