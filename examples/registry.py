@@ -78,7 +78,9 @@ def generate(task: str, dest_dir, seed: int = 42, size: str = "small") -> dict:
 
 
 def template_path() -> Path:
-    return HERE.parent / "templates" / "01_data_pipeline.py"
+    from mlloop.bundle import template
+
+    return template("01_data_pipeline.py")
 
 
 def fill_parse_region(template_text: str, region_text: str) -> str:

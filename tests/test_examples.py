@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlloop.bundle import examples_dir, templates_dir
+from mlloop.bundle import examples_dir, template
 from mlloop.cli import cli
 from mlloop.layout import Project
 from mlloop.profile import draft_profiling
@@ -158,7 +158,7 @@ def test_rerun_moves_the_previous_prepdata_aside_and_caps_train_after_valid(tmp_
 def test_the_unfilled_template_fails_cleanly(tmp_path):
     root = tmp_path / "proj"
     registry.prepare_project("tabular", root, size="tiny")
-    (root / "01_data_pipeline.py").write_text((templates_dir() / "01_data_pipeline.py").read_text())
+    (root / "01_data_pipeline.py").write_text(template("01_data_pipeline.py").read_text())
     out = run_pipeline(root)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == "Error: dataset/rawdata/profiling.md does not exist; profile the raw data first (`mlloop profile`, then complete it)."
@@ -174,15 +174,15 @@ def test_the_unfilled_template_fails_cleanly(tmp_path):
 
 def test_the_template_does_no_work_at_import(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    module = load(templates_dir() / "01_data_pipeline.py", "pipeline_template")
+    module = load(template("01_data_pipeline.py"), "pipeline_template")
     assert callable(module.main) and module.DEDUPLICATE is True and module.LOAD_TEST_SAMPLES == 10
     assert list(tmp_path.iterdir()) == []
-    assert len((templates_dir() / "01_data_pipeline.py").read_text().splitlines()) <= 300
+    assert len(template("01_data_pipeline.py").read_text().splitlines()) <= 300
 
 
 def test_fill_parse_region():
-    template = (templates_dir() / "01_data_pipeline.py").read_text()
-    filled = registry.fill_parse_region(template, "def parse_sources(rawdata):\n    return []\n")
+    text = template("01_data_pipeline.py").read_text()
+    filled = registry.fill_parse_region(text, "def parse_sources(rawdata):\n    return []\n")
     assert "raise NotImplementedError" not in filled and "def parse_sources(rawdata):\n    return []\n" in filled
     assert filled.count("mlloop:parse-region:start") == 1 and filled.count("mlloop:parse-region:end") == 1
     compile(filled, "01_data_pipeline.py", "exec")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -258,8 +259,11 @@ def test_command_extraction_sees_what_a_reader_sees():
 # ---- English and Korean say the same thing ------------------------------------------------
 
 def relative_files(lang: str) -> set[str]:
+    """Every file of the skills, through links (skills-ko's templates/ links to the English one)."""
     root = LANG_DIRS[lang]
-    return {p.relative_to(root).as_posix() for skill in SKILL_NAMES for p in (root / skill).rglob("*") if p.is_file()}
+    return {(Path(d) / n).relative_to(root).as_posix() for skill in SKILL_NAMES
+            for d, _, names in os.walk(root / skill, followlinks=True) for n in names
+            if "__pycache__" not in Path(d).parts}
 
 
 def test_korean_mirrors_the_english_files():
@@ -280,17 +284,30 @@ def test_english_and_korean_name_the_same_commands_steps_and_files(rel):
 
 # ---- reference files ----------------------------------------------------------------------
 
+SHARED_CLI_OUTPUT = "../build-baseline/reference/cli-output.md"  # one per language, for both skills
+
+
+def test_one_cli_output_reference_per_language():
+    for lang, root in LANG_DIRS.items():
+        copies = sorted(p.relative_to(root).as_posix() for p in root.glob("*/reference/cli-output.md"))
+        assert copies == ["build-baseline/reference/cli-output.md"], f"{lang}: {copies}"
+        assert (root / "progressive-training" / SHARED_CLI_OUTPUT).resolve() == (root / copies[0]).resolve()
+
 @pytest.mark.parametrize("lang,skill", CASES, ids=CASE_IDS)
 def test_reference_links_resolve_one_level_deep(lang, skill):
     root = skill_dir(lang, skill)
     _, body = load_skill(lang, skill)
     linked = set()
     for target in links(body):
-        assert re.match(r"^reference/[A-Za-z0-9_.-]+\.md$", target), f"SKILL.md links {target!r}: not reference/<file>.md"
+        # Its own reference/<file>.md, or the one CLI-output reference both skills share.
+        assert re.match(r"^reference/[A-Za-z0-9_.-]+\.md$", target) or target == SHARED_CLI_OUTPUT, \
+            f"SKILL.md links {target!r}: not reference/<file>.md"
         assert (root / target).is_file(), f"SKILL.md links {target!r}, which does not exist"
         linked.add(target)
     references = {p.relative_to(root).as_posix() for p in (root / "reference").glob("*")}
-    assert references == linked, f"reference files not linked from SKILL.md: {sorted(references - linked)}"
+    assert references == linked - {SHARED_CLI_OUTPUT}, \
+        f"reference files not linked from SKILL.md: {sorted(references - linked)}"
+    assert {"reference/cli-output.md", SHARED_CLI_OUTPUT} & linked, "SKILL.md must link the CLI-output reference"
     for path in (root / "reference").glob("*.md"):
         for target in links(path.read_text(encoding="utf-8")):
             # A reference may point at a sibling, never deeper or back up.
@@ -301,7 +318,7 @@ def test_reference_links_resolve_one_level_deep(lang, skill):
 
 REQUIRED_MENTIONS = {
     "build-baseline": ["user_defined_rules.json", "user_instruction.md", "42", "task_format.yaml",
-                       "mlloop status", "dataset_id", ".claude/skills/progressive-training/SKILL.md",
+                       "mlloop status", "dataset_id", "../progressive-training/SKILL.md",
                        "dataset/rawdata/profiling.md", "01_data_pipeline.py", "02_train_baseline.py",
                        "load_test", "expected_*", "baseline_smoke_test_report.md"],
     "progressive-training": ["user_defined_rules.json", "user_instruction.md", "42", "mlloop status",

@@ -17,12 +17,13 @@ import pytest
 import torch
 
 from mlloop.errors import MlloopError
+from mlloop.bundle import template
 from mlloop.layout import Project
 from mlloop.markdown import bullets
 from mlloop.runtime.checkpoint import load_checkpoint
 from mlloop.runtime.contract import ContractError
 from mlloop.runtime.run import entry
-from train_fixture import (TEMPLATES, audio_prepdata, image_prepdata, install_script, load_script, ocr_prepdata, one_thread,  # noqa: F401
+from train_fixture import (TRAIN_TEMPLATES, audio_prepdata, image_prepdata, install_script, load_script, ocr_prepdata, one_thread,  # noqa: F401
                            tabular_prepdata, v001_header, write_rules)
 
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
@@ -51,9 +52,9 @@ def spec_of(root: Path, vid: str) -> dict:
 
 # ---- the files themselves ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["image_classification", "ocr_recognition", "tabular", "audio_classification"])
+@pytest.mark.parametrize("name", sorted(TRAIN_TEMPLATES))
 def test_template_is_a_plain_importable_script(name):
-    source = (TEMPLATES / f"{name}.py").read_text(encoding="utf-8")
+    source = TRAIN_TEMPLATES[name].read_text(encoding="utf-8")
     tree = ast.parse(source)
     assert len(source.splitlines()) <= 300
     assert "Usage" in ast.get_docstring(tree) and "02_train_baseline.py" in ast.get_docstring(tree)
@@ -108,7 +109,7 @@ def check_training_outputs(root: Path, vid: str, asset: str):
 def project(tmp_path):
     root = tmp_path / "proj"
     root.mkdir()
-    (root / "03_eval.py").write_text((TEMPLATES.parent / "03_eval.py").read_text(encoding="utf-8"), encoding="utf-8")
+    (root / "03_eval.py").write_text(template("03_eval.py").read_text(encoding="utf-8"), encoding="utf-8")
     return root
 
 

@@ -13,8 +13,10 @@ import random
 import shutil
 from pathlib import Path
 
+from mlloop.bundle import train_templates
+
 REPO = Path(__file__).resolve().parents[1]
-TEMPLATES = REPO / "templates" / "train"
+TRAIN_TEMPLATES = train_templates()  # name -> path, every templates/train/*.py of the bundle
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (50, 60, 210)}
 
 
@@ -153,9 +155,9 @@ def audio_prepdata(root: Path, n_train: int = 24, n_valid: int = 12, seconds: fl
 
 
 def install_script(root: Path, template: str, name: str = "02_train_baseline.py", header: str = "") -> Path:
-    """Copy ``templates/train/<template>.py`` into the project as ``name`` (with an optional header)."""
+    """Copy the training template ``template`` into the project as ``name`` (with an optional header)."""
     target = root / name
-    text = (TEMPLATES / f"{template}.py").read_text(encoding="utf-8")
+    text = TRAIN_TEMPLATES[template].read_text(encoding="utf-8")
     target.write_text(header + text, encoding="utf-8")
     return target
 
@@ -185,9 +187,14 @@ try:
         """One torch thread: on a shared 2-core machine two spinning threads are many times slower."""
         import torch
 
-        n = torch.get_num_threads()
+        from mlloop.runtime import defaults
+
+        n, saved = torch.get_num_threads(), (defaults._torch_default, defaults._set_by_mlloop)
         torch.set_num_threads(1)
+        # the 1 is the user's choice, whatever ran in this process before: start() leaves it as set
+        defaults._torch_default, defaults._set_by_mlloop = 0, None
         yield
         torch.set_num_threads(n)
+        defaults._torch_default, defaults._set_by_mlloop = saved
 except ImportError:  # pragma: no cover - the fixture is only for pytest
     pass

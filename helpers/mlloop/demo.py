@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import bundle
 from . import markdown as md
 from .errors import MlloopError
 from .jsonio import read_json, write_json_atomic, write_text_atomic
@@ -27,10 +28,10 @@ from .layout import PROGRESSIVE_TRAINING, Project, version_id
 
 DEFAULT_DIR = "mlloop-demo"
 TEMPLATE_OF_TASK = {  # example task type -> the training template it starts from
-    "ocr-line-recognition": "ocr_recognition.py",
-    "image-classification": "image_classification.py",
-    "tabular-classification": "tabular.py",
-    "audio-classification": "audio_classification.py",
+    "ocr-line-recognition": "train/ocr_recognition.py",
+    "image-classification": "train/image_classification.py",
+    "tabular-classification": "train/tabular.py",
+    "audio-classification": "train/audio_classification.py",
 }
 LOG_NAME = "mlloop-demo.log"
 FILL_RE = re.compile(r"^_fill in:.*_\s*$")
@@ -194,11 +195,12 @@ class Demo:
             s.note = self.run("01_data_pipeline.py").strip().splitlines()[-1]
             self.check("prepdata")
         with self.step("Step 2: 02_train_baseline.py (contract, learnability probe, batch search, smoke run)") as s:
-            template = self.project.skill_dir("build-baseline") / "templates" / TEMPLATE_OF_TASK[self.task]
+            # The copies `mlloop init` installed, as the agent would take them.
+            template = bundle.template(TEMPLATE_OF_TASK[self.task], self.project.skills_dir)
             text, _ = set_setting(template.read_text(encoding="utf-8"), "NUM_WORKERS", 0)  # per user_instruction.md
             write_text_atomic(self.project.script("baseline"), text)
             for name in ("03_eval.py", "04_final_report.py"):
-                src = self.project.skill_dir(PROGRESSIVE_TRAINING) / "templates" / name
+                src = bundle.template(name, self.project.skills_dir)
                 write_text_atomic(self.root / name, src.read_text(encoding="utf-8"))
             out = self.run("02_train_baseline.py")
             s.note = ", ".join(" ".join(line.split()) for line in out.splitlines()

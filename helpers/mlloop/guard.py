@@ -1,10 +1,10 @@
 """Which writes the PreToolUse hook refuses, for every tool that can write a file.
 
-The protected files and the proper way to change each are `hooks.protected_reason`; this module
+The protected files and the proper way to change each are `mlloop.protection`; this module
 finds the files a tool call would write: the edit tools' ``file_path``, a Bash command's write
-targets (`shellwrites`), an MCP tool's path arguments. It also guards the guard: the Stop hook's
-state file is never the agent's to write, and an edit of ``.claude/settings.json`` (or
-``settings.local.json``) may not change mlloop's hook entries or turn hooks off.
+targets (`shellwrites`), an MCP tool's path arguments. It also guards the guard: an edit of
+``.claude/settings.json`` (or ``settings.local.json``) may not change mlloop's hook entries or
+turn hooks off (the Stop hook's state file is in `mlloop.protection`'s list).
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ import os
 import re
 from pathlib import Path
 
-from .hooks import EVAL_OUTPUTS, MAX_TREE_ENTRIES, STATE_FILE, _project_relative, protected_reason
+from .hooks import MAX_TREE_ENTRIES, _project_relative
 from .layout import Project
-
-SETTINGS_FILES = (".claude/settings.json", ".claude/settings.local.json")
-# Names that, written anywhere in inline code, point at a protected file.
-PROTECTED_NAMES = EVAL_OUTPUTS | {"infer_samples", "user_defined_rules.json", "user_instruction.md",
-                                  "task_format.yaml", "rawdata", "settings.json", "settings.local.json", STATE_FILE}
+from .protection import PROTECTED_NAMES, SETTINGS_FILES, protected_reason
 # Inline code that does any of this may write what it names (reading stays allowed).
 WRITE_MARKERS = re.compile(
     r"open\([^)]*,\s*(mode\s*=\s*)?['\"][^'\"]*[wax+]|\bwrite|\bdump\(|\bunlink|\bremove|\brmtree|\brename|"
@@ -157,9 +153,7 @@ def _tree_reason(project: Project, folder: str, names: tuple[str, ...]) -> str |
 # ---- the guard's own files --------------------------------------------------------------------
 
 def _guard_reason(project: Project, rel: str, tool: str, tool_input: dict) -> str | None:
-    if rel == f".claude/{STATE_FILE}":
-        return (f"{rel} is the Stop hook's own block counter; only `mlloop hook stop` writes it. If the Stop "
-                "hook blocks you, fix what `mlloop check` reports, or tell the user why you cannot.")
+    """mlloop's hook entries in the settings files (`mlloop.protection`'s "hook_settings")."""
     if rel not in SETTINGS_FILES:
         return None
     path = project.root / rel

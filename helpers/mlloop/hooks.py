@@ -29,17 +29,16 @@ from pathlib import Path
 
 from .errors import MlloopError
 from .jsonio import JsonProblems, dumps, read_json, write_text_atomic
-from .layout import BASELINE_SCRIPT, BUILD_BASELINE, EVAL_SCRIPT, SCRIPT_RE, SKILLS, Project
+from .layout import SKILLS, Project
+from .protection import STATE_FILE
 
 MAX_STOP_BLOCKS = 3
-STATE_FILE = ".mlloop-hook-state.json"     # in .claude/: the Stop hook's block counter per session
 MAX_SESSIONS_KEPT = 20
 EDIT_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
 # What the PreToolUse hook is registered for (a regex to the client, anchored: every tool that
 # can write a file — the edit tools, Bash, and any MCP server's tools).
 PRE_TOOL_USE_MATCHER = "^(Write|Edit|MultiEdit|NotebookEdit|Bash|mcp__.*)$"
 MAX_TREE_ENTRIES = 100_000   # a folder a command removes or overwrites is searched this far
-EVAL_OUTPUTS = {"eval_score.json", "trivial_baselines.json", "eval_samples.jsonl"}
 EVENTS = {"session-start": "SessionStart", "pre-tool-use": "PreToolUse", "stop": "Stop"}
 MAX_CONTEXT_CHARS = 8000
 MAX_LISTED_PROBLEMS = 20
@@ -196,55 +195,6 @@ def _project_relative(project: Project, path: Path) -> list[str]:
         if rel != "." and not rel.startswith(".."):
             out.append(Path(rel).as_posix())
     return out
-
-
-def protected_reason(project: Project, rel: str) -> str | None:
-    """Why the agent may not write ``rel`` (project-relative), with the proper way; None if it may."""
-    parts = rel.split("/")
-    for skill in SKILLS:
-        if rel == project.rel(project.rules_path(skill)) or rel == project.rel(project.instruction_path(skill)):
-            return (f"{rel} is the user's instruction for the {skill} skill; rules win over everything and only "
-                    "the user changes them. If it stops you, say so and ask the user to edit it "
-                    "(`mlloop rules` then validates it).")
-    if rel == project.rel(project.task_format_path):
-        return (f"{rel} defines the prepdata layout of every task type, which `mlloop check prepdata` enforces; "
-                "only the user changes it. Write the data pipeline to follow it, or ask the user.")
-    evaluation = parts[-1] in EVAL_OUTPUTS or "infer_samples" in parts[:-1]
-    if evaluation:
-        if len(parts) >= 4 and parts[:2] == ["Models", "Artifacts"]:
-            return (f"{rel} is an evaluation output; only the frozen evaluation writes it. Run "
-                    f"`python {EVAL_SCRIPT} --version {parts[2]}` (after training that version).")
-        if len(parts) >= 4 and parts[:2] == ["Models", "external"]:
-            return (f"{rel} is an external model's score; it comes from the user or from "
-                    f"`python Models/external/{parts[2]}/evaluation.py ...`, never from a hand edit.")
-        return f"{rel} is an evaluation output; only `python {EVAL_SCRIPT} --version vNNN` writes such files."
-    if parts[:2] == ["dataset", "rawdata"] and len(parts) > 2 and rel != project.rel(project.profiling_md):
-        return (f"{rel} is raw input data, which is never modified. Read it; write derived data with "
-                "01_data_pipeline.py into dataset/prepdata/<dataset_id>/ (only profiling.md is written here).")
-    frozen = _frozen_training_script(project, rel)
-    if frozen:
-        return frozen
-    if rel == EVAL_SCRIPT:
-        evaluated = [p.name for _, p in project.version_dirs() if (p / "eval_score.json").exists()]
-        if evaluated:
-            return (f"{EVAL_SCRIPT} is the frozen evaluation protocol and {evaluated[0]} was already evaluated "
-                    "with it; changing it would make scores incomparable (`mlloop report` re-evaluates every "
-                    "version whose eval script changed). Put the change in the next version's training script "
-                    "(`mlloop new-version`), or ask the user.")
-    return None
-
-
-def _frozen_training_script(project: Project, rel: str) -> str | None:
-    """A version's script is frozen once it was evaluated (its score describes that code); the
-    baseline's once v001 was copied from it (Step 0's one-time patch comes before)."""
-    m = SCRIPT_RE.match(rel)
-    if m and (project.artifact_dir(f"v{m.group(1)}") / "eval_score.json").exists():
-        return (f"{rel} was trained and evaluated; its eval_score.json describes exactly this code, so it is "
-                "frozen. Make the change in the next version (`mlloop new-version`, then edit the new script).")
-    if rel == BASELINE_SCRIPT and project.version_scripts():
-        return (f"{rel} is the baseline that v001 was copied from; the loop has started, so it is frozen. "
-                "Change the newest version's script instead (`mlloop status` names it).")
-    return None
 
 
 def user_only(project: Project, rel: str) -> bool:

@@ -61,8 +61,8 @@ def run_load_test(project: Project, samples: int = DEFAULT_SAMPLES, allow: tuple
                           "fields a sample needs; choose one from task_format.yaml and ask the user to set it.")
     script = project.pipeline_script
     if not script.is_file():
-        raise MlloopError(f"{PIPELINE_SCRIPT} does not exist; copy the template from "
-                          ".claude/skills/build-baseline/templates/ and write parse_sources() in its parse region "
+        raise MlloopError(f"{PIPELINE_SCRIPT} does not exist; copy the build-baseline skill's "
+                          "templates/01_data_pipeline.py here and write parse_sources() in its parse region "
                           "from profiling.md's extraction rules, then run the load test.")
     spec = data.task_spec(load_task_format(project), rules.task_type)
     module = import_script(script, "mlloop_load_test_pipeline")
