@@ -38,6 +38,7 @@ EXAMPLES = {  # task type -> folder
     "time-series-forecasting": "time_series",
     "image-segmentation": "image_segmentation",
     "object-detection": "object_detection",
+    "audio-classification": "audio_classification",
 }
 ALIASES = {  # other names the demo accepts
     "ocr": "ocr-line-recognition", "ocr_lines": "ocr-line-recognition",
@@ -47,6 +48,7 @@ ALIASES = {  # other names the demo accepts
     "time_series": "time-series-forecasting", "timeseries": "time-series-forecasting",
     "segmentation": "image-segmentation", "image_segmentation": "image-segmentation",
     "detection": "object-detection", "object_detection": "object-detection",
+    "audio": "audio-classification", "audio_classification": "audio-classification",
 }
 SKILLS = ("build-baseline", "progressive-training")
 REGION_START = "# ==== mlloop:parse-region:start"

@@ -145,6 +145,41 @@ def test_enrich_records_facts_and_drop_reasons(tf, rawdata):
     assert data.drop_counts(recs) == {"missing_asset": 2, "missing_field": 1, "too_narrow": 3, "unreadable_asset": 1}
 
 
+def wav(seconds=0.5, rate=16000, channels=1, subtype="PCM_16") -> bytes:
+    import numpy as np
+    import soundfile
+
+    t = np.arange(int(seconds * rate)) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype("float32")
+    buf = io.BytesIO()
+    soundfile.write(buf, np.stack([tone] * channels, 1), rate, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+def test_enrich_decodes_audio_fills_duration_and_drops_truncated_or_corrupt_wavs(tf, tmp_path):
+    spec = data.task_spec(tf, "audio-classification")
+    (tmp_path / "a").mkdir()
+    good, stereo = wav(0.5), wav(0.25, 44100, 2, "FLOAT")
+    files = {"good.wav": good, "stereo.wav": stereo, "cut.wav": good[: len(good) // 2],
+             "noise.wav": b"RIFF" + bytes(range(200)), "empty.wav": wav(0.0)}
+    for name, payload in files.items():
+        (tmp_path / "a" / name).write_bytes(payload)
+    recs = [{"sample_id": name[:-4], "source": "a", "label": "x", "assets": {"audio_path": f"a/{name}"}}
+            for name in files]
+    with data.AssetReader(tmp_path) as reader:
+        data.enrich(recs, spec, reader)
+    by_id = {r["sample_id"]: r for r in recs}
+    assert by_id["good"]["duration_sec"] == 0.5 and by_id["stereo"]["duration_sec"] == 0.25
+    assert "drop_reason" not in by_id["good"] and "drop_reason" not in by_id["stereo"]
+    # libsndfile alone would read the cut file as a 0.25 s clip; the RIFF size gives it away
+    assert by_id["cut"]["drop_reason"] == (f"unreadable_asset: ValueError: truncated WAV: the header declares "
+                                           f"{len(good)} bytes, the file has {len(good) // 2}")
+    assert by_id["noise"]["drop_reason"].startswith("unreadable_asset: ")
+    assert by_id["empty"]["drop_reason"] == "unreadable_asset: ValueError: no audio frames"
+    index = prepdata.index_record(by_id["good"], spec, {"audio_path": "audio/good.wav"}, None)
+    assert index == {"id": "good", "audio_path": "audio/good.wav", "label": "x", "duration_sec": 0.5, "source": "a"}
+
+
 def test_enrich_flags_wrong_types_and_deduplicates_index_only_records(tf):
     spec = data.task_spec(tf, "tabular-classification")
     recs = [{"sample_id": "r1", "source": "s", "features": {"a": 1.0, "b": None}, "label": "x"},

@@ -84,9 +84,10 @@ def test_use_primary_puts_the_metric_in_the_rules():
     ("text-classification", "macro_f1", [], "0.2"),
     ("time-series-forecasting", "mase@24", [], "0.2"),
     ("image-segmentation", "miou", [], None),
-    ("object-detection", "map_50", [], None)])
+    ("object-detection", "map_50", [], None),
+    ("audio-classification", "accuracy", [], None)])
 def test_each_template_runs_from_raw_data_to_check_ok(tiny_demo, task, primary, extra, test_ratio):
-    """The other two templates through the same chain: the example's 01_data_pipeline.py, the
+    """The other templates through the same chain: the example's 01_data_pipeline.py, the
     baseline smoke test, v001, 03_eval.py, the report and `mlloop check` (one version, tiny data);
     the tabular one ranked by ROC AUC from the template's scores (an alias on the command line),
     with a held-out test split that only the report scores."""
@@ -111,7 +112,9 @@ def test_each_template_runs_from_raw_data_to_check_ok(tiny_demo, task, primary, 
         assert "## Held-out test split" in analysis and "optimistic" not in analysis
     else:
         assert "The best version's score is optimistic." in analysis and not (report / "test").exists()
-        assert (report / "pictures/errors.png").is_file()  # a text task gets an error list, not a confusion matrix
+        # a classification task gets a confusion matrix; text, masks and boxes an error list
+        picture = "confusion_matrix.png" if task.endswith("classification") else "errors.png"
+        assert (report / "pictures" / picture).is_file()
     if task == "image-segmentation":  # masks are shown as pictures: the gallery shows each overlay
         sample = project / "Models/Artifacts/v001/infer_samples/0001"
         assert {"input.png", "gt.png", "output.png", "overlay.png", "output.txt"} <= {p.name for p in sample.iterdir()}

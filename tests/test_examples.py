@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 TASKS = ("ocr-line-recognition", "image-classification", "tabular-classification", "text-classification",
          "time-series-forecasting", "image-segmentation",
-         "object-detection")
+         "object-detection", "audio-classification")
 
 
 def load(path: Path, name: str):
@@ -102,8 +102,9 @@ def test_pipeline_end_to_end(task, tmp_path):
     for name in ("df_meta.parquet", "train_manifest.parquet", "valid_manifest.parquet"):
         assert (prep / "common" / name).is_file()
     if task.endswith("classification"):
-        assert set(json.loads((prep / "common/label_map.json").read_text())) <= {"circle", "square", "triangle", "ok", "warn", "fail",
-                                                                               "positive", "negative", "neutral"}
+        assert set(json.loads((prep / "common/label_map.json").read_text())) <= {
+            "circle", "square", "triangle", "ok", "warn", "fail", "positive", "negative", "neutral",
+            "tone", "chirp", "noise_burst", "click_train"}
     if task == "image-segmentation":  # both sources' masks converted to the one label map's ids
         assert json.loads((prep / "common/label_map.json").read_text()) == {"background": 0, "circle": 1, "square": 2,
                                                                           "triangle": 3}
@@ -134,6 +135,8 @@ def test_each_example_drops_its_edge_cases(tmp_path):
                                     "straddles_time_cut": 15},
         "image-segmentation": {"mask_size_mismatch": 1, "missing_asset": 1},
         "object-detection": {"missing_asset": 1},
+        "audio-classification": {"duplicate": 2, "missing_asset": 1, "missing_field": 1, "silent_clip": 1,
+                                 "unreadable_asset": 2},
     }
     for task, dropped in expected.items():
         root = tmp_path / task

@@ -125,6 +125,17 @@ def test_line_height_and_width_buckets_from_df_meta(tmp_path):
     assert defaults.choose_width_buckets(tmp_path, [], 64)["value"] == [32]
 
 
+def test_clip_seconds_is_the_median_train_duration_in_quarter_seconds_else_a_clear_error():
+    records = [{"id": str(i), "duration_sec": d} for i, d in enumerate([0.9, 1.1, 1.2, 40.0])] + [{"id": "x"}]
+    chosen = defaults.choose_clip_seconds(records)
+    assert chosen["value"] == 1.25  # median of 0.9, 1.1, 1.2, 40 = 1.15 -> 1.25
+    assert chosen["why"] == "median duration_sec 1.15 s over 4 train clips, rounded to a multiple of 0.25 s within [0.25, 30]"
+    assert defaults.choose_clip_seconds([{"duration_sec": 95.0}])["value"] == 30.0
+    assert defaults.choose_clip_seconds([{"duration_sec": 0.05}])["value"] == 0.25
+    with pytest.raises(MlloopError, match=r"^CLIP_SECONDS is None \(from the data\), but no train record has 'duration_sec'"):
+        defaults.choose_clip_seconds([{"id": "a"}, {"id": "b", "duration_sec": None}])
+
+
 @pytest.mark.slow
 def test_image_size_from_the_images_when_df_meta_has_no_sizes_else_a_clear_error(tmp_path):
     prepdata = image_prepdata(tmp_path, n_train=6, n_valid=2, size=100)

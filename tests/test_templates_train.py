@@ -23,8 +23,8 @@ from mlloop.markdown import bullets
 from mlloop.runtime.checkpoint import load_checkpoint
 from mlloop.runtime.contract import ContractError
 from mlloop.runtime.run import entry
-from train_fixture import (TRAIN_TEMPLATES, detection_prepdata, image_prepdata, install_script, load_script,  # noqa: F401
-                           ocr_prepdata, one_thread, seg_prepdata, series_prepdata, tabular_prepdata, text_prepdata,
+from train_fixture import (TRAIN_TEMPLATES, audio_prepdata, detection_prepdata, image_prepdata, install_script,  # noqa: F401
+                           load_script, ocr_prepdata, one_thread, seg_prepdata, series_prepdata, tabular_prepdata, text_prepdata,
                            v001_header, write_rules)
 
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
@@ -483,6 +483,42 @@ def test_object_detection_end_to_end(project):
         assert drawn.size == (4 * plain.width, 4 * plain.height)
         assert (60, 220, 60) in {c for _, c in drawn.getcolors(1 << 16)}  # the ground truth's green boxes
     assert floor["floor"]["metric"] == "map_50"
+    from mlloop.checks import run_check
+
+    for target in ("baseline", "v001"):
+        findings = run_check(Project(project.resolve()), target)
+        assert findings.ok, [p.line() for p in findings.problems]
+
+
+def test_audio_classification_end_to_end(project):
+    write_rules(project, "audio-classification", {"backbone": "test_resnet", "expected_num_classes": 3},
+                training={"epochs": 8}, metrics=["loss", "accuracy", "roc_auc"], primary="accuracy")
+    audio_prepdata(project)
+    smoke, trained, evaluated = run_loop(project, "audio_classification")
+    assert smoke["overall_result"] == "PASS" and smoke["probe"] == "PASS"
+    report = report_of(project)
+    assert "| num_classes | 3 | 3 | PASS |" in report
+    spec = check_training_outputs(project, "v001", "label_map.json")
+    # CLIP_SECONDS left None: the runtime took the clips' median duration_sec, and says so
+    assert spec["settings"]["CLIP_SECONDS"]["value"] == 0.5
+    assert spec["settings"]["CLIP_SECONDS"]["source"].startswith("runtime default: median duration_sec 0.5 s over 24")
+    assert spec["model"]["sample_rate"] == 16000 and spec["model"]["backbone"] == "test_resnet"
+    scores = {m["name"]: m["value"] for m in evaluated["metrics"]}
+    assert set(scores) == {"loss", "accuracy", "roc_auc"} and evaluated["num_samples"] == 12
+    floor = json.loads((project / "Models/Artifacts/v001/trivial_baselines.json").read_text())["floor"]
+    assert floor["metric"] == "accuracy" and evaluated["beats_floor"] is True, (scores, floor)
+    assert scores["accuracy"] > floor["value"] and scores["roc_auc"] > 0.9, scores  # tones and noise: easy to tell apart
+    predictions = [json.loads(line) for line in
+                   (project / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()]
+    assert all(abs(sum(p["scores"].values()) - 1) < 1e-4 and set(p["scores"]) == {"high", "low", "noise"}
+               for p in predictions)
+    sample = project / "Models/Artifacts/v001/infer_samples/0001"
+    assert {"input.png", "input.wav", "output.txt", "gt.txt", "meta.json"} <= {p.name for p in sample.iterdir()}
+    from PIL import Image
+
+    with Image.open(sample / "input.png") as picture:
+        assert picture.size == (600, 300)
+    assert (sample / "gt.txt").read_text().strip() in {"high", "low", "noise"}
     from mlloop.checks import run_check
 
     for target in ("baseline", "v001"):

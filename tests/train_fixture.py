@@ -243,6 +243,36 @@ def detection_prepdata(root: Path, n_train: int = 24, n_valid: int = 8, size: in
     return _index(root, dataset_id, "object-detection", splits)
 
 
+def audio_prepdata(root: Path, n_train: int = 24, n_valid: int = 12, seconds: float = 0.5, dataset_id: str = "v1") -> Path:
+    """Clips whose class is their sound: a low tone, a high tone or white noise, at random levels;
+    every third clip is 22.05 kHz stereo (the template resamples and averages it), the rest 16 kHz mono."""
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(3)
+    names = ("high", "low", "noise")
+    splits = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            label, sid = names[i % len(names)], f"{split}-{i:03d}"
+            rate = 22050 if i % 3 == 1 else 16000
+            t = np.arange(int(seconds * rate)) / rate
+            if label == "noise":
+                wave = rng.standard_normal(len(t))
+            else:
+                wave = np.sin(2 * np.pi * (rng.uniform(1800, 2400) if label == "high" else rng.uniform(200, 300)) * t)
+            wave = (rng.uniform(0.1, 0.5) * wave / np.abs(wave).max()).astype("float32")
+            path = root / "dataset" / "prepdata" / dataset_id / split / "audio" / f"{sid}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(path, np.stack([wave, wave], 1) if rate == 22050 else wave, rate, subtype="PCM_16")
+            rows.append({"id": sid, "audio_path": f"audio/{sid}.wav", "label": label, "duration_sec": seconds,
+                         "source": "gen"})
+        splits[split] = rows
+    return _index(root, dataset_id, "audio-classification", splits,
+                  {"label_map.json": {n: i for i, n in enumerate(names)}})
+
+
 def install_script(root: Path, template: str, name: str = "02_train_baseline.py", header: str = "") -> Path:
     """Copy the training template ``template`` into the project as ``name`` (with an optional header)."""
     target = root / name

@@ -36,6 +36,7 @@ TEMPLATE_OF_TASK = {  # example task type -> the training template it starts fro
     "time-series-forecasting": "train/time_series_forecasting.py",
     "image-segmentation": "train/image_segmentation.py",
     "object-detection": "train/object_detection.py",
+    "audio-classification": "train/audio_classification.py",
 }
 LOG_NAME = "mlloop-demo.log"
 FILL_RE = re.compile(r"^_fill in:.*_\s*$")

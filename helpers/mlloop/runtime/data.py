@@ -53,6 +53,7 @@ GENERATED_PREFIX = "generated:"  # json_asset(): built by the parse region, held
 _GENERATED: dict[str, bytes] = {}
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+AUDIO_EXTS = {".wav", ".flac", ".ogg"}  # what libsndfile (soundfile) decodes on every platform
 TARGET_FIELDS = {"label", "target", "tags", "answer", "positive", "negative", "target_item", "horizon"}
 # Index fields that name a sample rather than describe it: left out of the content hash, so
 # one image under two file names (or two line ids) is still one sample.
@@ -355,6 +356,23 @@ def image_size(data: bytes) -> tuple[int, int]:
         return im.size
 
 
+def audio_duration(data: bytes, suffix: str = ".wav") -> float:
+    """Seconds of audio, fully decoded with soundfile (libsndfile); a truncated or corrupt file
+    raises. libsndfile reads a WAV whose data was cut short as a shorter clip without a word, so
+    a WAV is first held to the size its RIFF header declares."""
+    import soundfile  # lazy: only pipelines with audio pay for it
+
+    if suffix == ".wav" and data[:4] == b"RIFF" and len(data) >= 8:
+        declared = int.from_bytes(data[4:8], "little") + 8
+        # 0 and 0xFFFFFFFF mark a streamed WAV of unknown length; one byte of slack for the pad byte
+        if data[4:8] not in (b"\0\0\0\0", b"\xff\xff\xff\xff") and declared > len(data) + 1:
+            raise ValueError(f"truncated WAV: the header declares {declared} bytes, the file has {len(data)}")
+    samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    if len(samples) == 0:
+        raise ValueError("no audio frames")
+    return len(samples) / rate
+
+
 def content_hash(record: dict, spec: TaskSpec, reader: AssetReader | None = None) -> str:
     """sha256 of the sample's content: its asset bytes (by path field) and its content fields
     (inputs and targets) as canonical JSON. Records sharing an asset differ in the fields that
@@ -370,8 +388,9 @@ def content_hash(record: dict, spec: TaskSpec, reader: AssetReader | None = None
 
 
 def enrich(records: list[dict], spec: TaskSpec, reader: AssetReader) -> list[dict]:
-    """Fill asset_paths, hash, width/height (first image), length and label_summary; a record
-    whose asset is missing or does not decode gets ``drop_reason`` instead."""
+    """Fill asset_paths, hash, width/height (first image), duration_sec (first audio clip), length
+    and label_summary; a record whose asset is missing or does not decode gets ``drop_reason``
+    instead."""
     for r in records:
         assets = asset_map(r, spec)
         r["asset_paths"] = list(assets.values())
@@ -383,11 +402,15 @@ def enrich(records: list[dict], spec: TaskSpec, reader: AssetReader) -> list[dic
             image_refs = [ref for ref in assets.values() if suffix_of(ref) in IMAGE_EXTS]
             if image_refs and (r.get("width") is None or r.get("height") is None):
                 r["width"], r["height"] = image_size(reader.read(image_refs[0]))
+            audio_refs = [ref for ref in assets.values() if suffix_of(ref) in AUDIO_EXTS]
+            if audio_refs and r.get("duration_sec") is None:
+                r["duration_sec"] = round(audio_duration(reader.read(audio_refs[0]), suffix_of(audio_refs[0])), 4)
         except FileNotFoundError as exc:
             r["drop_reason"] = f"missing_asset: {exc.args[0]}"
             continue
-        except Exception as exc:  # Pillow raises many types for a broken image
-            r["drop_reason"] = f"unreadable_asset: {type(exc).__name__}"
+        except Exception as exc:  # Pillow and libsndfile raise many types for a broken file
+            why = " ".join(str(exc).split())[:160]  # e.g. the truncated WAV's declared and actual size
+            r["drop_reason"] = f"unreadable_asset: {type(exc).__name__}" + (f": {why}" if why else "")
             continue
         label = r.get(spec.label_field) if spec.label_field else r.get("category")
         if spec.label_field == "target" and isinstance(label, str) and r.get("length") is None:

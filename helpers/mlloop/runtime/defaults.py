@@ -6,8 +6,9 @@ times slower. ``start`` therefore sets the threads from the usable CPUs (affinit
 ``cpu.max``, cgroup v1 ``cpu.cfs_quota_us``) unless the user chose (``--THREADS=N``,
 ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, or ``torch.set_num_threads`` before ``start``).
 A script setting left ``None`` is filled here: ``NUM_WORKERS`` from the usable CPUs and the
-number of training samples, ``IMAGE_SIZE`` from the images' median side, and for text lines
-``H_TARGET`` / ``W_BUCKETS`` from their median height and width quartiles. Every choice comes with
+number of training samples, ``IMAGE_SIZE`` from the images' median side, for text lines
+``H_TARGET`` / ``W_BUCKETS`` from their median height and width quartiles, and ``CLIP_SECONDS`` from
+the audio clips' median duration. Every choice comes with
 its reason, recorded in spec.json (``runtime_defaults``) and in the settings' sources.
 """
 
@@ -33,6 +34,8 @@ LINE_MIN, LINE_MAX = 16, 64  # taller lines cost time for no more characters per
 BUCKET_MULTIPLE = 32       # bucket widths: the widest backbone stride
 BUCKET_QUANTILES = (0.25, 0.5, 0.75, 1.0)  # four widths: little padding, few distinct batch shapes
 BUCKET_MAX = 1024          # wider lines are squeezed to this (and the pipeline's filter says how many)
+CLIP_STEP = 0.25           # clip lengths are rounded to quarter seconds: a few padded frames, not odd sizes
+CLIP_MAX = 30.0            # longer fixed clips cost memory for context a first model rarely uses
 
 _torch_default: int | None = None  # torch's own thread count, seen before the script's code ran
 _set_by_mlloop: int | None = None  # what start() set last (a second start in one process is not "the user")
@@ -246,11 +249,26 @@ def choose_width_buckets(prepdata_dir: Path, records: list[dict], height: int, f
                                      f"({source}), rounded up to a multiple of {BUCKET_MULTIPLE}, at most {BUCKET_MAX}"}
 
 
+# ---- audio clip length ------------------------------------------------------------------------
+
+def choose_clip_seconds(records: list[dict], field: str = "duration_sec") -> dict:
+    """The fixed clip length: the training clips' median ``duration_sec`` (the pipeline fills it
+    when it decodes each clip), rounded to a multiple of CLIP_STEP within [CLIP_STEP, CLIP_MAX]."""
+    durations = [float(r[field]) for r in records if isinstance(r.get(field), (int, float)) and r[field] > 0]
+    if not durations:
+        raise MlloopError(f"CLIP_SECONDS is None (from the data), but no train record has {field!r} "
+                          "(01_data_pipeline.py fills it when it decodes the clips); set CLIP_SECONDS.")
+    median = statistics.median(durations)
+    seconds = min(CLIP_MAX, max(CLIP_STEP, CLIP_STEP * round(median / CLIP_STEP)))
+    return {"value": seconds, "why": f"median {field} {median:g} s over {len(durations)} train clips, rounded to a "
+                                     f"multiple of {CLIP_STEP:g} s within [{CLIP_STEP:g}, {CLIP_MAX:g}]"}
+
+
 # ---- all of it, for start() -------------------------------------------------------------------
 
 def apply(run) -> dict:
     """Set the threads and fill the settings left None (``NUM_WORKERS``, ``IMAGE_SIZE``, ``H_TARGET``,
-    ``W_BUCKETS``); ``{name: {value, why}}``."""
+    ``W_BUCKETS``, ``CLIP_SECONDS``); ``{name: {value, why}}``."""
     chosen = {"threads": set_threads(run.switches.get("THREADS"), run.devices.devices)}  # processes on this node
     settings, sources = run.settings, run.sources
     if "NUM_WORKERS" in settings and settings["NUM_WORKERS"] is None:
@@ -269,8 +287,10 @@ def apply(run) -> dict:
             raise MlloopError("W_BUCKETS is None (from the data) but H_TARGET is not an integer; set H_TARGET or "
                               "leave it None too.")
         chosen["w_buckets"] = choose_width_buckets(run.prepdata_dir, run.full_index("train"), height)
+    if "CLIP_SECONDS" in settings and settings["CLIP_SECONDS"] is None:
+        chosen["clip_seconds"] = choose_clip_seconds(run.full_index("train"))
     for name, key in (("num_workers", "NUM_WORKERS"), ("image_size", "IMAGE_SIZE"), ("h_target", "H_TARGET"),
-                      ("w_buckets", "W_BUCKETS")):
+                      ("w_buckets", "W_BUCKETS"), ("clip_seconds", "CLIP_SECONDS")):
         if name in chosen:
             settings[key] = chosen[name]["value"]
             sources[key] = f"runtime default: {chosen[name]['why']}"

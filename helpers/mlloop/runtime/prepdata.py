@@ -22,8 +22,8 @@ from ..checks import data_intent
 from ..formats import pipeline_report
 from ..jsonio import to_jsonable, write_json_atomic, write_text_atomic
 from ..layout import is_inside, resolve_inside
-from .data import (IMAGE_EXTS, META_COLUMNS, TYPE_CHECKS, AssetReader, PipelineError, TaskSpec, asset_map,
-                   distribution, drop_counts, image_size, leakage_findings, split_composition, suffix_of,
+from .data import (AUDIO_EXTS, IMAGE_EXTS, META_COLUMNS, TYPE_CHECKS, AssetReader, PipelineError, TaskSpec, asset_map,
+                   audio_duration, distribution, drop_counts, image_size, leakage_findings, split_composition, suffix_of,
                    unknown_field_warnings)
 
 
@@ -503,6 +503,8 @@ def _load_test(out_dir: Path, idx: dict, spec: TaskSpec, seed: int, n: int) -> t
                 data = (out_dir / split / rec[f]).read_bytes()
                 if suffix_of(rec[f]) in IMAGE_EXTS:
                     image_size(data)
+                elif suffix_of(rec[f]) in AUDIO_EXTS:
+                    audio_duration(data, suffix_of(rec[f]))
             if all(rec.get(f) is not None for f in spec.required):
                 ok += 1
         except Exception:
