@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -122,3 +123,14 @@ def test_each_template_runs_from_raw_data_to_check_ok(tiny_demo, task, primary, 
         from mlloop.report_pictures import _short
 
         assert _short([[0, 1, 1], [0, 0, 1]]) == "2x3 mask" and _short([0, 1]) == "[0, 1]"
+
+
+def test_demo_help_names_every_example():
+    from mlloop.demo import TEMPLATE_OF_TASK, load_registry
+
+    examples = load_registry().EXAMPLES
+    assert set(TEMPLATE_OF_TASK) == set(examples)
+    help_text = next(o.help for o in cli.commands["demo"].params if o.name == "task")
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    for task in examples:
+        assert task in help_text and f"`{task}`" in readme, task

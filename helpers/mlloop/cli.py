@@ -260,7 +260,9 @@ def report(project_dir, as_json):
 @cli.command()
 @project_options
 @click.option("--task", default="image-classification", show_default=True,
-              help="Example: image-classification, ocr-line-recognition or tabular-classification.")
+              help="The example's task type: image-classification, text-classification, object-detection, "
+                   "image-segmentation, time-series-forecasting, audio-classification, ocr-line-recognition or "
+                   "tabular-classification.")
 @click.option("--versions", type=click.IntRange(1, 6), default=3, show_default=True, help="Versions to train.")
 @click.option("--size", type=click.Choice(["tiny", "small", "medium"]), default="small", show_default=True,
               help="Size of the generated raw data.")
