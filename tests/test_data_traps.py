@@ -160,7 +160,7 @@ WINDOWS_REGION = """
                 for start in range(0, len(values) - WINDOW - HORIZON + 1, STRIDE):
                     records.append({"sample_id": data.make_id(source, path.stem, start), "source": source,
                                     "category": None, "assets": {"series_path": f"{source}/{path.name}"},
-                                    "series_id": path.stem, "start": start, "horizon": HORIZON,
+                                    "series_id": path.stem, "start": start + WINDOW, "horizon": HORIZON,
                                     "target": values[start + WINDOW:start + WINDOW + HORIZON]})
         return records
 
@@ -178,7 +178,7 @@ def series(folder: Path, stations=("st_a", "st_b", "st_c"), hours: int = 400) ->
 
 
 def windows_project(root: Path, edge_cases: str = "None found.") -> Path:
-    make_project(root, {"task_type": "time-series-forecasting", "split_strategy": "random"}, WINDOWS_REGION, edge_cases)
+    make_project(root, {"task_type": "time-series-forecasting", "split_strategy": "time"}, WINDOWS_REGION, edge_cases)
     series(root / "dataset/rawdata/data")
     return root
 
@@ -201,8 +201,10 @@ def test_windows_of_one_series_are_kept_and_the_series_is_stored_once(tmp_path):
     out = run_pipeline(root)
     assert out.returncode == 0, out.stdout + out.stderr
     stats = json.loads((root / PREP / "stats.json").read_text())
-    assert stats["parsed"] == 3 * 86 and stats["dropped"] == {}  # no window is a "duplicate" of its series
-    assert stats["counts"]["train"] + stats["counts"]["valid"] == 258 and stats["shared_assets"] == 3
+    # no window is a "duplicate" of its series; the time split drops, per series, the two windows whose
+    # 12 h target crosses its cut (windows 4 h apart)
+    assert stats["parsed"] == 3 * 86 and stats["dropped"] == {"straddles_time_cut": 6}
+    assert stats["counts"]["train"] + stats["counts"]["valid"] == 252 and stats["shared_assets"] == 3
     files = {split: sorted(p.name for p in (root / PREP / split / "series").rglob("*") if p.is_file())
              for split in ("train", "valid")}
     assert len(files["train"]) == len(files["valid"]) == 3  # one file per station and split, not one per window
@@ -237,7 +239,7 @@ def test_a_deduplication_that_removes_more_than_its_share_must_be_named(tmp_path
         "None found.", "- mirror/ repeats st_a: its 86 windows are duplicates (kept once)."), encoding="utf-8")
     out = run_pipeline(root)
     assert out.returncode == 0, out.stdout
-    assert json.loads((root / PREP / "stats.json").read_text())["dropped"] == {"duplicate": 86}
+    assert json.loads((root / PREP / "stats.json").read_text())["dropped"] == {"duplicate": 86, "straddles_time_cut": 6}
     assert check_prepdata(root) == []
 
 
