@@ -22,7 +22,8 @@ from mlloop.leaderboard import VERSION, Row, rank
 from mlloop.lock import writer_lock
 from mlloop.report import ANALYSIS_PLACEHOLDER, agent_section, build_report
 from mlloop.rules import resolve
-from mlloop.scores import FRESH, EvalScore, provenance, read_eval_score
+from mlloop.formats.eval_score import EvalScore, read_eval_score
+from mlloop.scores import FRESH, provenance
 
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
 pytestmark = pytest.mark.slow
@@ -38,7 +39,8 @@ import sys
 import time
 from pathlib import Path
 
-from mlloop.scores import score_digest, sha256_file
+from mlloop.formats.eval_score import score_digest
+from mlloop.jsonio import sha256_file
 
 
 def main(argv=None):
@@ -584,7 +586,7 @@ def test_the_fast_score_reader_accepts_only_what_the_full_reader_passes(factory)
 
 def test_a_re_signed_forged_score_is_re_evaluated(factory):
     """Issue 13: a hand-edited value with a recomputed score_sha256 disagrees with eval_samples.jsonl."""
-    from mlloop.scores import score_digest
+    from mlloop.formats.eval_score import score_digest
 
     fake_project(factory, accuracies=(0.6, 0.7), plan={"v001": 0.6})
     doc = factory.read_json("Models/Artifacts/v001/eval_score.json")

@@ -1,7 +1,7 @@
 """Which writes the PreToolUse hook refuses, for every tool that can write a file.
 
-The protected files and the proper way to change each are `hooks.protected_reason`; this module
-finds the files a tool call would write: the edit tools' ``file_path``, a Bash command's write
+The protected files and the proper way to change each are `protected_reason` below; the module
+also finds the files a tool call would write: the edit tools' ``file_path``, a Bash command's write
 targets (`shellwrites`), an MCP tool's path arguments. It also guards the guard: the Stop hook's
 state file is never the agent's to write, and an edit of ``.claude/settings.json`` (or
 ``settings.local.json``) may not change mlloop's hook entries or turn hooks off.
@@ -13,30 +13,108 @@ import fnmatch
 import glob
 import json
 import os
+import posixpath
 import re
 from pathlib import Path
 
-from .hooks import EVAL_OUTPUTS, MAX_TREE_ENTRIES, STATE_FILE, _project_relative, protected_reason
-from .layout import Project
+from .install import is_mlloop_command
+from .layout import (BASELINE_SCRIPT, EVAL_FILES, EVAL_OUTPUTS, EVAL_SCORE, EVAL_SCRIPT, HOOK_STATE_FILE,
+                     INFER_SAMPLES, SCRIPT_RE, SKILLS, Project)
+from .shellwrites import write_targets
 
 SETTINGS_FILES = (".claude/settings.json", ".claude/settings.local.json")
 # Names that, written anywhere in inline code, point at a protected file.
-PROTECTED_NAMES = EVAL_OUTPUTS | {"infer_samples", "user_defined_rules.json", "user_instruction.md",
-                                  "task_format.yaml", "rawdata", "settings.json", "settings.local.json", STATE_FILE}
+PROTECTED_NAMES = set(EVAL_OUTPUTS) | {"user_defined_rules.json", "user_instruction.md",
+                                  "task_format.yaml", "rawdata", "settings.json", "settings.local.json", HOOK_STATE_FILE}
 # Inline code that does any of this may write what it names (reading stays allowed).
 WRITE_MARKERS = re.compile(
     r"open\([^)]*,\s*(mode\s*=\s*)?['\"][^'\"]*[wax+]|\bwrite|\bdump\(|\bunlink|\bremove|\brmtree|\brename|"
     r"\breplace\(|\bmove\(|\bcopy|\btruncate|\btouch\(|\bsymlink|\bchmod|\bsystem\(|subprocess|\bPopen|"
     r"\bexec[lv]|\bsave|\bto_(csv|json|parquet)|\bmkdir|\bspawn|\bfs\.|>>?\s*['\"]|\bprint\s*\{|\bsed\b")
+MAX_TREE_ENTRIES = 100_000   # a folder a command removes or overwrites is searched this far
 READ_ONLY_MCP = re.compile(r"^(read|get|list|search|find|view|show|stat|describe|query|fetch|grep|glob|head|tail|"
                            r"count|info|tree|directory_tree|inspect|diff|lookup|explain)", re.IGNORECASE)
 
+
+# ---- what is protected, and why ---------------------------------------------------------
+
+def project_relative(project: Project, path: Path) -> list[str]:
+    """The path relative to the project, as written and with links resolved (both are checked,
+    so a link to a protected file is protected too); nothing for a path outside the project."""
+    out = []
+    root = str(project.root)
+    for candidate in (posixpath.normpath(path.as_posix()), os.path.realpath(path)):
+        rel = os.path.relpath(candidate, root)
+        if rel != "." and not rel.startswith(".."):
+            out.append(Path(rel).as_posix())
+    return out
+
+
+def protected_reason(project: Project, rel: str) -> str | None:
+    """Why the agent may not write ``rel`` (project-relative), with the proper way; None if it may."""
+    parts = rel.split("/")
+    for skill in SKILLS:
+        if rel == project.rel(project.rules_path(skill)) or rel == project.rel(project.instruction_path(skill)):
+            return (f"{rel} is the user's instruction for the {skill} skill; rules win over everything and only "
+                    "the user changes them. If it stops you, say so and ask the user to edit it "
+                    "(`mlloop rules` then validates it).")
+    if rel == project.rel(project.task_format_path):
+        return (f"{rel} defines the prepdata layout of every task type, which `mlloop check prepdata` enforces; "
+                "only the user changes it. Write the data pipeline to follow it, or ask the user.")
+    evaluation = parts[-1] in EVAL_FILES or INFER_SAMPLES in parts[:-1]
+    if evaluation:
+        if len(parts) >= 4 and parts[:2] == ["Models", "Artifacts"]:
+            return (f"{rel} is an evaluation output; only the frozen evaluation writes it. Run "
+                    f"`python {EVAL_SCRIPT} --version {parts[2]}` (after training that version).")
+        if len(parts) >= 4 and parts[:2] == ["Models", "external"]:
+            return (f"{rel} is an external model's score; it comes from the user or from "
+                    f"`python Models/external/{parts[2]}/evaluation.py ...`, never from a hand edit.")
+        return f"{rel} is an evaluation output; only `python {EVAL_SCRIPT} --version vNNN` writes such files."
+    if parts[:2] == ["dataset", "rawdata"] and len(parts) > 2 and rel != project.rel(project.profiling_md):
+        return (f"{rel} is raw input data, which is never modified. Read it; write derived data with "
+                "01_data_pipeline.py into dataset/prepdata/<dataset_id>/ (only profiling.md is written here).")
+    frozen = _frozen_training_script(project, rel)
+    if frozen:
+        return frozen
+    if rel == EVAL_SCRIPT:
+        evaluated = [p.name for _, p in project.version_dirs() if (p / EVAL_SCORE).exists()]
+        if evaluated:
+            return (f"{EVAL_SCRIPT} is the frozen evaluation protocol and {evaluated[0]} was already evaluated "
+                    "with it; changing it would make scores incomparable (`mlloop report` re-evaluates every "
+                    "version whose eval script changed). Put the change in the next version's training script "
+                    "(`mlloop new-version`), or ask the user.")
+    return None
+
+
+def _frozen_training_script(project: Project, rel: str) -> str | None:
+    """A version's script is frozen once it was evaluated (its score describes that code); the
+    baseline's once v001 was copied from it (Step 0's one-time patch comes before)."""
+    m = SCRIPT_RE.match(rel)
+    if m and (project.artifact_dir(f"v{m.group(1)}") / EVAL_SCORE).exists():
+        return (f"{rel} was trained and evaluated; its eval_score.json describes exactly this code, so it is "
+                "frozen. Make the change in the next version (`mlloop new-version`, then edit the new script).")
+    if rel == BASELINE_SCRIPT and project.version_scripts():
+        return (f"{rel} is the baseline that v001 was copied from; the loop has started, so it is frozen. "
+                "Change the newest version's script instead (`mlloop status` names it).")
+    return None
+
+
+def user_only(project: Project, rel: str) -> bool:
+    """Files only the user may change: a problem in one is not the agent's to fix."""
+    parts = rel.split("/")
+    return (rel in {project.rel(project.rules_path(s)) for s in SKILLS}
+            or rel in {project.rel(project.instruction_path(s)) for s in SKILLS}
+            or rel == project.rel(project.task_format_path)
+            or (parts[:2] == ["dataset", "rawdata"] and rel != project.rel(project.profiling_md)))
+
+
+# ---- what a tool call would write --------------------------------------------------------
 
 def edit_denial(project: Project, base: str, tool: str, tool_input: dict) -> str | None:
     target = tool_input.get("file_path") or tool_input.get("notebook_path")
     if not isinstance(target, str) or not target:
         return None
-    for rel in _project_relative(project, Path(base) / target):
+    for rel in project_relative(project, Path(base) / target):
         reason = protected_reason(project, rel) or _guard_reason(project, rel, tool, tool_input)
         if reason:
             return reason
@@ -44,8 +122,6 @@ def edit_denial(project: Project, base: str, tool: str, tool_input: dict) -> str
 
 
 def bash_denial(project: Project, base: str, tool_input: dict) -> str | None:
-    from .shellwrites import write_targets
-
     command = tool_input.get("command")
     if not isinstance(command, str) or not command.strip():
         return None
@@ -85,7 +161,7 @@ def mcp_denial(project: Project, base: str, tool: str, tool_input: dict) -> str 
 
 def _target_reason(project: Project, base: str, word: str, tree: bool, names: tuple[str, ...]) -> str | None:
     for path in _paths(base, word):
-        for rel in _project_relative(project, Path(path)):
+        for rel in project_relative(project, Path(path)):
             reason = protected_reason(project, rel) or _guard_reason(project, rel, "Bash", {})
             if reason:
                 return reason
@@ -121,7 +197,7 @@ def _braces(word: str, limit: int = 64) -> list[str]:
 def _tree_reason(project: Project, folder: str, names: tuple[str, ...]) -> str | None:
     """Why removing or overwriting ``folder`` (and what is in it) is refused: the first protected
     file in it; a tree too large to search is refused too (never allowed unchecked)."""
-    rels = _project_relative(project, Path(folder))
+    rels = project_relative(project, Path(folder))
     root = str(project.root)
     real = os.path.realpath(folder)
     holds_project = os.path.commonpath([real, root]) == real
@@ -157,7 +233,7 @@ def _tree_reason(project: Project, folder: str, names: tuple[str, ...]) -> str |
 # ---- the guard's own files --------------------------------------------------------------------
 
 def _guard_reason(project: Project, rel: str, tool: str, tool_input: dict) -> str | None:
-    if rel == f".claude/{STATE_FILE}":
+    if rel == f".claude/{HOOK_STATE_FILE}":
         return (f"{rel} is the Stop hook's own block counter; only `mlloop hook stop` writes it. If the Stop "
                 "hook blocks you, fix what `mlloop check` reports, or tell the user why you cannot.")
     if rel not in SETTINGS_FILES:
@@ -205,8 +281,6 @@ def _new_text(path: Path, tool: str, tool_input: dict) -> str | None:
 
 def _hook_entries(settings: object) -> object:
     """What of a settings document decides whether mlloop's hooks run."""
-    from .install import is_mlloop_command
-
     if not isinstance(settings, dict):
         return None
     hooks = settings.get("hooks") if isinstance(settings.get("hooks"), dict) else {}

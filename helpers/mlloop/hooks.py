@@ -23,23 +23,18 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MlloopError
+from .guard import bash_denial, edit_denial, mcp_denial, user_only
+from .install import PRE_TOOL_USE_MATCHER, is_mlloop_command
 from .jsonio import JsonProblems, dumps, read_json, write_text_atomic
-from .layout import BASELINE_SCRIPT, BUILD_BASELINE, EVAL_SCRIPT, SCRIPT_RE, SKILLS, Project
+from .layout import HOOK_STATE_FILE, SKILLS, Project
 
 MAX_STOP_BLOCKS = 3
-STATE_FILE = ".mlloop-hook-state.json"     # in .claude/: the Stop hook's block counter per session
 MAX_SESSIONS_KEPT = 20
 EDIT_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
-# What the PreToolUse hook is registered for (a regex to the client, anchored: every tool that
-# can write a file — the edit tools, Bash, and any MCP server's tools).
-PRE_TOOL_USE_MATCHER = "^(Write|Edit|MultiEdit|NotebookEdit|Bash|mcp__.*)$"
-MAX_TREE_ENTRIES = 100_000   # a folder a command removes or overwrites is searched this far
-EVAL_OUTPUTS = {"eval_score.json", "trivial_baselines.json", "eval_samples.jsonl"}
 EVENTS = {"session-start": "SessionStart", "pre-tool-use": "PreToolUse", "stop": "Stop"}
 MAX_CONTEXT_CHARS = 8000
 MAX_LISTED_PROBLEMS = 20
@@ -124,6 +119,7 @@ def is_mlloop_project(project: Project) -> bool:
 # ---- SessionStart -------------------------------------------------------------------------
 
 def session_start(project: Project, payload: dict) -> HookOutcome:
+    # Lazy: PreToolUse runs before every tool call and must not pay for loading the checks.
     from .state import loop_status
 
     head = "mlloop status (the loop's state, read from the files by `mlloop status`):"
@@ -147,8 +143,6 @@ def session_start(project: Project, payload: dict) -> HookOutcome:
 
 def _outdated_matcher(project: Project) -> str | None:
     """A settings.json written by an older `mlloop init` guards fewer tools: say how to update it."""
-    from .install import is_mlloop_command
-
     try:
         settings = read_json(project.settings_path) if project.settings_path.is_file() else None
     except JsonProblems:
@@ -167,8 +161,6 @@ def _outdated_matcher(project: Project) -> str | None:
 # ---- PreToolUse ---------------------------------------------------------------------------
 
 def pre_tool_use(project: Project, payload: dict) -> HookOutcome:
-    from .guard import bash_denial, edit_denial, mcp_denial
-
     tool = payload.get("tool_name")
     tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
     base = payload.get("cwd") if isinstance(payload.get("cwd"), str) else str(project.root)
@@ -186,80 +178,10 @@ def pre_tool_use(project: Project, payload: dict) -> HookOutcome:
                                              "permissionDecisionReason": f"mlloop: {reason}"}})
 
 
-def _project_relative(project: Project, path: Path) -> list[str]:
-    """The path relative to the project, as written and with links resolved (both are checked,
-    so a link to a protected file is protected too); nothing for a path outside the project."""
-    out = []
-    root = str(project.root)
-    for candidate in (posixpath.normpath(path.as_posix()), os.path.realpath(path)):
-        rel = os.path.relpath(candidate, root)
-        if rel != "." and not rel.startswith(".."):
-            out.append(Path(rel).as_posix())
-    return out
-
-
-def protected_reason(project: Project, rel: str) -> str | None:
-    """Why the agent may not write ``rel`` (project-relative), with the proper way; None if it may."""
-    parts = rel.split("/")
-    for skill in SKILLS:
-        if rel == project.rel(project.rules_path(skill)) or rel == project.rel(project.instruction_path(skill)):
-            return (f"{rel} is the user's instruction for the {skill} skill; rules win over everything and only "
-                    "the user changes them. If it stops you, say so and ask the user to edit it "
-                    "(`mlloop rules` then validates it).")
-    if rel == project.rel(project.task_format_path):
-        return (f"{rel} defines the prepdata layout of every task type, which `mlloop check prepdata` enforces; "
-                "only the user changes it. Write the data pipeline to follow it, or ask the user.")
-    evaluation = parts[-1] in EVAL_OUTPUTS or "infer_samples" in parts[:-1]
-    if evaluation:
-        if len(parts) >= 4 and parts[:2] == ["Models", "Artifacts"]:
-            return (f"{rel} is an evaluation output; only the frozen evaluation writes it. Run "
-                    f"`python {EVAL_SCRIPT} --version {parts[2]}` (after training that version).")
-        if len(parts) >= 4 and parts[:2] == ["Models", "external"]:
-            return (f"{rel} is an external model's score; it comes from the user or from "
-                    f"`python Models/external/{parts[2]}/evaluation.py ...`, never from a hand edit.")
-        return f"{rel} is an evaluation output; only `python {EVAL_SCRIPT} --version vNNN` writes such files."
-    if parts[:2] == ["dataset", "rawdata"] and len(parts) > 2 and rel != project.rel(project.profiling_md):
-        return (f"{rel} is raw input data, which is never modified. Read it; write derived data with "
-                "01_data_pipeline.py into dataset/prepdata/<dataset_id>/ (only profiling.md is written here).")
-    frozen = _frozen_training_script(project, rel)
-    if frozen:
-        return frozen
-    if rel == EVAL_SCRIPT:
-        evaluated = [p.name for _, p in project.version_dirs() if (p / "eval_score.json").exists()]
-        if evaluated:
-            return (f"{EVAL_SCRIPT} is the frozen evaluation protocol and {evaluated[0]} was already evaluated "
-                    "with it; changing it would make scores incomparable (`mlloop report` re-evaluates every "
-                    "version whose eval script changed). Put the change in the next version's training script "
-                    "(`mlloop new-version`), or ask the user.")
-    return None
-
-
-def _frozen_training_script(project: Project, rel: str) -> str | None:
-    """A version's script is frozen once it was evaluated (its score describes that code); the
-    baseline's once v001 was copied from it (Step 0's one-time patch comes before)."""
-    m = SCRIPT_RE.match(rel)
-    if m and (project.artifact_dir(f"v{m.group(1)}") / "eval_score.json").exists():
-        return (f"{rel} was trained and evaluated; its eval_score.json describes exactly this code, so it is "
-                "frozen. Make the change in the next version (`mlloop new-version`, then edit the new script).")
-    if rel == BASELINE_SCRIPT and project.version_scripts():
-        return (f"{rel} is the baseline that v001 was copied from; the loop has started, so it is frozen. "
-                "Change the newest version's script instead (`mlloop status` names it).")
-    return None
-
-
-def user_only(project: Project, rel: str) -> bool:
-    """Files only the user may change: a problem in one is not the agent's to fix."""
-    parts = rel.split("/")
-    return (rel in {project.rel(project.rules_path(s)) for s in SKILLS}
-            or rel in {project.rel(project.instruction_path(s)) for s in SKILLS}
-            or rel == project.rel(project.task_format_path)
-            or (parts[:2] == ["dataset", "rawdata"] and rel != project.rel(project.profiling_md)))
-
-
 # ---- Stop ---------------------------------------------------------------------------------
 
 def stop(project: Project, payload: dict) -> HookOutcome:
-    from .checks import run_check
+    from .checks import run_check  # lazy, as in session_start
 
     findings = run_check(project, "all")
     # A broken rules file (or other user-only input) is for the user to fix, and what follows from
@@ -269,7 +191,7 @@ def stop(project: Project, payload: dict) -> HookOutcome:
     else:
         problems = findings.problems
     session = str(payload.get("session_id") or "unknown")
-    state_path = project.claude_dir / STATE_FILE
+    state_path = project.claude_dir / HOOK_STATE_FILE
     state = _read_state(state_path)
     blocks = dict(state.get("stop_blocks") or {})
     count = blocks.pop(session, 0)

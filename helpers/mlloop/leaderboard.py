@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Findings
-from .layout import Project, version_number
-from .rules import Rules
+from .formats.eval_score import PROVENANCE_FIELDS, EvalScore, parse_iso8601, read_eval_score
 from .jsonio import MAX_JSON_BYTES, JsonProblems, parse_json_text
-from .scores import PROVENANCE_FIELDS, EvalScore, parse_iso8601, read_eval_score
+from .layout import BEST_CKPT, EVAL_SCORE, Project, version_number
+from .rules import Rules
 
 FIXED_COLUMNS = ("version_id", "dataset_id", "created_at", "latency_ms", "artifact_relpath")
 VERSION, EXTERNAL = "version", "external"
@@ -38,7 +38,7 @@ class Row:
 
     @property
     def checkpoint(self) -> Path:
-        return self.folder / "best.ckpt"
+        return self.folder / BEST_CKPT
 
 
 @dataclass
@@ -157,7 +157,7 @@ def load_versions(project: Project, rules: Rules, dataset_id: str | None,
     for n, name in sorted(e for e in entries if e[0] is not None):
         if name in exclude:
             continue
-        path = os.path.join(root, name, "eval_score.json")
+        path = os.path.join(root, name, EVAL_SCORE)
         if not os.path.isfile(path):
             continue
         score = _fast_score(path, name, primary, dataset_id) or read_eval_score(

@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 
 from .errors import MlloopError
 from .layout import PIPELINE_SCRIPT, Project
+from .rules import resolve
+from .runtime import data
+from .runtime.checkpoint import import_script
+from .taskformat import load_task_format
 
 DEFAULT_SAMPLES = 10
 
@@ -48,11 +52,6 @@ class LoadTestResult:
 
 
 def run_load_test(project: Project, samples: int = DEFAULT_SAMPLES, allow: tuple[str, ...] = ()) -> LoadTestResult:
-    from .rules import resolve
-    from .runtime import data
-    from .runtime.checkpoint import import_script
-    from .taskformat import load_task_format
-
     if samples < 1:
         raise MlloopError(f"--samples must be at least 1, not {samples}.")
     rules = resolve(project)

@@ -14,7 +14,9 @@ import os
 
 from ..errors import Findings, MlloopError
 from ..layout import Project, version_number
+from . import evaluation, heldout, prepdata, profiling, report, rulefiles, versions
 from .context import Context
+from .versions import misspelled_version
 
 TARGETS = ("all", "rules", "profiling", "prepdata", "baseline", "report")
 
@@ -26,8 +28,6 @@ class UnknownTarget(MlloopError):
 
 
 def _target_error(target: str) -> UnknownTarget:
-    from .versions import misspelled_version
-
     meant = misspelled_version(target)
     close = [meant] if meant else difflib.get_close_matches(target, TARGETS, n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -40,7 +40,6 @@ def run_check(project: Project, target: str = "all") -> Findings:
     target = target or "all"
     if target not in TARGETS and version_number(target) is None:
         raise _target_error(target)
-    from . import evaluation, heldout, prepdata, profiling, report, rulefiles, versions
 
     ctx = Context(project)
     steps = {

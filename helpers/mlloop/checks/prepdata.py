@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import stat
 from pathlib import Path
 
+from .. import markdown as md
+from ..formats.eval_score import parse_iso8601
 from ..jsonio import JsonProblems, parse_json_text
-from ..scores import parse_iso8601
+from ..layout import PREPDATA_STATS, TESTS
 from ..taskformat import TYPE_CHECKS
 from . import data_intent
-from .context import Context
+from .context import UNSET, Context
 from .parquet_footer import ParquetError, read_parquet_info
 
 SPLITS = ("train", "valid")
@@ -67,6 +70,35 @@ def read_index(ctx: Context, split: str) -> tuple[Path | None, list | None, list
 
 def read_index_quiet(ctx: Context, split: str) -> list | None:
     return read_index(ctx, split)[1]
+
+
+# ---- the validation split (evaluation checks its ids and infer_samples draw against it) ------
+
+def valid_ids(ctx: Context) -> list | None:
+    """The ids of the prepdata valid index (None when it cannot be read; prepdata reports why)."""
+    if ctx._valid_ids is UNSET:
+        records = read_index_quiet(ctx, "valid")
+        ctx._valid_ids = None
+        if records is not None:
+            ids = [r.get("id") for r in records if isinstance(r, dict)]
+            if all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids):
+                try:
+                    ctx._valid_ids = sorted(ids)
+                except TypeError:  # a mix of str and int ids: compare as text
+                    ctx._valid_ids = sorted(ids, key=str)
+    return ctx._valid_ids
+
+
+def seeded_draw(ctx: Context, seed: int, k: int) -> list | None:
+    """``random.Random(seed).sample(sorted(valid_ids), k)``: the infer_samples ids, in order."""
+    ids = valid_ids(ctx)
+    if ids is None:
+        return None
+    k = min(k, len(ids))
+    key = (seed, k)
+    if key not in ctx._draw:
+        ctx._draw[key] = random.Random(seed).sample(ids, k)
+    return ctx._draw[key]
 
 
 def _read_jsonl(ctx: Context, path: Path, problems: list) -> list | None:
@@ -191,7 +223,7 @@ def check_prepdata(ctx: Context, required: bool) -> None:
         for split in SPLITS:
             want = stats["counts"].get(split)
             if split in counts and isinstance(want, int) and want != counts[split]:
-                ctx.problem("prepdata.counts", base / "stats.json",
+                ctx.problem("prepdata.counts", base / PREPDATA_STATS,
                             f"counts.{split} is {want} but the {split} index has {counts[split]} records", f"$.counts.{split}")
     _check_intent(ctx, base, stats, task, split_strategy, group_key, counts)
     _check_common(ctx, base)
@@ -209,7 +241,7 @@ def _check_intent(ctx: Context, base: Path, stats, task: dict | None, split_stra
     if isinstance(stats, dict) and data_intent.drop_shares(stats, dc.get("max_drop_share"), None):
         text = ctx.document(ctx.project.profiling_md, "profiling")
         for line in data_intent.drop_shares(stats, dc.get("max_drop_share"), text):
-            ctx.problem("prepdata.drop_share", base / "stats.json", line, "$.dropped")
+            ctx.problem("prepdata.drop_share", base / PREPDATA_STATS, line, "$.dropped")
     required = ((task or {}).get("index_schema") or {}).get("required") or []
     if "label" in required and len(rows) == 2 and all(rows.values()):
         for split, line in data_intent.class_counts(rows, "label", dc.get("min_samples_per_class")).items():
@@ -217,7 +249,7 @@ def _check_intent(ctx: Context, base: Path, stats, task: dict | None, split_stra
 
 
 def _check_stats(ctx: Context, base: Path):
-    path = base / "stats.json"
+    path = base / PREPDATA_STATS
     if not ctx.exists(path):
         return None
     ok, stats = ctx.read_json(path)
@@ -421,9 +453,7 @@ def _check_common(ctx: Context, base: Path) -> None:
 
 
 def _check_pipeline_report(ctx: Context, base: Path) -> None:
-    from .. import markdown as md
-
-    path = base / "_tests" / "pipeline_test_report.md"
+    path = base / TESTS / "pipeline_test_report.md"
     text = ctx.document(path, "prepdata")
     if text is None:
         return

@@ -14,9 +14,9 @@ import stat
 from pathlib import Path
 
 from .. import markdown as md
-from ..layout import version_number
+from ..formats.eval_score import read_eval_score
+from ..layout import ASSETS, BEST_CKPT, EVAL_SCORE, LEADERBOARD_CSV, SPEC, version_number
 from ..leaderboard import EXTERNAL, FIXED_COLUMNS, VERSION, Row, metric_cells, rank
-from ..scores import read_eval_score
 from ..stages import read_json_quiet
 from .context import Context
 
@@ -45,10 +45,10 @@ def check_reports(ctx: Context, required: bool) -> None:
 
 
 def _source(ctx: Context, name: str) -> tuple[str, Path] | None:
-    if version_number(name) is not None and (ctx.project.artifact_dir(name) / "eval_score.json").is_file():
+    if version_number(name) is not None and (ctx.project.artifact_dir(name) / EVAL_SCORE).is_file():
         return VERSION, ctx.project.artifact_dir(name)
     ext = ctx.project.external_root / name
-    if name and "/" not in name and name not in (".", "..") and (ext / "eval_score.json").is_file():
+    if name and "/" not in name and name not in (".", "..") and (ext / EVAL_SCORE).is_file():
         return EXTERNAL, ext
     return None
 
@@ -56,14 +56,14 @@ def _source(ctx: Context, name: str) -> tuple[str, Path] | None:
 def _score(ctx: Context, kind: str, folder: Path):
     if kind == VERSION:
         return ctx.eval_score(folder.name)[0]
-    path = folder / "eval_score.json"
+    path = folder / EVAL_SCORE
     if not ctx.safe(path):
         return None
     return read_eval_score(ctx.project, path, folder.name, primary_metric=ctx.rules.primary_metric)
 
 
 def check_report(ctx: Context, folder: Path, newest: bool = True) -> None:
-    board = folder / "leaderboard.csv"
+    board = folder / LEADERBOARD_CSV
     analysis = folder / "final-analysis.md"
     if not ctx.exists(analysis):
         ctx.problem("report.missing_file", analysis, "final-analysis.md is missing; `mlloop report` writes it")
@@ -205,7 +205,7 @@ def _check_best(ctx: Context, folder: Path, best: Row) -> None:
     where = folder / "Artifacts" / best.name
     if not ctx.dir_ok(where):
         return
-    for name in ("best.ckpt", "spec.json"):
+    for name in (BEST_CKPT, SPEC):
         path = where / name
         try:
             st = os.lstat(path)
@@ -218,10 +218,10 @@ def _check_best(ctx: Context, folder: Path, best: Row) -> None:
         want = best.score.doc.get("checkpoint_sha256")
         if name == "best.ckpt" and isinstance(want, str) and ctx.sha256(path) != want:
             ctx.problem("report.best_mismatch", path, f"this best.ckpt is not the checkpoint {best.name} was evaluated with")
-    src_spec = ctx.project.artifact_dir(best.name) / "spec.json"
+    src_spec = ctx.project.artifact_dir(best.name) / SPEC
     spec = read_json_quiet(src_spec) if ctx.safe(src_spec) else None  # its problems are the version's
     if isinstance(spec, dict) and isinstance(spec.get("additional_assets"), list) and spec["additional_assets"]:
-        assets = where / "additional_assets"
+        assets = where / ASSETS
         if not assets.is_dir() or assets.is_symlink():
             ctx.problem("report.best_missing", assets, f"additional_assets/ of the best version {best.name} is not in the report")
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from . import batch_search, contract, probe, reports
+from ..errors import MlloopError
+from ..layout import BEST_CKPT
+from . import batch_search, checkpoint, contract, metrics, probe, reports
+from .evaluation import _plain_value
 from .loader import train_loader
 from .seeding import seed_everything
 from .training import count_steps, fit as fit_once, resolve_devices, step_timer, torch_device
@@ -54,8 +57,6 @@ def write_failed_report(run, exc: BaseException, stage: str, report: reports.Smo
 
 def planned_steps(run, optimal: int):
     """Batch size and steps of the full training the versions will run (not of this subset run)."""
-    from ..errors import MlloopError
-
     tc = run.training_config
     try:
         devices = resolve_devices(tc.get("num_gpus"), tc.get("num_nodes", 1), run.switches["CPU_DEVICES"])
@@ -108,8 +109,6 @@ def check_evaluation(run, device, limit: int = EVAL_CHECK_RECORDS) -> dict:
     on so few records (ROC AUC with one class among them) is noted, not a failure."""
     import torch
 
-    from ..errors import MlloopError
-    from . import checkpoint, metrics
 
     script = run.paths.script
     module = checkpoint.import_script(script)
@@ -117,7 +116,7 @@ def check_evaluation(run, device, limit: int = EVAL_CHECK_RECORDS) -> dict:
     if missing:
         raise MlloopError(f"{script.name} does not define {', '.join(m + '()' for m in missing)}; 03_eval.py needs the "
                           "evaluation interface of docs/contracts.md (copy it from the template).")
-    ckpt = run.paths.dir / "best.ckpt"
+    ckpt = run.paths.dir / BEST_CKPT
     with checkpoint.forced_weights_only():
         model = module.load_for_eval(str(ckpt), str(device))
     if hasattr(model, "eval"):
@@ -130,7 +129,6 @@ def check_evaluation(run, device, limit: int = EVAL_CHECK_RECORDS) -> dict:
         out = module.predict(model, module.make_batch(records, str(run.prepdata_dir), str(device)))
     if not isinstance(out, list) or len(out) != len(records):
         raise MlloopError(f"{script.name}: predict() must return one dict per record ({len(records)}).")
-    from .evaluation import _plain_value
 
     results = [{k: _plain_value(v) for k, v in r.items()} if isinstance(r, dict) else r for r in out]
     ids = [r["id"] for r in records]
