@@ -29,6 +29,7 @@ from .checks import run_check
 from .errors import MlloopError
 from .formats.eval_samples import read_eval_samples
 from .formats.eval_score import read_eval_score
+from .formats.leaderboard_csv import parse_leaderboard
 from .formats.trivial_baselines import read_floor
 from .install import init_project
 from .jsonio import read_json, write_json_atomic, write_text_atomic
@@ -305,10 +306,8 @@ class Demo:
             text = path.read_text(encoding="utf-8")
             start, end = text.index(ANALYSIS_START) + len(ANALYSIS_START), text.index(ANALYSIS_END)
             by_version = {x["version"]: x for x in summaries}
-            with open(self.root / result.path / LEADERBOARD_CSV, encoding="utf-8") as fh:
-                import csv
-
-                rows = list(csv.DictReader(fh))
+            table, _ = parse_leaderboard((self.root / result.path / LEADERBOARD_CSV).read_text(encoding="utf-8"))
+            rows = table.records()
             lines = ["", "Written by `mlloop demo` (a scripted stand-in for the agent's judgement):", ""]
             for rank, row in enumerate(rows[:3], start=1):
                 v = by_version.get(row["version_id"], {})

@@ -10,13 +10,12 @@ cheap: small JSON and Markdown reads, one checkpoint hash at most (the current v
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import markdown as md
 from .errors import Findings, MlloopError, Problem
+from .formats.leaderboard_csv import parse_leaderboard
 from .formats.spec import too_few_steps
 from .formats.trivial_baselines import Floor, read_floor
 from .jsonio import JsonProblems, read_text_file
@@ -501,8 +500,9 @@ def _latest_report_with(project: Project, vid: str) -> Path | None:
     for report in sorted(project.reports(), key=_report_order, reverse=True):
         try:
             text = read_text_file(report / LEADERBOARD_CSV)  # never a FIFO: status runs at session start
-            if any(row and row[0] == vid for row in csv.reader(io.StringIO(text, newline=""))):
-                return report
-        except (OSError, UnicodeDecodeError, csv.Error, JsonProblems):
+        except (OSError, UnicodeDecodeError, JsonProblems):
             continue
+        table, _ = parse_leaderboard(text)
+        if table and any(record["version_id"] == vid for record in table.records()):
+            return report
     return None

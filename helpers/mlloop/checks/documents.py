@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from .. import markdown as md
-from ..layout import BASELINE, version_id, version_number
+from ..layout import BASELINE, EVAL_OUTPUTS, version_id, version_number
 from ..stages import ACTION_DOC, ANALYSIS_DOC, RETRY_REPORT, SMOKE_REPORT
 from .context import Context
 
@@ -25,7 +25,7 @@ PATCH_FIELDS = ("issues_found", "patch_summary", "files_changed", "compatibility
 HEADER_START = "# === mlloop change summary ==="
 HEADER_END = "# === end change summary ==="
 HEADER_FIELDS = ("version", "parent", "action_source", "goal", "change", "where")
-EVAL_OUTPUT_NAMES = ("eval_score.json", "infer_samples", "eval_samples.jsonl", "trivial_baselines.json")
+EVAL_OUTPUT_NAMES = EVAL_OUTPUTS
 _EVAL_NAME_RE = re.compile("|".join(re.escape(n.split(".")[0]) for n in EVAL_OUTPUT_NAMES), re.IGNORECASE)
 
 

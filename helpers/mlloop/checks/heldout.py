@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 
 from ..formats.eval_samples import parse_eval_samples
+from ..formats.leaderboard_csv import parse_leaderboard
+from ..formats.prepdata_stats import counts_of
 from ..layout import BASELINE, EVAL_SAMPLES, EVAL_SCORE, LEADERBOARD_CSV, PREPDATA_STATS, SPEC
 from .context import Context
 from .prepdata import base_dir, read_index
@@ -50,7 +52,7 @@ def check_prepdata_test(ctx: Context) -> None:
         ctx.problem(code, where, message)
     if records is None:
         return
-    counts = stats.get("counts") if isinstance(stats.get("counts"), dict) else {}
+    counts = counts_of(stats)
     if counts.get(TEST) != len(records):
         ctx.problem("prepdata.counts", stats_path,
                     f"counts.test is {json.dumps(counts.get(TEST))} but the test index has {len(records)} records",
@@ -70,7 +72,7 @@ def check_version_test(ctx: Context, vid: str) -> None:
         ok, doc = ctx.read_json(path)
         read = doc.get("splits_read") if ok and isinstance(doc, dict) else None
         if isinstance(read, list) and TEST in read:
-            what = "its evaluation" if path.name == "eval_score.json" else "its training run"
+            what = "its evaluation" if path.name == EVAL_SCORE else "its training run"
             ctx.problem("heldout.touched", path,
                         f"{what} read the held-out test split (splits_read {json.dumps(read)}); only `mlloop report` "
                         f"may read test/: retrain or re-evaluate {vid} on train and valid only", "$.splits_read")
@@ -102,10 +104,6 @@ def check_newest_report_test(ctx: Context) -> None:
     """The newest report: report.html exists; with a test split, its test__ cells are the scores
     in test/<version>/ and were scored on the test split; without one, final-analysis.md says that
     the winner's score is optimistic."""
-    import csv
-    import io
-
-
     named = [p for p in ctx.project.reports() if REPORT_NAME_RE.fullmatch(p.name)]
     if not named:
         return
@@ -127,7 +125,8 @@ def check_newest_report_test(ctx: Context) -> None:
     text = ctx.read_text(board, "report") if board.is_file() and ctx.safe(board) else None
     if text is None:
         return
-    rows = list(csv.DictReader(io.StringIO(text)))
+    table, _ = parse_leaderboard(text)  # the report check lists its problems
+    rows = table.records() if table else []
     primary = ctx.rules.primary_metric
     col = f"test__{primary}"
     if rows and col not in rows[0]:

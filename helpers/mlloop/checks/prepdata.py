@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 from .. import markdown as md
-from ..formats.eval_score import parse_iso8601
+from ..formats.prepdata_stats import SPLIT_STRATEGIES, parse_stats
 from ..jsonio import JsonProblems, parse_json_text
 from ..layout import PREPDATA_STATS, TESTS
 from ..taskformat import TYPE_CHECKS
@@ -20,7 +20,6 @@ from .parquet_footer import ParquetError, read_parquet_info
 
 SPLITS = ("train", "valid")
 DEFAULT_CANDIDATES = {s: [f"{s}/{s}.jsonl", f"{s}/{s}.parquet"] for s in SPLITS}
-SPLIT_STRATEGIES = ("random", "stratified", "group")
 MAX_LISTED = 10  # per kind of problem and file; the rest are counted
 
 
@@ -167,7 +166,7 @@ def check_prepdata(ctx: Context, required: bool) -> None:
         d = str(d).rstrip("/")
         if not (base / d).is_dir():
             ctx.problem("prepdata.missing", base / d, f"the required folder {d}/ is missing")
-    for f in meta.get("required_files") or ["stats.json"]:
+    for f in meta.get("required_files") or [PREPDATA_STATS]:
         if not ctx.exists(base / f):
             ctx.problem("prepdata.missing", base / f, f"the required file {f} is missing")
 
@@ -252,44 +251,12 @@ def _check_stats(ctx: Context, base: Path):
     path = base / PREPDATA_STATS
     if not ctx.exists(path):
         return None
-    ok, stats = ctx.read_json(path)
+    ok, doc = ctx.read_json(path)
     if not ok:
         return None
-    if not isinstance(stats, dict):
-        ctx.problem("prepdata.stats", path, "stats.json must be one JSON object", "$")
-        return None
-    for key in ("dataset_id", "task_type", "seed", "split_strategy", "valid_ratio", "counts", "sources", "created_at"):
-        if key not in stats:
-            ctx.problem("prepdata.stats", path, f"required field {key!r} is missing", "$")
-    if "dataset_id" in stats and stats["dataset_id"] != ctx.dataset_id:
-        ctx.problem("prepdata.stats", path, f"dataset_id is {stats['dataset_id']!r} but this folder is {ctx.dataset_id!r}", "$.dataset_id")
-    rules_task = ctx.rules.task_type
-    if isinstance(stats.get("task_type"), str) and rules_task:
-        canon = ctx.task_format.canonical if ctx.task_format else (lambda n: n)
-        if canon(stats["task_type"]) != canon(rules_task):
-            ctx.problem("prepdata.task_type", path,
-                        f"task_type is {stats['task_type']!r} but the rules say {rules_task!r}; re-run 01_data_pipeline.py", "$.task_type")
-    if "seed" in stats and not (isinstance(stats["seed"], int) and not isinstance(stats["seed"], bool)):
-        ctx.problem("prepdata.stats", path, "seed must be an integer", "$.seed")
-    if "split_strategy" in stats and stats["split_strategy"] not in SPLIT_STRATEGIES:
-        ctx.problem("prepdata.stats", path,
-                    f"split_strategy {stats['split_strategy']!r} is not one of {', '.join(SPLIT_STRATEGIES)}", "$.split_strategy")
-    vr = stats.get("valid_ratio")
-    if "valid_ratio" in stats and not (isinstance(vr, (int, float)) and not isinstance(vr, bool) and 0 < vr < 1):
-        ctx.problem("prepdata.stats", path, f"valid_ratio must be a number between 0 and 1, found {json.dumps(vr)}", "$.valid_ratio")
-    counts = stats.get("counts")
-    if "counts" in stats:
-        if not isinstance(counts, dict):
-            ctx.problem("prepdata.stats", path, "counts must be an object {\"train\": N, \"valid\": M}", "$.counts")
-        else:
-            for split in SPLITS:
-                v = counts.get(split)
-                if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-                    ctx.problem("prepdata.stats", path, f"counts.{split} must be a non-negative integer, found {json.dumps(v)}",
-                                f"$.counts.{split}")
-    if "created_at" in stats and parse_iso8601(stats["created_at"]) is None:
-        ctx.problem("prepdata.stats", path, f"created_at {stats['created_at']!r} is not an ISO-8601 time", "$.created_at")
-    return stats
+    canonical = ctx.task_format.canonical if ctx.task_format else (lambda n: n)
+    return parse_stats(doc, ctx.rel(path), ctx.out, dataset_id=ctx.dataset_id, task_type=ctx.rules.task_type,
+                       canonical=canonical)
 
 
 def _path_fields(tf, task_name: str | None, record: dict) -> tuple[list[str], list[str]]:

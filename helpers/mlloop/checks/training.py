@@ -9,11 +9,11 @@ from pathlib import Path
 
 from ..ckpt import inspect_checkpoint
 from ..formats.spec import NO_ASSETS, parse_spec
-from ..layout import ASSETS, BASELINE, SPEC
+from ..layout import ASSETS, BASELINE, BEST_CKPT, LAST_CKPT, SPEC
 from .context import Context
 from .prepdata import path_problem
 
-CHECKPOINTS = ("best.ckpt", "last.ckpt")
+CHECKPOINTS = (BEST_CKPT, LAST_CKPT)
 
 
 def _rerun(vid: str) -> str:

@@ -43,7 +43,7 @@ def read_eval_samples(path: Path, rel: str | None = None) -> tuple[list[dict], l
 
 
 def render_eval_samples(rows: list[dict]) -> str:
-    """One line per record, JSON without NaN (a non-finite value is an error, never written)."""
+    """One line per record; a non-finite value is written as null (missing), never as NaN."""
     return "".join(json.dumps(to_jsonable(row), ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
 
 

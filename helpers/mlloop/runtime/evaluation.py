@@ -193,7 +193,7 @@ def _inputs(project: Project, vid: str, running: Path | None):
         raise MlloopError("the loop has no dataset_id (neither the baseline's spec.json nor the rules set one); "
                           "set dataset_config.dataset_id in the rules.")
     if isinstance(spec.get("dataset_id"), str) and spec["dataset_id"] != dataset_id:
-        raise MlloopError(f"{project.rel(folder / 'spec.json')}: the version was trained on dataset "
+        raise MlloopError(f"{project.rel(folder / SPEC)}: the version was trained on dataset "
                           f"{spec['dataset_id']!r} but the loop's dataset is {dataset_id!r}; retrain it on the loop's dataset.")
     if not project.prepdata(dataset_id).is_dir():
         raise MlloopError(f"{project.rel(project.prepdata(dataset_id))} does not exist; run 01_data_pipeline.py first.")

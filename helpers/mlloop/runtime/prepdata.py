@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..checks import data_intent
+from ..errors import Findings
+from ..formats.prepdata_stats import counts_of, parse_stats, write_stats
 from ..jsonio import JsonProblems, read_json, to_jsonable, write_json_atomic, write_text_atomic
 from ..layout import PREPDATA_STATS, TESTS, is_inside, resolve_inside
 from .artifacts import held_out_access, read_index as read_split_index
@@ -232,7 +234,7 @@ def write_prepdata(out_dir: Path, *, records: list[dict], train: list[dict], val
             "counts": counts, "sources": dict(sorted(sources.items())), "shared_assets": len(shared),
             **split_composition(train, valid, stats.get("split_strategy"), stats.get("stratify_key"), group_key),
             "created_at": now_iso()}
-    write_json_atomic(out_dir / PREPDATA_STATS, to_jsonable(full))
+    write_stats(out_dir, full)
     return full
 
 
@@ -298,8 +300,10 @@ def verify_prepdata(out_dir: Path, spec: TaskSpec, *, split_strategy: str, group
     against the rules' intent (``mlloop.checks.data_intent``: groups, drop shares, classes)."""
     rep = PipelineReport()
     try:
-        stats = read_json(out_dir / PREPDATA_STATS, "stats.json")
-        rep.add("stats_json_valid", isinstance(stats, dict), "stats.json is one strict JSON object")
+        found = Findings()
+        stats = parse_stats(read_json(out_dir / PREPDATA_STATS, PREPDATA_STATS), PREPDATA_STATS, found) or {}
+        rep.add("stats_json_valid", found.ok, found.problems[0].line() if found.problems
+                else "stats.json is one strict JSON object with every required field")
     except JsonProblems as exc:
         stats = {}
         rep.add("stats_json_valid", False, exc.problems[0].message)
@@ -442,8 +446,8 @@ def verify_test_split(out_dir: Path, report: PipelineReport, spec: TaskSpec, *, 
         report.add("test_index_readable", False, f"{type(exc).__name__}: {exc}")
     report.add("test_index_exists", bool(index), "test.jsonl or test.parquet, not empty")
     try:
-        counts = read_json(out_dir / PREPDATA_STATS, "stats.json").get("counts", {})
-    except (JsonProblems, AttributeError):
+        counts = counts_of(read_json(out_dir / PREPDATA_STATS, PREPDATA_STATS))
+    except JsonProblems:
         counts = {}
     n = len(index or [])
     report.add("stats_counts_match_test_index", counts.get("test") == n, f"stats {counts.get('test')}, index {n}")

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from ..errors import MlloopError
 from ..formats.spec import write_spec
-from ..layout import BASELINE
+from ..layout import BASELINE, BEST_CKPT, LAST_CKPT
 from ..markdown import bullets
 from ..rules import resolve
 from ..stages import locked_dataset_id
@@ -172,7 +172,7 @@ class Run:
 
     def spec(self, *, module, outcome, training: dict, steps: dict, extra: dict | None = None) -> dict:
         peak, peak_source = peak_memory_mb(self.devices)
-        names = ["best.ckpt", "last.ckpt"]
+        names = [BEST_CKPT, LAST_CKPT]
         sizes = file_sizes(self.paths.dir, names)
         if self.paths.assets.is_dir():
             sizes["additional_assets"] = sum(p.stat().st_size for p in self.paths.assets.rglob("*") if p.is_file())

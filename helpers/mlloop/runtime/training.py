@@ -284,7 +284,7 @@ def quiet_lightning() -> None:
 def best_checkpoint_info(best_cb, monitor: str, mode: str) -> dict:
     """``{monitor, mode, score, epoch, step}`` of best.ckpt (epoch/step read from the file)."""
     info: dict[str, Any] = {"monitor": monitor, "mode": mode, "score": None, "epoch": None, "step": None,
-                            "file": "best.ckpt"}
+                            "file": BEST_CKPT}
     score = best_cb.best_model_score
     if score is not None:
         value = float(score)
