@@ -1,5 +1,5 @@
 """mlloop.formats: each JSON/CSV document has one parser (values plus gaps) and one renderer that
-agree with each other, and the file names live in mlloop.layout only (issue 14, point 1)."""
+agree with each other, and the file names live in mlloop.layout only."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from mlloop.formats.eval_samples import NO_ID, NOT_AN_OBJECT, parse_eval_samples
 from mlloop.formats.eval_score import read_eval_score, score_digest, write_eval_score
 from mlloop.formats.leaderboard_csv import FIXED_COLUMNS, parse_leaderboard, render_leaderboard
 from mlloop.formats.prepdata_stats import counts_of, parse_stats, write_stats
+from mlloop.formats.sample_meta import parse_sample_meta, read_sample_meta_quiet, write_sample_meta
 from mlloop.formats.spec import dataset_id_of, parse_spec, too_few_steps, write_spec
 from mlloop.formats.trivial_baselines import read_floor, write_trivial_baselines
 from mlloop.layout import Project
@@ -80,6 +81,21 @@ def test_score_problems_name_the_json_path(tmp_path):
     read_eval_score(project, path, "v001", dataset_id="d1", findings=findings)
     assert sorted(p.json_path for p in findings.problems) == [
         "$.created_at", "$.dataset_id", "$.metrics[0].higher_is_better", "$.num_samples"]
+
+
+# ---- infer_samples/<NNNN>/meta.json -------------------------------------------------------------
+
+def test_sample_meta_parser_and_writer(tmp_path):
+    write_sample_meta(tmp_path, {"sample_id": "a", "index": 1, "version_id": "v001", "split": "valid", "seed": 7,
+                                 "prediction": float("inf")})
+    doc = read_sample_meta_quiet(tmp_path)
+    assert doc["prediction"] is None and read_sample_meta_quiet(tmp_path / "absent") == {}
+    findings = Findings()
+    parse_sample_meta(doc, "meta.json", findings, expected={"version_id": "v002", "split": "valid", "seed": None})
+    assert [p.line() for p in findings.problems] == ['meta.json::$.version_id: version_id is "v001", expected "v002"']
+    bad = Findings()
+    assert parse_sample_meta([], "meta.json", bad) is None
+    assert [p.message for p in bad.problems] == ["meta.json must be one JSON object, found a list"]
 
 
 # ---- spec.json -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""mlloop's internal imports form layers with no cycle (issue 14, point 3).
+"""mlloop's internal imports form layers with no cycle.
 
 The graph is read with ``ast`` from the source: imports at module top and inside functions count
 alike, so a cycle cannot hide behind an in-function import. A module may import its own layer
@@ -48,7 +48,7 @@ LAZY_ON_PURPOSE = {
     "mlloop.hooks": "PreToolUse runs before every tool call; only SessionStart and Stop load status and checks",
 }
 
-# In-function edges left for work done on parallel branches of issue 14: the markdown documents
+# In-function edges left for work done in parallel: the markdown documents
 # (change-summary header, action-extract, result-analysis, final-analysis markers) moving into
 # mlloop.formats, and status built on the checks. The graph tests skip them until then; each
 # must still exist, so remove it here when it goes.

@@ -17,10 +17,11 @@ from . import markdown as md
 from .compare import CompareError, compare_versions
 from .errors import Findings, MlloopError
 from .formats.eval_score import EvalScore, read_eval_score
+from .formats.sample_meta import read_sample_meta_quiet
 from .formats.spec import too_few_steps
 from .formats.trivial_baselines import Floor, read_floor
 from .jsonio import JsonProblems, read_text_file, write_text_atomic
-from .layout import (BASELINE, EVAL_SCORE, INFER_SAMPLES, SAMPLE_META, SPEC, Project, free_backup_path,
+from .layout import (BASELINE, EVAL_SCORE, INFER_SAMPLES, SPEC, Project, free_backup_path,
                      version_id, version_number)
 from .leaderboard import fmt
 from .rules import resolve
@@ -352,8 +353,7 @@ def samples_comment(project: Project, folder: Path) -> list[str]:
     out = [f"<!-- mlloop analyze: {project.rel(folder / 'infer_samples')} (output vs gt). Keep it or delete it.",
            "| sample | id | output | gt | |", "|---|---|---|---|---|"]
     for sample in samples:
-        meta = read_json_quiet(sample / SAMPLE_META)
-        sid = meta.get("sample_id") if isinstance(meta, dict) else None
+        sid = read_sample_meta_quiet(sample).get("sample_id")
         out_text, out_name = _text_of(sample, "output")
         gt_text, gt_name = _text_of(sample, "gt")
         verdict = "" if out_text is None or gt_text is None else ("match" if out_text == gt_text else "differs")

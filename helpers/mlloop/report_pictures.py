@@ -23,9 +23,10 @@ from pathlib import Path
 from .analysis import read_training_log
 from .bootstrap import bootstrap_intervals
 from .formats.eval_samples import read_eval_samples
+from .formats.sample_meta import read_sample_meta_quiet
 from .formats.spec import read_spec_quiet
 from .jsonio import JsonProblems
-from .layout import EVAL_SAMPLES, INFER_SAMPLES, SAMPLE_META, SPEC
+from .layout import EVAL_SAMPLES, INFER_SAMPLES, SPEC
 from .leaderboard import EXTERNAL, Ranking, Row, fmt
 
 PICTURES_DIR = "pictures"
@@ -237,10 +238,7 @@ def _gallery(plt, best: Row, out: Path) -> Picture | None:
     for ax in axes.flat:
         ax.axis("off")
     for ax, folder in zip(axes.flat, folders):
-        try:
-            meta = json.loads((folder / SAMPLE_META).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
+        meta = read_sample_meta_quiet(folder)
         image = next((p for p in sorted(folder.glob("input.*")) if p.suffix.lower() in IMAGE_SUFFIXES), None)
         picture = _pil(image) if image is not None else None
         if picture is not None:

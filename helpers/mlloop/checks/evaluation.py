@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import Findings
 from ..formats.eval_samples import parse_eval_samples
 from ..formats.eval_score import INPUT_HASHES, OUTPUT_HASHES, read_eval_score
+from ..formats.sample_meta import parse_sample_meta
 from ..formats.trivial_baselines import Floor
 from ..layout import BEST_CKPT, EVAL_SAMPLES, EVAL_SCORE, INFER_SAMPLES, SAMPLE_META, TRIVIAL_BASELINES
 from ..scores import (RECOMPUTABLE, REQUIRED, STALE, TAMPERED, UNKNOWN, provenance, recompute_metric,
@@ -123,25 +124,17 @@ def _check_infer_samples(ctx: Context, vid: str, folder: Path) -> None:
         ok, doc = ctx.read_json(meta)
         if not ok:
             continue
-        if not isinstance(doc, dict):
-            kind = "a list" if isinstance(doc, list) else type(doc).__name__
-            ctx.problem("infer.meta", meta, f"meta.json must be one JSON object, found {kind}", "$")
-            continue
         _check_meta(ctx, vid, meta, doc, n, draw, seed)
 
 
-def _check_meta(ctx: Context, vid: str, meta: Path, doc: dict, n: int, draw, seed: int) -> None:
-    if "sample_id" not in doc:
-        ctx.problem("infer.meta", meta, "sample_id is missing; it names the validation sample shown", "$")
-    elif draw is not None and n <= len(draw) and doc["sample_id"] != draw[n - 1]:
+def _check_meta(ctx: Context, vid: str, meta: Path, doc, n: int, draw, seed: int) -> None:
+    expected = {"version_id": vid, "dataset_id": ctx.dataset_id, "split": "valid",
+                "seed": None if ctx.rules_unreadable else seed}
+    doc = parse_sample_meta(doc, ctx.rel(meta), ctx.out, expected=expected)
+    if doc is not None and "sample_id" in doc and draw is not None and n <= len(draw) and doc["sample_id"] != draw[n - 1]:
         ctx.problem("infer.sample_id", meta,
                     f"sample_id is {json.dumps(doc['sample_id'])} but the seeded draw random.Random({seed}).sample(sorted(valid ids), "
                     f"{len(draw)}) puts {json.dumps(draw[n - 1])} at position {n}", "$.sample_id")
-    for key, want in (("version_id", vid), ("dataset_id", ctx.dataset_id), ("split", "valid"), ("seed", seed)):
-        if key == "seed" and ctx.rules_unreadable:
-            continue
-        if key in doc and want is not None and doc[key] != want:
-            ctx.problem("infer.meta", meta, f"{key} is {json.dumps(doc[key])}, expected {json.dumps(want)}", f"$.{key}")
 
 
 def _check_eval_samples(ctx: Context, vid: str, folder: Path, score) -> None:

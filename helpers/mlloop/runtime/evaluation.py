@@ -28,9 +28,10 @@ from typing import Any, Callable
 from ..errors import MlloopError
 from ..formats.eval_samples import write_eval_samples
 from ..formats.eval_score import OUTPUT_HASHES, score_digest
+from ..formats.sample_meta import write_sample_meta
 from ..formats.trivial_baselines import Floor
 from ..jsonio import JsonProblems, read_json, sha256_file, to_jsonable, write_json_atomic
-from ..layout import (BASELINE, BEST_CKPT, EVAL_SAMPLES, EVAL_SCORE, INFER_SAMPLES, SAMPLE_META, SPEC,
+from ..layout import (BASELINE, BEST_CKPT, EVAL_SAMPLES, EVAL_SCORE, INFER_SAMPLES, SPEC,
                       TRIVIAL_BASELINES, Project, is_inside, valid_index_file, version_number)
 from ..rules import resolve
 from ..stages import EVAL_ARTIFACTS, locked_dataset_id
@@ -400,10 +401,10 @@ def _write_infer_samples(call: _Caller, root: Path, drawn: list, records: list[d
             if not any(name.startswith(stem + ".") for name in names):
                 raise MlloopError(f"{script.name}: write_sample() wrote no {stem}.* for sample {sid!r}; "
                                   "it must write input.*, output.* and optionally gt.*.")
-        write_json_atomic(sample / SAMPLE_META, to_jsonable({
+        write_sample_meta(sample, {
             "sample_id": sid, "index": index, **meta,
             "prediction": results[n]["prediction"], "target": results[n]["target"],
-            "scores": {"loss": results[n].get("loss"), **per_sample[n]}}))
+            "scores": {"loss": results[n].get("loss"), **per_sample[n]}})
 
 
 def _replace_outputs(project: Project, folder: Path, staging: Path, vid: str) -> str | None:
