@@ -13,6 +13,7 @@ from mlloop import layout
 from mlloop.errors import Findings
 from mlloop.formats.eval_samples import NO_ID, NOT_AN_OBJECT, parse_eval_samples, read_eval_samples, write_eval_samples
 from mlloop.formats.eval_score import read_eval_score, score_digest, write_eval_score
+from mlloop.formats.intervals import parse_intervals, write_intervals
 from mlloop.formats.leaderboard_csv import FIXED_COLUMNS, parse_leaderboard, render_leaderboard
 from mlloop.formats.prepdata_stats import counts_of, parse_stats, write_stats
 from mlloop.formats.sample_meta import parse_sample_meta, read_sample_meta_quiet, write_sample_meta
@@ -151,6 +152,18 @@ def test_stats_parser_and_writer(tmp_path):
     parse_stats({**doc, "counts": {"train": -1}, "valid_ratio": 1}, "stats.json", bad, task_type="regression")
     assert [p.json_path for p in bad.problems] == ["$.task_type", "$.valid_ratio", "$.counts.train", "$.counts.valid"]
     assert counts_of([]) == {}
+
+
+# ---- intervals.json ------------------------------------------------------------------------
+
+def test_intervals_round_trip_and_gaps(tmp_path):
+    write_intervals(tmp_path, "v001", 4, {"accuracy": {"value": 0.5, "low": float("nan"), "high": 0.75}})
+    doc = json.loads((tmp_path / layout.INTERVALS).read_text())
+    assert doc["split"] == "test" and doc["num_samples"] == 4
+    findings = Findings()
+    assert parse_intervals(doc, "intervals.json", findings) == {"accuracy": {"value": 0.5, "low": None, "high": 0.75}}
+    parse_intervals({"intervals": {"accuracy": 0.5}}, "intervals.json", findings)
+    assert [p.json_path for p in findings.problems] == ["$.intervals.accuracy"]
 
 
 # ---- leaderboard.csv -------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from pathlib import Path
 from ..bootstrap import LEVEL, bootstrap_intervals
 from ..errors import MlloopError
 from ..formats.eval_samples import read_eval_samples
-from ..jsonio import read_json, to_jsonable, write_json_atomic
-from ..layout import EVAL_SAMPLES, EVAL_SCORE, INTERVALS, Project
+from ..formats.intervals import write_intervals
+from ..jsonio import read_json, to_jsonable
+from ..layout import EVAL_SAMPLES, EVAL_SCORE, Project
 from ..rules import resolve
 from .evaluation import evaluate_version
 
@@ -72,8 +73,7 @@ def evaluate_held_out(project: Project, vid: str, output_dir: Path, resamples: i
                              **bootstrap_interval(results, {"name": m["name"], "higher_is_better": m["higher_is_better"]},
                                                   resamples, rules.seed, m["value"])}
                  for m in score["metrics"]}
-    doc = to_jsonable({"version_id": vid, "split": "test", "num_samples": len(results), "intervals": intervals})
-    write_json_atomic(output_dir / INTERVALS, doc)
+    write_intervals(output_dir, vid, len(results), intervals)
     return {**summary, "intervals": intervals}
 
 
