@@ -21,7 +21,7 @@ LAYERS = {
     # errors, JSON/markdown plumbing, paths (layout), the metric registry, pure helpers that
     # know no document (checkpoint scan, shell parsing, data-intent and parquet-footer helpers)
     "basics": ("mlloop", "mlloop.errors", "mlloop.jsonio", "mlloop.markdown", "mlloop.layout", "mlloop.lock",
-               "mlloop.bundle", "mlloop.metrics", "mlloop.shellwrites", "mlloop.ckpt", "mlloop.profilehints",
+               "mlloop.bundle", "mlloop.metrics", "mlloop.shellwrites", "mlloop.checkpoint_scan", "mlloop.profilehints",
                "mlloop.checks.parquet_footer", "mlloop.checks.data_intent"),
     # one module per file the loop reads or writes: its names, parser and renderer (rules.py and
     # taskformat.py own the two files the user writes; stages.py which files mark a step)
@@ -33,9 +33,9 @@ LAYERS = {
     "readers": ("mlloop.scores", "mlloop.leaderboard", "mlloop.compare", "mlloop.parent_choice",
                 "mlloop.heldout", "mlloop.state", "mlloop.checks", "mlloop.checks.*"),
     # one user-facing action each: they write files and say what they did
-    "commands": ("mlloop.analysis", "mlloop.authoring", "mlloop.report", "mlloop.report_html",
+    "commands": ("mlloop.analysis", "mlloop.authoring", "mlloop.final_report", "mlloop.report_html",
                  "mlloop.report_pictures", "mlloop.demo", "mlloop.install", "mlloop.hooks", "mlloop.guard",
-                 "mlloop.loadtest", "mlloop.profile", "mlloop.script"),
+                 "mlloop.loadtest", "mlloop.profiling_draft", "mlloop.script"),
     # parses arguments, calls one command, prints
     "cli": ("mlloop.cli", "mlloop.__main__"),
 }
@@ -55,10 +55,10 @@ LAZY_ON_PURPOSE = {
 AWAITING_PARALLEL_WORK = {
     ("mlloop.analysis", "mlloop.authoring"): "read_header (change-summary header)",
     ("mlloop.authoring", "mlloop.analysis"): "read_action (action-extract.md)",
-    ("mlloop.report", "mlloop.analysis"): "read_action (action-extract.md), version_parent",
-    ("mlloop.report", "mlloop.authoring"): "read_header (change-summary header)",
+    ("mlloop.final_report", "mlloop.analysis"): "read_action (action-extract.md), version_parent",
+    ("mlloop.final_report", "mlloop.authoring"): "read_header (change-summary header)",
     ("mlloop.state", "mlloop.analysis"): "analysis_gaps, read_action (result-analysis.md, action-extract.md)",
-    ("mlloop.state", "mlloop.report"): "ANALYSIS_START/END, agent_section (final-analysis.md markers)",
+    ("mlloop.state", "mlloop.final_report"): "ANALYSIS_START/END, agent_section (final-analysis.md markers)",
     ("mlloop.state", "mlloop.checks"): "status takes its problems from the checks (_cheap_check)",
 }
 

@@ -20,7 +20,7 @@ from mlloop.errors import MlloopError
 from mlloop.layout import Project
 from mlloop.leaderboard import VERSION, Row, rank
 from mlloop.lock import writer_lock
-from mlloop.report import ANALYSIS_PLACEHOLDER, agent_section, build_report
+from mlloop.final_report import ANALYSIS_PLACEHOLDER, agent_section, build_report
 from mlloop.rules import resolve
 from mlloop.formats.eval_score import EvalScore, read_eval_score
 from mlloop.scores import FRESH, provenance
@@ -459,7 +459,7 @@ def test_a_held_lock_times_out_with_the_holder_named(factory):
 def test_two_concurrent_reports_are_serialised(factory):
     fake_project(factory, plan={"sleep": 1.0})
     factory.write("Models/Artifacts/v001/best.ckpt", fake_checkpoint({"epoch": 7}))
-    code = ("import sys, datetime; from mlloop.layout import Project; from mlloop.report import build_report; "
+    code = ("import sys, datetime; from mlloop.layout import Project; from mlloop.final_report import build_report; "
             "r = build_report(Project.at(sys.argv[1]), now=datetime.datetime(2026, 1, 2, 3, 4)); "
             "print(len(r.reevaluated))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(factory.root)], stdout=subprocess.PIPE,

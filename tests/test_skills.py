@@ -342,7 +342,7 @@ def test_filled_examples_are_valid(lang):
 @pytest.mark.parametrize("lang", list(LANG_DIRS))
 def test_final_analysis_example_is_not_a_placeholder(lang):
     from mlloop import markdown as md
-    from mlloop.report import agent_section
+    from mlloop.final_report import agent_section
 
     text = (skill_dir(lang, "progressive-training") / "reference" / "final-report.md").read_text(encoding="utf-8")
     block = re.search(r"```markdown\n(.*?)\n```", text, re.S).group(1)

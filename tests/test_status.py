@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from factory import ACTION_EXTRACT, BB_RULES, PT_RULES, SMOKE_REPORT
 from mlloop.cli import cli
-from mlloop.report import ANALYSIS_PLACEHOLDER, build_report
+from mlloop.final_report import ANALYSIS_PLACEHOLDER, build_report
 from mlloop.state import loop_status
 
 LOCKED = "dataset_id: v1 (locked by Models/Artifacts/baseline/spec.json)"

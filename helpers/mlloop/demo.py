@@ -27,6 +27,7 @@ from .authoring import new_version
 from .bundle import examples_dir
 from .checks import run_check
 from .errors import MlloopError
+from .final_report import ANALYSIS_END, ANALYSIS_START, build_report
 from .formats.eval_samples import read_eval_samples
 from .formats.eval_score import read_eval_score
 from .formats.leaderboard_csv import parse_leaderboard
@@ -34,8 +35,7 @@ from .formats.trivial_baselines import read_floor
 from .install import init_project
 from .jsonio import read_json, write_json_atomic, write_text_atomic
 from .layout import EVAL_SCORE, LEADERBOARD_CSV, PROGRESSIVE_TRAINING, Project, version_id
-from .profile import draft_profiling
-from .report import ANALYSIS_END, ANALYSIS_START, build_report
+from .profiling_draft import draft_profiling
 from .rules import resolve
 
 DEFAULT_DIR = "mlloop-demo"

@@ -2,7 +2,7 @@
 schema): label spellings that differ only by case or spaces, table rows that name a file the
 source does not have, and sources whose only files are tables keyed by another source (they add
 columns to its samples through a join, not samples of their own). Counted from what
-``mlloop.profile`` inventoried; nothing is opened again.
+``mlloop.profiling_draft`` inventoried; nothing is opened again.
 """
 
 from __future__ import annotations

@@ -465,7 +465,7 @@ def _current_step(project: Project, rules, st: Status, vid: str, cur: int, rows:
 
 
 def _final_report(project: Project, st: Status, vid: str, cur: int, max_versions: int) -> None:
-    from .report import ANALYSIS_END, ANALYSIS_START, agent_section
+    from .final_report import ANALYSIS_END, ANALYSIS_START, agent_section
 
     loop_note = f"Step 5: cur {cur} >= max_versions {max_versions}; the loop is over"
     report = _latest_report_with(project, vid)

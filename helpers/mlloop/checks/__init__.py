@@ -14,7 +14,7 @@ import os
 
 from ..errors import Findings, MlloopError
 from ..layout import Project, version_number
-from . import evaluation, heldout, prepdata, profiling, report, rulefiles, versions
+from . import evaluation, final_report, heldout, prepdata, profiling, rulefiles, versions
 from .context import Context
 from .versions import misspelled_version
 
@@ -48,7 +48,7 @@ def run_check(project: Project, target: str = "all") -> Findings:
         "prepdata": [lambda c: prepdata.check_prepdata(c, required=True), heldout.check_prepdata_test],
         "baseline": [lambda c: versions.check_baseline(c, required=True),
                      lambda c: heldout.check_version_test(c, "baseline")],
-        "report": [lambda c: report.check_reports(c, required=True), heldout.check_newest_report_test],
+        "report": [lambda c: final_report.check_reports(c, required=True), heldout.check_newest_report_test],
         "all": [rulefiles.check_rules,
                 lambda c: profiling.check_profiling(c, required=False),
                 lambda c: prepdata.check_prepdata(c, required=False),
@@ -57,7 +57,7 @@ def run_check(project: Project, target: str = "all") -> Findings:
                 versions.check_all_versions,
                 heldout.check_all_versions_test,
                 evaluation.check_externals,
-                lambda c: report.check_reports(c, required=False),
+                lambda c: final_report.check_reports(c, required=False),
                 heldout.check_newest_report_test],
     }.get(target) or [lambda c: versions.check_one_version(c, target), lambda c: heldout.check_version_test(c, target)]
     if target not in ("all", "rules") and ctx.rules.findings.problems:

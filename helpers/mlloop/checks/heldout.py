@@ -17,8 +17,8 @@ from ..formats.leaderboard_csv import parse_leaderboard
 from ..formats.prepdata_stats import counts_of
 from ..layout import BASELINE, EVAL_SAMPLES, EVAL_SCORE, LEADERBOARD_CSV, PREPDATA_STATS, SPEC
 from .context import Context
+from .final_report import REPORT_NAME_RE
 from .prepdata import base_dir, read_index
-from .report import REPORT_NAME_RE
 
 TEST = "test"
 

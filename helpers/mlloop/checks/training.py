@@ -7,7 +7,7 @@ import re
 import stat
 from pathlib import Path
 
-from ..ckpt import inspect_checkpoint
+from ..checkpoint_scan import inspect_checkpoint
 from ..formats.spec import NO_ASSETS, parse_spec
 from ..layout import ASSETS, BASELINE, BEST_CKPT, LAST_CKPT, SPEC
 from .context import Context

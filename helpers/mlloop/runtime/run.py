@@ -35,7 +35,7 @@ from ..layout import BASELINE, BEST_CKPT, LAST_CKPT
 from ..markdown import bullets
 from ..rules import resolve
 from ..stages import locked_dataset_id
-from . import defaults, reports
+from . import defaults, smoke_retry_reports
 from .artifacts import (VersionPaths, assets_listing, forget_splits_read, is_rank_zero, parent_of,
                         paths_for_script, prepare_version_dir, read_index, save_asset, splits_read)
 from .config import resolve_settings, script_settings
@@ -211,25 +211,27 @@ class Run:
         if self.is_smoke:
             write_failed_report(self, exc, stage="script set-up (before fit)")
             return
-        if reports.finish_retry_attempt(self.paths.retry_report, "FAIL", exc):
+        if smoke_retry_reports.finish_retry_attempt(self.paths.retry_report, "FAIL", exc):
             return
-        previous = reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8")) \
+        previous = smoke_retry_reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8")) \
             if self.paths.retry_report.is_file() else []
-        attempt = reports.next_attempt(previous, status="FAIL", error=exc, cause=self.switches.get("RETRY_CAUSE"),
-                                       change=self.switches.get("RETRY_CHANGE"))
-        reports.append_retry_report(self.paths.retry_report, attempt, self.vid)
+        attempt = smoke_retry_reports.next_attempt(previous, status="FAIL", error=exc,
+                                                   cause=self.switches.get("RETRY_CAUSE"),
+                                                   change=self.switches.get("RETRY_CHANGE"))
+        smoke_retry_reports.append_retry_report(self.paths.retry_report, attempt, self.vid)
 
     def record_success(self) -> None:
         """After a retry passes, the retry report gets its PASS attempt (versions)."""
         if not self.rank_zero or not self.paths.retry_report.is_file():
             return
-        if reports.finish_retry_attempt(self.paths.retry_report, "PASS", None):
+        if smoke_retry_reports.finish_retry_attempt(self.paths.retry_report, "PASS", None):
             return
-        previous = reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8"))
+        previous = smoke_retry_reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8"))
         if previous:
-            attempt = reports.next_attempt(previous, status="PASS", error=None, cause=self.switches.get("RETRY_CAUSE"),
-                                           change=self.switches.get("RETRY_CHANGE"))
-            reports.append_retry_report(self.paths.retry_report, attempt, self.vid)
+            attempt = smoke_retry_reports.next_attempt(previous, status="PASS", error=None,
+                                                       cause=self.switches.get("RETRY_CAUSE"),
+                                                       change=self.switches.get("RETRY_CHANGE"))
+            smoke_retry_reports.append_retry_report(self.paths.retry_report, attempt, self.vid)
 
 
 def parameter_counts(module) -> dict | None:
@@ -310,7 +312,8 @@ def start(script_file: str | os.PathLike, namespace: dict, argv: list[str] | Non
         run.log(f"Trainer options from the script: {shown}")
     if not smoke and is_rank_zero() and (moved is not None or switches.get("RETRY_CAUSE") or switches.get("RETRY_CHANGE")):
         # A retry: its attempt is on disk before any work, so a kill cannot lose it.
-        reports.begin_retry_attempt(paths.retry_report, run.vid, switches.get("RETRY_CAUSE"), switches.get("RETRY_CHANGE"))
+        smoke_retry_reports.begin_retry_attempt(paths.retry_report, run.vid, switches.get("RETRY_CAUSE"),
+                                                switches.get("RETRY_CHANGE"))
     _ACTIVE = run
     run.runtime_defaults = defaults.apply(run)
     return run

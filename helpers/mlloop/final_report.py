@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .analysis import read_action, read_text_quiet, version_parent
 from .authoring import read_header
-from .ckpt import inspect_checkpoint
+from .checkpoint_scan import inspect_checkpoint
 from .compare import ranking_noise
 from .errors import Findings, MlloopError
 from .formats.eval_score import read_eval_score
