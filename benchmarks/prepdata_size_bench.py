@@ -3,11 +3,12 @@
     uv run python benchmarks/prepdata_size_bench.py [--stations 20] [--hours 8760] [--stride 24]
 
 Generates hourly station CSVs, cuts forecast windows (48 h in, 12 h out) from each, runs the
-pipeline's de-duplication and writer (``mlloop.runtime.data`` / ``.prepdata``, random split) and
+pipeline's de-duplication and writer (``mlloop.runtime.data`` / ``.prepdata``, time split) and
 prints, side by side:
   - raw bytes, prepdata asset bytes on disk (hard links counted once), index bytes;
   - the reference: the bytes one copy per window would take (the old writer);
-  - records parsed / kept (de-duplication by content keeps every window).
+  - records parsed / kept (de-duplication by content keeps every window; the time split drops the
+    windows whose target straddles each series' cut).
 Target: prepdata assets <= raw bytes (ratio <= 1.0); everything else is the index and common/.
 """
 
@@ -37,10 +38,10 @@ def parse(raw: Path, stride: int) -> list[dict]:
     records = []
     for path in sorted((raw / "stations").glob("*.csv")):
         values = [float(line.split(",")[1]) for line in path.read_text().splitlines()[1:]]
-        for start in range(0, len(values) - WINDOW - HORIZON + 1, stride):
-            records.append({"sample_id": data.make_id(path.stem, start), "source": "stations", "category": None,
+        for origin in range(WINDOW, len(values) - HORIZON + 1, stride):  # start: the first target row
+            records.append({"sample_id": data.make_id(path.stem, origin), "source": "stations", "category": None,
                             "assets": {"series_path": f"stations/{path.name}"}, "series_id": path.stem,
-                            "start": start, "horizon": HORIZON, "target": values[start + WINDOW:start + WINDOW + HORIZON]})
+                            "start": origin, "horizon": HORIZON, "target": values[origin:origin + HORIZON]})
     return records
 
 
@@ -70,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         with data.AssetReader(raw) as reader:
             data.enrich(records, spec, reader)
             data.deduplicate(records)
-            train, valid = data.split_records(data.kept(records), "random", 0.2, 42)
+            train, valid = data.split_records(data.kept(records), "time", 0.2, 42)
             prepdata.write_prepdata(out, records=records, train=train, valid=valid, spec=spec, reader=reader,
                                     group_key=None, stats={"dataset_id": "bench", "task_type": spec.name, "seed": 42,
-                                                           "split_strategy": "random", "valid_ratio": 0.2})
+                                                           "split_strategy": "time", "valid_ratio": 0.2})
         seconds = time.perf_counter() - t0
         raw_bytes = disk_bytes(raw)
         assets = disk_bytes(out, "series")

@@ -44,12 +44,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from mlloop.bundle import template
+
 REPO = Path(__file__).resolve().parents[1]
 TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before main() sets --threads
 
 
 def load_template():
-    spec = importlib.util.spec_from_file_location("bench_image_template", REPO / "templates/train/image_classification.py")
+    spec = importlib.util.spec_from_file_location("bench_image_template", template("train/image_classification.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

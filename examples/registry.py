@@ -34,9 +34,18 @@ EXAMPLES = {  # task type -> folder
     "ocr-line-recognition": "ocr_lines",
     "image-classification": "image_classification",
     "tabular-classification": "tabular",
+    "text-classification": "text_classification",
+    "time-series-forecasting": "time_series",
+    "image-segmentation": "image_segmentation",
 }
-ALIASES = {"ocr": "ocr-line-recognition", "ocr_lines": "ocr-line-recognition", "image": "image-classification",
-           "image_classification": "image-classification", "tabular": "tabular-classification"}
+ALIASES = {  # other names the demo accepts
+    "ocr": "ocr-line-recognition", "ocr_lines": "ocr-line-recognition",
+    "image": "image-classification", "image_classification": "image-classification",
+    "tabular": "tabular-classification",
+    "text": "text-classification", "text_classification": "text-classification",
+    "time_series": "time-series-forecasting", "timeseries": "time-series-forecasting",
+    "segmentation": "image-segmentation", "image_segmentation": "image-segmentation",
+}
 SKILLS = ("build-baseline", "progressive-training")
 REGION_START = "# ==== mlloop:parse-region:start"
 REGION_END = "# ==== mlloop:parse-region:end"
@@ -76,7 +85,9 @@ def generate(task: str, dest_dir, seed: int = 42, size: str = "small") -> dict:
 
 
 def template_path() -> Path:
-    return HERE.parent / "templates" / "01_data_pipeline.py"
+    from mlloop.bundle import template
+
+    return template("01_data_pipeline.py")
 
 
 def fill_parse_region(template_text: str, region_text: str) -> str:

@@ -12,8 +12,10 @@ import math
 import shutil
 from pathlib import Path
 
+from mlloop.bundle import template
+
 REPO = Path(__file__).resolve().parents[1]
-EVAL_TEMPLATE = REPO / "templates" / "03_eval.py"
+EVAL_TEMPLATE = template("03_eval.py")
 CLASSES = ["cat", "dog", "fox"]
 # (label, guess): the model predicts ``guess``; 7 of 10 right.
 VALID = [("cat", "cat"), ("dog", "dog"), ("fox", "cat"), ("cat", "cat"), ("dog", "fox"),

@@ -6,7 +6,9 @@ from click.testing import CliRunner
 
 from factory import RESULT_ANALYSIS
 from mlloop import markdown as md
-from mlloop.analysis import PLACEHOLDERS, analysis_gaps, draft_analysis, read_action
+from mlloop.analysis import draft_analysis
+from mlloop.formats import action_extract, result_analysis
+from mlloop.formats.result_analysis import PLACEHOLDERS
 from mlloop.cli import cli
 
 DOC = "Models/Artifacts/{vid}/result-analysis.md"
@@ -48,12 +50,13 @@ def test_skeleton_fails_the_document_check_until_filled(factory):
     factory.build_baseline_done().version(1, "evaluated")
     draft_analysis(factory.project, "v001")
     text = text_of(factory, "v001")
-    assert analysis_gaps(text) == [f"section {s!r} is empty or still a placeholder"
-                                   for s in ("Summary", "Evidence", "Hypotheses", "Next focus candidates")]
+    assert [g.message for g in result_analysis.gaps(text)] == [
+        f"the section {s!r} is empty or placeholder text; write it"
+        for s in ("Summary", "Evidence", "Hypotheses", "Next focus candidates")]
     filled = text
     for name, placeholder in PLACEHOLDERS.items():
         filled = filled.replace(placeholder, f"Written by the agent about {name}.")
-    assert analysis_gaps(filled) == []
+    assert result_analysis.gaps(filled) == []
 
 
 def test_deltas_against_the_parent_and_the_previous_version(factory):
@@ -205,8 +208,8 @@ def test_refusals(factory):
 
 def test_factory_documents_pass_the_readers():
     text = RESULT_ANALYSIS.format(vid="v001", acc=0.6, delta=0.1)
-    assert analysis_gaps(text) == []
-    assert read_action("## Selected Action\n- Goal: g\n- Change: c\n- Where: w\n- Expected impact: e\n"
+    assert result_analysis.gaps(text) == []
+    assert action_extract.parse("## Selected Action\n- Goal: g\n- Change: c\n- Where: w\n- Expected impact: e\n"
                        "- Risk: r\n- Verification: v\n") == (
         {"Goal": "g", "Change": "c", "Where": "w", "Expected impact": "e", "Risk": "r", "Verification": "v"}, [])
 

@@ -6,7 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from factory import ACTION_EXTRACT, PT_RULES, TRAIN_SCRIPT
-from mlloop.authoring import HEADER_START, new_version, read_header, replace_header
+from mlloop.authoring import new_version
+from mlloop.formats.change_summary import START as HEADER_START
+from mlloop.formats.change_summary import read_fields as read_header
+from mlloop.formats.change_summary import replace as replace_header
 from mlloop.checks import run_check
 from mlloop.cli import cli
 from mlloop.errors import MlloopError
@@ -130,8 +133,10 @@ def test_refuses_an_invalid_action_extract(factory):
     factory.build_baseline_done().version(1, "action")
     factory.write("Models/Artifacts/v001/action-extract.md", ACTION_EXTRACT.format(vid="v001").replace(
         "- Goal: raise accuracy by training longer", "- Goal: TODO").replace("- Risk: low; doubles training time\n", ""))
-    refuse(factory, "Models/Artifacts/v001/action-extract.md is not a valid action extract: field 'Goal' is empty "
-                    "or still a placeholder; field 'Risk' is missing. Fix it, then run `mlloop new-version` again.")
+    # The reasons are `mlloop check v001`'s, word for word (one parser of action-extract.md).
+    refuse(factory, "Models/Artifacts/v001/action-extract.md is not a valid action extract: the Selected Action's "
+                    "'Goal' is empty or placeholder text; the Selected Action has no 'Risk' field. Fix it, then run "
+                    "`mlloop new-version` again.")
 
 
 def test_refuses_two_selected_actions(factory):
@@ -139,7 +144,8 @@ def test_refuses_two_selected_actions(factory):
     text = ACTION_EXTRACT.format(vid="v001")
     factory.write("Models/Artifacts/v001/action-extract.md", text + "\n## Selected Action 2\n- Goal: more\n")
     refuse(factory, "Models/Artifacts/v001/action-extract.md is not a valid action extract: 2 'Selected Action' "
-                    "headings; exactly one action is selected per version. Fix it, then run `mlloop new-version` again.")
+                    "headings (lines 2, 12); exactly one action is chosen per version; move the others under "
+                    "'Deferred Candidates'. Fix it, then run `mlloop new-version` again.")
 
 
 def test_refuses_when_max_versions_is_reached(factory):

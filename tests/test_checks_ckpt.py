@@ -68,6 +68,7 @@ def lightning_ckpts(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # trains
 def test_real_lightning_checkpoints_are_sound(lightning_ckpts):
     for name in ("best.ckpt", "last.ckpt", "weights.ckpt"):
         assert inspect_checkpoint(lightning_ckpts / name) == [], name
@@ -78,6 +79,7 @@ def test_real_lightning_checkpoints_are_sound(lightning_ckpts):
     assert "torch._utils._rebuild_tensor_v2" in found and "collections.OrderedDict" in found
 
 
+@pytest.mark.slow  # trains
 def test_project_with_real_checkpoints_passes(factory, lightning_ckpts):
     factory.complete(versions=1)
     for name in ("best.ckpt", "last.ckpt"):
@@ -148,6 +150,7 @@ def test_hyper_parameters_as_objects_are_reported(tmp_path):
     (lambda p, good: zipfile.ZipFile(p, "w").writestr("loose.pkl", b"x"), "ckpt.layout"),
     (lambda p, good: _zip_ckpt(p, pickle.dumps({"a": list(range(50))}, protocol=2)[:-9]), "ckpt.corrupt"),
 ], ids=["truncated", "empty", "random-bytes", "no-byteorder", "no-top-folder", "pickle-cut"])
+@pytest.mark.slow  # trains
 def test_broken_checkpoints(tmp_path, lightning_ckpts, make, code):
     path = tmp_path / "bad.ckpt"
     make(path, lightning_ckpts / "best.ckpt")
@@ -188,6 +191,7 @@ def test_a_pickle_of_millions_of_opcodes_is_refused_within_the_budget(tmp_path):
     assert pickle_globals(io.BytesIO(b"\x80\x02" + b"N0" * 48 + b"N."), max_ops=100) == []  # 99 opcodes
 
 
+@pytest.mark.slow  # trains
 def test_real_checkpoints_are_far_inside_the_opcode_budget(lightning_ckpts):
     from mlloop.checkpoint_scan import MAX_PICKLE_OPS
 

@@ -133,7 +133,7 @@ def test_stats_must_describe_the_folder(factory):
     messages = {p[2] for p in found(factory)}
     assert messages == {"required field 'created_at' is missing", "dataset_id is 'v2' but this folder is 'v1'",
                         "valid_ratio must be a number between 0 and 1, found 1.5",
-                        "split_strategy 'uniform' is not one of random, stratified, group"}
+                        "split_strategy 'uniform' is not one of random, stratified, group, time"}
 
 
 @pytest.mark.parametrize("columns", [["sample_id"], ["sample_id", "source", "category", "asset_paths", "nested"]])

@@ -309,3 +309,89 @@ def test_asset_files_keep_one_extension(tf, rawdata, tmp_path):
                                                 "image/files-2.png.png"]  # the last one would clash otherwise
     assert sorted(p.name for p in (tmp_path / "train/image").iterdir()) == [
         "files-0.png", "files-1.PNG", "files-2.png", "files-2.png.png"]
+
+
+# ---- segmentation: LABEL_MAP, convert_asset and the mask checks -----------------------------------
+
+def grey_mask(values, width=4, height=4) -> bytes:
+    """A 'visible' 0-255 mask as some tools export it: class k stored as k * 85."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    image = Image.new("L", (width, height), 0)
+    image.putdata([values[i % len(values)] for i in range(width * height)])
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def to_class_ids(field, payload, record):
+    """The parse region's convert_asset: 0/85/170/255 -> 0..3; anything else is refused."""
+    import numpy as np
+    from PIL import Image
+
+    if field != "mask_path":
+        return payload
+    values = np.asarray(Image.open(io.BytesIO(payload)))
+    lookup = {0: 0, 85: 1, 170: 2, 255: 3}
+    unknown = set(np.unique(values).tolist()) - set(lookup)
+    if unknown:
+        raise ValueError(f"mask values {sorted(unknown)} are not in the label list")
+    buf = io.BytesIO()
+    Image.fromarray(np.vectorize(lookup.get)(values).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def seg_build(tf, tmp_path, masks: dict, class_ids=None, convert=to_class_ids):
+    raw, out = tmp_path / "raw", tmp_path / "prep"
+    (raw / "s").mkdir(parents=True)
+    recs = []
+    for i, (size, values) in enumerate(masks.items() if isinstance(masks, dict) else masks):
+        (raw / "s" / f"{i}.png").write_bytes(png(4, 4, 20 * i))
+        (raw / "s" / f"{i}_m.png").write_bytes(grey_mask(values, *size))
+        recs.append({"sample_id": f"s-{i}", "source": "s", "category": None, "group_id": f"s-{i}",
+                     "assets": {"image_path": f"s/{i}.png", "mask_path": f"s/{i}_m.png"}})
+    spec = data.task_spec(tf, "image-segmentation")
+    with data.AssetReader(raw) as reader:
+        data.enrich(recs, spec, reader)
+        train, valid = data.split_records(data.kept(recs), "random", 0.25, 42)
+        prepdata.write_prepdata(out, records=recs, train=train, valid=valid, spec=spec, reader=reader,
+                                group_key="group_id", convert=convert,
+                                class_ids=class_ids or {"background": 0, "circle": 1, "square": 2, "triangle": 3},
+                                stats={"dataset_id": "v1", "task_type": spec.name, "seed": 42,
+                                       "split_strategy": "random", "valid_ratio": 0.25})
+    report = prepdata.verify_prepdata(out, spec, split_strategy="random", group_key="group_id",
+                                      stratify_key=None, seed=42)
+    return raw, out, report
+
+
+def test_segmentation_masks_are_converted_to_class_ids_and_checked(tf, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    masks = [((4, 4), [0, 85]), ((4, 4), [0, 170, 255]), ((4, 4), [85, 255]), ((4, 4), [0])]
+    raw, out, report = seg_build(tf, tmp_path, masks)
+    assert report.passed, report.markdown()
+    status = {name: (s, detail) for name, s, detail in report.lines}
+    assert status["label_map_names_mask_ids"] == ("PASS", "4 classes")
+    assert status["masks_hold_label_map_ids"][0] == "PASS" and status["mask_sizes_match_images"][0] == "PASS"
+    assert json.loads((out / "common/label_map.json").read_text()) == {"background": 0, "circle": 1, "square": 2,
+                                                                       "triangle": 3}
+    written = sorted(set(np.unique(np.asarray(Image.open(p))).tolist()) for p in out.glob("*/mask/*.png"))
+    assert sorted(map(sorted, written)) == [[0], [0, 1], [0, 2, 3], [1, 3]]
+    assert set(np.unique(np.asarray(Image.open(raw / "s/1_m.png"))).tolist()) == {0, 170, 255}  # raw untouched
+
+
+def test_segmentation_mask_checks_fail_on_unconverted_values_and_wrong_sizes(tf, tmp_path):
+    masks = [((4, 4), [0, 85]), ((6, 4), [0]), ((4, 4), [0]), ((4, 4), [0])]
+    _, _, report = seg_build(tf, tmp_path, masks, convert=None)  # 85 is not a class id
+    failed = {name: detail for name, s, detail in report.lines if s == "FAIL"}
+    assert set(failed) == {"masks_hold_label_map_ids", "mask_sizes_match_images"}
+    assert "['85']" in failed["masks_hold_label_map_ids"] and "6x4, image 4x4" in failed["mask_sizes_match_images"]
+
+
+def test_segmentation_label_map_and_convert_errors_are_one_line(tf, tmp_path):
+    with pytest.raises(data.PipelineError, match=r"LABEL_MAP: the ids must be 0\.\.1, each once; got \[0, 2\]"):
+        seg_build(tf, tmp_path / "a", [((4, 4), [0])] * 4, class_ids={"background": 0, "thing": 2})
+    with pytest.raises(data.PipelineError, match=r"convert_asset\('mask_path'\) failed for sample_id 's-0' "
+                                                 r"\(s/0_m.png\): ValueError: mask values \[7\] are not in the label list"):
+        seg_build(tf, tmp_path / "b", [((4, 4), [7])] * 4)

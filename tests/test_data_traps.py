@@ -18,7 +18,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from mlloop.bundle import templates_dir
+from mlloop.bundle import template
 from mlloop.cli import cli
 import pytest
 
@@ -42,7 +42,7 @@ def make_project(root: Path, dataset_config: dict, region: str, edge_cases: str 
     (root / "dataset/rawdata").mkdir(parents=True, exist_ok=True)
     (root / "dataset/rawdata/profiling.md").write_text(
         f"# Profiling\n## Overview\nGenerated.\n## Source: data\n### Edge cases\n{edge_cases}\n", encoding="utf-8")
-    lines = (templates_dir() / "01_data_pipeline.py").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = template("01_data_pipeline.py").read_text(encoding="utf-8").splitlines(keepends=True)
     start = next(i for i, ln in enumerate(lines) if ln.startswith(REGION_START))
     end = next(i for i, ln in enumerate(lines) if ln.startswith(REGION_END))
     body = textwrap.dedent(region).strip() + "\n\n\n"

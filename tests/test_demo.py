@@ -12,12 +12,9 @@ from mlloop.cli import cli
 pytestmark = pytest.mark.slow
 
 
-def test_demo_runs_the_whole_loop_and_ends_with_check_ok(tmp_path, monkeypatch):
+def test_demo_runs_the_whole_loop_and_ends_with_check_ok(tiny_demo, monkeypatch):
     monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # the scripts run as on a user's machine
-    project = tmp_path / "demo"
-    result = CliRunner().invoke(cli, ["demo", "--project", str(project), "--size", "tiny", "--versions", "2", "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    project, summary, stderr = tiny_demo("image-classification", 2)
     reports = sorted((project / "Models" / "Report").iterdir())
     assert len(reports) == 1 and summary["report"] == f"Models/Report/{reports[0].name}"
     with open(reports[0] / "leaderboard.csv", encoding="utf-8") as fh:
@@ -28,7 +25,7 @@ def test_demo_runs_the_whole_loop_and_ends_with_check_ok(tmp_path, monkeypatch):
     assert (reports[0] / "Artifacts" / rows[0]["version_id"] / "best.ckpt").is_file()
     # every version shows its trivial floor (issue 7) and the progress went to stderr
     assert all("floor" in v["floor_text"] for v in summary["versions"])
-    assert "[1/15]" in result.stderr and "mlloop check (everything)" in result.stderr
+    assert "[1/15]" in stderr and "mlloop check (everything)" in stderr
     # v002 differs from its parent by the header and exactly one setting line
     parent = summary["versions"][1]["parent"]
     # (the change-summary header, "# key: value" lines, may differ in length: parent_choice is optional)
@@ -83,18 +80,16 @@ def test_use_primary_puts_the_metric_in_the_rules():
 
 @pytest.mark.parametrize("task, primary, extra, test_ratio", [
     ("tabular-classification", "roc_auc", ["--primary-metric", "auc"], "0.2"),
-    ("ocr-line-recognition", "cer", [], None)])
-def test_each_template_runs_from_raw_data_to_check_ok(tmp_path, task, primary, extra, test_ratio):
+    ("ocr-line-recognition", "cer", [], None),
+    ("text-classification", "macro_f1", [], "0.2"),
+    ("time-series-forecasting", "mase@24", [], "0.2"),
+    ("image-segmentation", "miou", [], None)])
+def test_each_template_runs_from_raw_data_to_check_ok(tiny_demo, task, primary, extra, test_ratio):
     """The other two templates through the same chain: the example's 01_data_pipeline.py, the
     baseline smoke test, v001, 03_eval.py, the report and `mlloop check` (one version, tiny data);
     the tabular one ranked by ROC AUC from the template's scores (an alias on the command line),
     with a held-out test split that only the report scores."""
-    project = tmp_path / "demo"
-    result = CliRunner().invoke(cli, ["demo", "--project", str(project), "--task", task, "--size", "tiny",
-                                      "--versions", "1", "--json", *extra]
-                                + (["--test-ratio", test_ratio] if test_ratio else []))
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    project, summary, _ = tiny_demo(task, 1, *extra, *(["--test-ratio", test_ratio] if test_ratio else []))
     assert summary["task"] == task and summary["primary_metric"] == primary
     assert [r["version_id"] for r in summary["leaderboard"]] == ["v001"]
     score = json.loads((project / "Models/Artifacts/v001/eval_score.json").read_text())
@@ -116,3 +111,10 @@ def test_each_template_runs_from_raw_data_to_check_ok(tmp_path, task, primary, e
     else:
         assert "The best version's score is optimistic." in analysis and not (report / "test").exists()
         assert (report / "pictures/errors.png").is_file()  # a text task gets an error list, not a confusion matrix
+    if task == "image-segmentation":  # masks are shown as pictures: the gallery shows each overlay
+        sample = project / "Models/Artifacts/v001/infer_samples/0001"
+        assert {"input.png", "gt.png", "output.png", "overlay.png", "output.txt"} <= {p.name for p in sample.iterdir()}
+        assert (report / "pictures/samples.png").is_file()
+        from mlloop.report_pictures import _short
+
+        assert _short([[0, 1, 1], [0, 0, 1]]) == "2x3 mask" and _short([0, 1]) == "[0, 1]"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlloop.bundle import examples_dir, templates_dir
+from mlloop.bundle import examples_dir, template
 from mlloop.cli import cli
 from mlloop.layout import Project
 from mlloop.profiling_draft import draft_profiling
@@ -20,7 +20,8 @@ from mlloop.taskformat import load_task_format
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
 pytestmark = pytest.mark.slow
 
-TASKS = ("ocr-line-recognition", "image-classification", "tabular-classification")
+TASKS = ("ocr-line-recognition", "image-classification", "tabular-classification", "text-classification",
+         "time-series-forecasting", "image-segmentation")
 
 
 def load(path: Path, name: str):
@@ -100,7 +101,20 @@ def test_pipeline_end_to_end(task, tmp_path):
     for name in ("df_meta.parquet", "train_manifest.parquet", "valid_manifest.parquet"):
         assert (prep / "common" / name).is_file()
     if task.endswith("classification"):
-        assert set(json.loads((prep / "common/label_map.json").read_text())) <= {"circle", "square", "triangle", "ok", "warn", "fail"}
+        assert set(json.loads((prep / "common/label_map.json").read_text())) <= {"circle", "square", "triangle", "ok", "warn", "fail",
+                                                                               "positive", "negative", "neutral"}
+    if task == "image-segmentation":  # both sources' masks converted to the one label map's ids
+        assert json.loads((prep / "common/label_map.json").read_text()) == {"background": 0, "circle": 1, "square": 2,
+                                                                          "triangle": 3}
+        import numpy as np
+        from PIL import Image
+
+        values = {source: set() for source in info["raw"]}
+        for path in prep.glob("*/mask/*.png"):
+            with Image.open(path) as mask:
+                assert mask.mode == "L" and mask.size == (64, 64)
+                values[path.stem.split("-")[0]] |= set(np.unique(np.asarray(mask)).tolist())
+        assert values == {"scenes_voc": {0, 1, 2, 3}, "scenes_export": {0, 1, 2, 3}}
     report = (prep / "_tests/pipeline_test_report.md").read_text()
     assert "- overall_result: PASS" in report and "FAIL" not in report
     checked = runner.invoke(cli, ["check", "prepdata", "--project", str(root)])
@@ -112,6 +126,12 @@ def test_each_example_drops_its_edge_cases(tmp_path):
         "ocr-line-recognition": {"duplicate": 2, "label_too_long": 2, "label_too_short": 2, "missing_asset": 2,
                                  "missing_field": 1, "unreadable_asset": 1, "wider_than_max_bucket": 2},
         "image-classification": {"duplicate": 1, "missing_asset": 1, "missing_field": 1, "unreadable_asset": 1},
+        "text-classification": {"duplicate": 2, "empty_text": 7, "missing_field": 1, "unknown_label": 1},
+        # windows over the repeated hour, the gap and the missing readings; the stuck station's 65;
+        # per series the windows whose target crosses the time cut (24 h forecast, 6 h apart: 3)
+        "time-series-forecasting": {"constant_sensor": 65, "duplicate_timestamp": 20, "gap": 19, "missing_value": 41,
+                                    "straddles_time_cut": 15},
+        "image-segmentation": {"mask_size_mismatch": 1, "missing_asset": 1},
     }
     for task, dropped in expected.items():
         root = tmp_path / task
@@ -155,7 +175,7 @@ def test_rerun_moves_the_previous_prepdata_aside_and_caps_train_after_valid(tmp_
 def test_the_unfilled_template_fails_cleanly(tmp_path):
     root = tmp_path / "proj"
     registry.prepare_project("tabular", root, size="tiny")
-    (root / "01_data_pipeline.py").write_text((templates_dir() / "01_data_pipeline.py").read_text())
+    (root / "01_data_pipeline.py").write_text(template("01_data_pipeline.py").read_text())
     out = run_pipeline(root)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == "Error: dataset/rawdata/profiling.md does not exist; profile the raw data first (`mlloop profile`, then complete it)."
@@ -171,15 +191,15 @@ def test_the_unfilled_template_fails_cleanly(tmp_path):
 
 def test_the_template_does_no_work_at_import(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    module = load(templates_dir() / "01_data_pipeline.py", "pipeline_template")
+    module = load(template("01_data_pipeline.py"), "pipeline_template")
     assert callable(module.main) and module.DEDUPLICATE is True and module.LOAD_TEST_SAMPLES == 10
     assert list(tmp_path.iterdir()) == []
-    assert len((templates_dir() / "01_data_pipeline.py").read_text().splitlines()) <= 300
+    assert len(template("01_data_pipeline.py").read_text().splitlines()) <= 300
 
 
 def test_fill_parse_region():
-    template = (templates_dir() / "01_data_pipeline.py").read_text()
-    filled = registry.fill_parse_region(template, "def parse_sources(rawdata):\n    return []\n")
+    text = template("01_data_pipeline.py").read_text()
+    filled = registry.fill_parse_region(text, "def parse_sources(rawdata):\n    return []\n")
     assert "raise NotImplementedError" not in filled and "def parse_sources(rawdata):\n    return []\n" in filled
     assert filled.count("mlloop:parse-region:start") == 1 and filled.count("mlloop:parse-region:end") == 1
     compile(filled, "01_data_pipeline.py", "exec")

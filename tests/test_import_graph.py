@@ -24,8 +24,10 @@ LAYERS = {
                "mlloop.bundle", "mlloop.metrics", "mlloop.shellwrites", "mlloop.checkpoint_scan", "mlloop.profilehints",
                "mlloop.checks.parquet_footer", "mlloop.checks.data_intent"),
     # one module per file the loop reads or writes: its names, parser and renderer (rules.py and
-    # taskformat.py own the two files the user writes; stages.py which files mark a step)
-    "formats": ("mlloop.formats", "mlloop.formats.*", "mlloop.rules", "mlloop.taskformat", "mlloop.stages"),
+    # taskformat.py own the two files the user writes; stages.py which files mark a step;
+    # protection.py the protected-files list, rendered into the skills and docs/contracts.md)
+    "formats": ("mlloop.formats", "mlloop.formats.*", "mlloop.rules", "mlloop.taskformat", "mlloop.stages",
+                "mlloop.protection"),
     # the scripts' harness (torch side), and the bootstrap statistic on evaluation records,
     # which recomputes metrics through runtime.metrics
     "runtime": ("mlloop.runtime", "mlloop.runtime.*", "mlloop.bootstrap"),
@@ -47,21 +49,6 @@ LAZY_ON_PURPOSE = {
     "mlloop.cli": "each invocation loads only the command it runs",
     "mlloop.hooks": "PreToolUse runs before every tool call; only SessionStart and Stop load status and checks",
 }
-
-# In-function edges left for work done in parallel: the markdown documents
-# (change-summary header, action-extract, result-analysis, final-analysis markers) moving into
-# mlloop.formats, and status built on the checks. The graph tests skip them until then; each
-# must still exist, so remove it here when it goes.
-AWAITING_PARALLEL_WORK = {
-    ("mlloop.analysis", "mlloop.authoring"): "read_header (change-summary header)",
-    ("mlloop.authoring", "mlloop.analysis"): "read_action (action-extract.md)",
-    ("mlloop.final_report", "mlloop.analysis"): "read_action (action-extract.md), version_parent",
-    ("mlloop.final_report", "mlloop.authoring"): "read_header (change-summary header)",
-    ("mlloop.state", "mlloop.analysis"): "analysis_gaps, read_action (result-analysis.md, action-extract.md)",
-    ("mlloop.state", "mlloop.final_report"): "ANALYSIS_START/END, agent_section (final-analysis.md markers)",
-    ("mlloop.state", "mlloop.checks"): "status takes its problems from the checks (_cheap_check)",
-}
-
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
@@ -112,7 +99,7 @@ def imports_of(module: str) -> set[str]:
             for t in _targets(module, node)}
 
 
-GRAPH = {m: imports_of(m) - {t for (f, t) in AWAITING_PARALLEL_WORK if f == m} for m in MODULES}
+GRAPH = {m: imports_of(m) for m in MODULES}
 
 
 def function_level_imports(module: str) -> list[tuple[int, str]]:
@@ -138,14 +125,9 @@ def test_layer_table_names_only_existing_modules():
     assert [m for m in listed if m not in MODULES] == []
 
 
-def test_awaiting_edges_still_exist():
-    # An edge listed above that is gone must leave the list, so the exemption cannot outlive its reason.
-    assert [edge for edge in AWAITING_PARALLEL_WORK if edge[1] not in imports_of(edge[0])] == []
-
-
 def test_internal_imports_are_at_module_top():
     lazy = [f"{m}:{line} imports {target}" for m in MODULES if m not in LAZY_ON_PURPOSE
-            for line, target in function_level_imports(m) if (m, target) not in AWAITING_PARALLEL_WORK]
+            for line, target in function_level_imports(m)]
     assert lazy == []
 
 

@@ -1,16 +1,20 @@
 """`mlloop init`: installs the skills, templates and hooks; safe to run twice; keeps the user's files."""
 
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from mlloop.bundle import bundle_root
+from mlloop.bundle import SKILL_DIRS, bundle_root, template, train_templates
 from mlloop.cli import cli
-from mlloop.install import HOOKS, bundle_files, hook_command, is_mlloop_command
+from mlloop.install import HOOKS, USER_FILES, bundle_files, hook_command, init_project, is_mlloop_command
+from mlloop.layout import SKILLS, Project
 
 BB = ".claude/skills/build-baseline"
 PT = ".claude/skills/progressive-training"
@@ -32,11 +36,14 @@ def test_init_installs_skills_templates_rules_and_hooks(factory):
         for ref in (bundle / "skills" / skill / "reference").glob("*.md"):
             assert (root / f".claude/skills/{skill}/reference/{ref.name}").read_bytes() == ref.read_bytes()
     assert (root / BB / "task_format.yaml").read_bytes() == (bundle / "skills/build-baseline/task_format.yaml").read_bytes()
-    assert (root / BB / "templates/01_data_pipeline.py").is_file()
-    train = sorted((bundle / "templates/train").glob("*.py"))
-    assert train and all((root / BB / "templates" / t.name).read_bytes() == t.read_bytes() for t in train)
-    assert (root / PT / "templates/03_eval.py").read_bytes() == (bundle / "templates/03_eval.py").read_bytes()
-    assert (root / PT / "templates/04_final_report.py").is_file()
+    # The templates sit where the repository (the plugin) has them, so the skills' paths hold.
+    installed = Path(root / ".claude/skills")
+    assert template("01_data_pipeline.py", installed) == root / BB / "templates/01_data_pipeline.py"
+    train = train_templates()
+    assert train and {n: p.read_bytes() for n, p in train_templates(installed).items()} == \
+        {n: p.read_bytes() for n, p in train.items()}
+    assert template("03_eval.py", installed).read_bytes() == template("03_eval.py").read_bytes()
+    assert template("04_final_report.py", installed) == root / PT / "templates/04_final_report.py"
     assert (root / "dataset/rawdata").is_dir()
 
     settings = json.loads((root / SETTINGS).read_text())
@@ -220,3 +227,95 @@ def test_hook_command_survives_spaces_and_runs_mlloop(tmp_path, monkeypatch):
 def test_every_hook_event_is_registered():
     assert {e: a for e, (_, a, _) in HOOKS.items()} == {"SessionStart": "session-start", "PreToolUse": "pre-tool-use",
                                                          "Stop": "stop"}
+
+
+# ---- the installed skill folders are the repository's ---------------------------------------
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path, through links (as init reads the bundle)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in filenames:
+            if not name.endswith((".pyc", ".bak")):
+                path = Path(dirpath) / name
+                out[path.relative_to(folder).as_posix()] = path.read_bytes()
+    return out
+
+
+@pytest.mark.parametrize("lang", sorted(SKILL_DIRS))
+def test_init_installs_exactly_the_skill_folders(factory, lang):
+    assert init(factory.root, "--lang", lang).exit_code == 0
+    for skill in SKILLS:
+        bundled = tree(bundle_root() / SKILL_DIRS[lang] / skill)
+        english = tree(bundle_root() / "skills" / skill)
+        # A translation may leave out a data file (task_format.yaml); init takes it from English.
+        expected = bundled | {n: english[n] for n in USER_FILES if n in english and n not in bundled}
+        assert tree(factory.root / ".claude/skills" / skill) == expected
+        assert any(n.startswith("templates/") for n in expected)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def links_in_skills_ko() -> list[Path]:
+    return sorted(p for p in (REPO / "skills-ko").rglob("*") if p.is_symlink())
+
+
+def test_korean_templates_are_relative_links_to_the_english_ones():
+    links = links_in_skills_ko()
+    assert [p.relative_to(REPO).as_posix() for p in links] == [f"skills-ko/{s}/templates" for s in SKILLS]
+    for link in links:
+        target = os.readlink(link)
+        assert not os.path.isabs(target), f"{link} must be a relative link (it travels with the checkout)"
+        assert link.resolve() == (REPO / "skills" / link.relative_to(REPO / "skills-ko")).resolve()
+    # Committed as links (mode 120000), not as copies of the code.
+    staged = subprocess.run(["git", "ls-files", "-s", "skills-ko"], cwd=REPO, capture_output=True, text=True).stdout
+    if staged:  # a checkout (an unpacked sdist has no git)
+        modes = {line.split("\t")[1]: line.split()[0] for line in staged.splitlines()}
+        assert all(modes.get(p.relative_to(REPO).as_posix()) == "120000" for p in links), modes
+
+
+def test_korean_init_needs_no_links_in_the_bundle(factory, tmp_path):
+    """Wheels and sdists leave links out: init --lang ko from such a bundle installs the same files."""
+    bundle = tmp_path / "bundle"
+    for top in ("skills", "skills-ko"):
+        shutil.copytree(REPO / top, bundle / top, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for link in (bundle / "skills-ko").rglob("*"):
+        if link.is_symlink():
+            link.unlink()
+    linked = bundle_files("ko")
+    unlinked = bundle_files("ko", bundle)
+    assert sorted(unlinked) == sorted(linked)
+    assert all(unlinked[d].read_bytes() == linked[d].read_bytes() for d in linked)
+    assert any("/templates/train/" in d for d in unlinked)
+    init_project(Project.at(factory.root), "ko", bundle=bundle)
+    assert (factory.root / BB / "templates/01_data_pipeline.py").read_bytes() == template("01_data_pipeline.py").read_bytes()
+
+
+def test_init_removes_what_an_older_layout_installed_and_keeps_edited_files(factory):
+    """Before the templates moved into templates/train/, init installed them flat."""
+    import hashlib
+
+    assert init(factory.root).exit_code == 0
+    manifest_path = factory.root / ".claude/.mlloop-install.json"
+    manifest = json.loads(manifest_path.read_text())
+    old, edited = f"{BB}/templates/tabular.py", f"{BB}/templates/ocr_recognition.py"
+    stale_dir = f"{BB}/old_folder/notes.md"
+    for dest, text in ((old, "as installed\n"), (edited, "as installed\n"), (stale_dir, "x\n")):
+        (factory.root / dest).parent.mkdir(parents=True, exist_ok=True)
+        (factory.root / dest).write_text(text)
+        manifest["files"][dest] = hashlib.sha256(text.encode()).hexdigest()
+    (factory.root / edited).write_text("the user's edit\n")
+    manifest_path.write_text(json.dumps(manifest))
+
+    result = init(factory.root)
+    assert result.exit_code == 0, result.output
+    assert f"removed  {old}" in result.output and f"removed  {stale_dir}" in result.output
+    assert edited not in result.output
+    assert not (factory.root / old).exists() and not (factory.root / BB / "old_folder").exists()
+    assert (factory.root / edited).read_text() == "the user's edit\n"
+    assert (factory.root / BB / "templates/train/tabular.py").is_file()
+    files = json.loads(manifest_path.read_text())["files"]
+    assert old not in files and edited not in files and stale_dir not in files
+    assert "nothing to change" in init(factory.root).output

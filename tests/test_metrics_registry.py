@@ -272,6 +272,14 @@ def test_floors_from_results():
     assert [p["name"] for p in doc["predictors"]] == ["naive", "seasonal_naive@2"]
     assert doc["predictors"][0]["metrics"][0]["value"] == pytest.approx(2.0)   # [4, 4] for [5, 7], scale 1
     assert doc["floor"]["value"] == pytest.approx(2.0)
+    # the seasonal naive forecast repeats the last season: y[T+h] = y[T+h-m], one season back
+    seasonal = [{"prediction": [0.0] * 3, "target": [10.0, 20.0, 30.0], "history": [1.0, 10.0, 20.0, 30.0], "loss": None}]
+    doc = trivial.score_from_results(trivial.FORECASTING, seasonal, spec("mae", "mase@3"), "mae", 0)
+    assert doc["floor"] == {"metric": "mae", "value": 0.0, "predictor": "seasonal_naive@3", "higher_is_better": False}
+    # a season longer than a history: that predictor is left out, with the reason, not an IndexError
+    doc = trivial.score_from_results(trivial.FORECASTING, forecast, spec("mae", "mase@6"), "mae", 0)
+    assert [p["name"] for p in doc["predictors"]] == ["naive"]
+    assert doc["not_computable"]["seasonal_naive@6"] == "a history is shorter than the season (6)"
 
     target = {"boxes": [[0, 0, 10, 10]], "labels": ["car"]}
     doc = trivial.score_from_results(trivial.DETECTION, [{"prediction": {}, "target": target}], spec("map"), "map", 0)

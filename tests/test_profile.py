@@ -263,11 +263,11 @@ def test_load_test_without_a_pipeline_or_task_type_is_one_line(project):
     result = CliRunner().invoke(cli, ["profile", "--load-test", "--project", str(project.root)])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "Error: 01_data_pipeline.py does not exist; copy the template from .claude/skills/build-baseline/templates/ "
+        "Error: 01_data_pipeline.py does not exist; copy the build-baseline skill's templates/01_data_pipeline.py here "
         "and write parse_sources() in its parse region from profiling.md's extraction rules, then run the load test."]
-    from mlloop.bundle import templates_dir
+    from mlloop.bundle import template
 
-    (project.root / "01_data_pipeline.py").write_text((templates_dir() / "01_data_pipeline.py").read_text())
+    (project.root / "01_data_pipeline.py").write_text(template("01_data_pipeline.py").read_text())
     result = CliRunner().invoke(cli, ["profile", "--load-test", "--project", str(project.root)])
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert result.output.startswith("Error: 01_data_pipeline.py: the parse region of 01_data_pipeline.py is not written")

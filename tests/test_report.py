@@ -15,12 +15,15 @@ from click.testing import CliRunner
 
 from factory import PT_RULES, fake_checkpoint
 from mlloop import markdown as md
+from mlloop.bundle import template
 from mlloop.cli import cli
 from mlloop.errors import MlloopError
 from mlloop.layout import Project
 from mlloop.leaderboard import VERSION, Row, rank
 from mlloop.lock import writer_lock
-from mlloop.final_report import ANALYSIS_PLACEHOLDER, agent_section, build_report
+from mlloop.final_report import build_report
+from mlloop.formats.final_analysis import PLACEHOLDER as ANALYSIS_PLACEHOLDER
+from mlloop.formats.final_analysis import agent_section
 from mlloop.rules import resolve
 from mlloop.formats.eval_score import EvalScore, read_eval_score
 from mlloop.scores import FRESH, provenance
@@ -30,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 NOW = datetime(2026, 1, 2, 3, 4)
 STAMP = "2026-01-02_03-04"
-TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "04_final_report.py"
+TEMPLATE = template("04_final_report.py")
 
 FAKE_EVAL = '''"""03_eval.py stand-in for the report tests: writes a fresh, valid eval_score.json for --version."""
 import argparse

@@ -9,7 +9,7 @@ import torch
 
 from mlloop.errors import MlloopError
 from mlloop.runtime import defaults
-from train_fixture import image_prepdata, install_script, load_script, one_thread, v001_header, write_rules  # noqa: F401
+from train_fixture import image_prepdata, install_script, ocr_prepdata, load_script, one_thread, v001_header, write_rules  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,6 +109,22 @@ def test_image_size_from_df_meta_is_the_median_train_side_rounded_and_capped(tmp
     assert defaults.choose_image_size(tmp_path, [])["value"] == 32
 
 
+def test_line_height_and_width_buckets_from_df_meta(tmp_path):
+    sizes = [(90, 30), (120, 30), (150, 40), (200, 30), (400, 30), (60, 20), (2000, 10)]  # (width, height)
+    write_meta(tmp_path, [{"width": w, "height": h, "split": "train"} for w, h in sizes]
+               + [{"width": 5000, "height": 500, "split": "valid"}])
+    height = defaults.choose_line_height(tmp_path, [])
+    assert height["value"] == 32  # median height 30 -> 32
+    assert height["why"].startswith("median line height 30 px over 7 images (common/df_meta.parquet)")
+    buckets = defaults.choose_width_buckets(tmp_path, [], 32)
+    # widths at height 32, sorted: 96, 96, 120, 128, 213.3, 426.7, 6400 -> quartiles 96, 128, 426.7 -> 448,
+    # and the maximum capped at 1024
+    assert buckets["value"] == [96, 128, 448, 1024]
+    write_meta(tmp_path, [{"width": 40, "height": 200, "split": "train"}])
+    assert defaults.choose_line_height(tmp_path, [])["value"] == 64
+    assert defaults.choose_width_buckets(tmp_path, [], 64)["value"] == [32]
+
+
 @pytest.mark.slow
 def test_image_size_from_the_images_when_df_meta_has_no_sizes_else_a_clear_error(tmp_path):
     prepdata = image_prepdata(tmp_path, n_train=6, n_valid=2, size=100)
@@ -134,3 +150,21 @@ def test_the_image_template_fills_its_none_settings_and_spec_says_why(tmp_path, 
     assert spec["settings"]["IMAGE_SIZE"]["source"].startswith("runtime default: median longer side 40 px")
     out = capsys.readouterr().out
     assert "[mlloop] image_size: 32 (median longer side 40 px over 8 images" in out
+
+
+@pytest.mark.slow
+def test_the_ocr_template_fills_line_height_and_buckets_from_the_data(tmp_path):
+    write_rules(tmp_path, "ocr-recognition",
+                {"vision_backbone": "test_efficientnet", "vision_backbone_out_indices": [1], "MAX_TOKENS": 4,
+                 "expected_stride": 4, "expected_channels": 24},
+                training={"batch_size": 4}, metrics=["loss", "cer"], primary="cer")
+    ocr_prepdata(tmp_path, n_train=8, n_valid=4, height=16)
+    script = load_script(install_script(tmp_path, "ocr_recognition", "02_train_v001.py", v001_header()), "t_ocr_dflt")
+    script.main([])
+    spec = json.loads((tmp_path / "Models/Artifacts/v001/spec.json").read_text())
+    chosen = spec["runtime_defaults"]
+    assert chosen["h_target"]["value"] == 16 and spec["model"]["h_target"] == 16
+    assert chosen["w_buckets"]["value"] == spec["model"]["w_buckets"]
+    assert all(b % 32 == 0 for b in chosen["w_buckets"]["value"]) and chosen["w_buckets"]["value"] == sorted(
+        set(chosen["w_buckets"]["value"]))
+    assert spec["settings"]["W_BUCKETS"]["source"].startswith("runtime default: quartiles and maximum of 8 line widths")

@@ -39,6 +39,7 @@ def test_the_estimate_scales_the_measured_batch_time_to_the_planned_steps():
     assert estimate_version_time(fake_run(1.0), FakeTimer(None, []), 16, steps, 10)["minutes"] is None
 
 
+@pytest.mark.slow  # trains
 def test_the_smoke_report_shows_the_estimate_and_the_budget_warning(tmp_path, capsys):
     write_rules(tmp_path, "tabular-classification", training={"max_minutes_per_version": 1e-6, "epochs": 50})
     tabular_prepdata(tmp_path)

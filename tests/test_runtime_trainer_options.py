@@ -59,6 +59,7 @@ def fit(tmp_path, module, data, epochs=1, options=None, callbacks=()):
 
 
 @pytest.mark.parametrize("clip", [None, 1e-3])
+@pytest.mark.slow  # trains
 def test_gradient_clip_val_bounds_the_update(tmp_path, clip):
     module = Tiny(lr=1.0, optimizer="sgd")
     before = module.net.weight.detach().clone()
@@ -72,12 +73,14 @@ def test_gradient_clip_val_bounds_the_update(tmp_path, clip):
 
 
 @pytest.mark.parametrize("accumulate,steps", [(1, 6), (2, 3), (4, 2)])
+@pytest.mark.slow  # trains
 def test_accumulate_grad_batches_changes_the_optimizer_steps_and_count_steps_agrees(tmp_path, accumulate, steps):
     outcome = fit(tmp_path, Tiny(), TinyData(n=24, batch_size=4), options={"accumulate_grad_batches": accumulate})
     assert outcome.global_step == steps
     assert count_steps(24, 4, 1, 1, 1, accumulate=accumulate).per_epoch == steps
 
 
+@pytest.mark.slow  # trains
 def test_an_early_stopping_callback_stops_early(tmp_path):
     from lightning.pytorch.callbacks import EarlyStopping
 
@@ -140,6 +143,7 @@ def test_a_template_forwards_trainer_and_records_it_with_the_rules_overrides(pro
     assert "[mlloop] Trainer options from the script: accumulate_grad_batches=2, gradient_clip_val=0.5" in out
 
 
+@pytest.mark.slow  # trains
 def test_a_versions_callbacks_function_reaches_the_trainer(project):
     path = install_script(project, "tabular", "02_train_v001.py", v001_header())
     text = path.read_text(encoding="utf-8")
@@ -153,6 +157,7 @@ def test_a_versions_callbacks_function_reaches_the_trainer(project):
     assert spec["training"]["global_step"] == 2 * 5 < spec["steps"]["total"] == 6 * 5  # stopped after 2 of 6 epochs
 
 
+@pytest.mark.slow  # trains
 def test_a_harness_key_in_trainer_stops_the_run_before_anything_is_written(project, capsys):
     script = load_script(install_script(project, "tabular", "02_train_v001.py", v001_header()), "t_bad_opts")
     assert entry(script.main, ["--TRAINER={'devices': 4}"]) == 1

@@ -55,6 +55,7 @@ def tree(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
+@pytest.mark.slow  # trains
 def test_trainer_writes_exactly_best_last_and_csv_logs_that_load_weights_only(tmp_path):
     hparams = {"lr": 0.05, "layers": [4, 3], "name": "tiny", "extra": {"a": 1, "b": None}}
     outcome = training.fit(tmp_path, Tiny(hparams), TinyData(), epochs=3, devices=CPU, precision="32-true",
@@ -77,6 +78,7 @@ def test_trainer_writes_exactly_best_last_and_csv_logs_that_load_weights_only(tm
     assert "lr: 0.05" in (tmp_path / "logs/version_0/hparams.yaml").read_text()
 
 
+@pytest.mark.slow  # trains
 def test_an_object_in_the_hyperparameters_makes_checkpoints_unloadable_weights_only(tmp_path):
     # Why the templates keep hparams a plain dict: a Path (any object) needs unsafe unpickling.
     # The runtime refuses it right after training, in its own words (no advice to load unsafely).
@@ -88,6 +90,7 @@ def test_an_object_in_the_hyperparameters_makes_checkpoints_unloadable_weights_o
         torch.load(tmp_path / "best.ckpt", weights_only=True)
 
 
+@pytest.mark.slow  # trains
 def test_missing_monitor_is_a_clear_error(tmp_path):
     class NoVal(Tiny):
         def validation_step(self, batch, batch_idx):

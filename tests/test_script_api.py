@@ -8,7 +8,7 @@ import pytest
 import mlloop.script
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted([*(REPO / "templates").glob("*.py"), *(REPO / "templates" / "train").glob("*.py"),
+SCRIPTS = sorted([*(REPO / "skills").glob("*/templates/**/*.py"),
                   *(REPO / "examples").glob("*/parse.py")])
 
 
@@ -35,8 +35,10 @@ def api_problems(source: str) -> list[str]:
 
 def test_the_scripts_are_found():
     names = {p.relative_to(REPO).as_posix() for p in SCRIPTS}
-    assert {"templates/01_data_pipeline.py", "templates/03_eval.py", "templates/04_final_report.py",
-            "templates/train/image_classification.py"} <= names
+    assert {"skills/build-baseline/templates/01_data_pipeline.py",
+            "skills/progressive-training/templates/03_eval.py",
+            "skills/progressive-training/templates/04_final_report.py",
+            "skills/build-baseline/templates/train/image_classification.py"} <= names
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.relative_to(REPO).as_posix())

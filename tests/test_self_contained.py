@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("helpers", "templates", "skills", "skills-ko", "docs", "examples", "benchmarks", "hooks", "tests")
+SHIPPED = ("helpers", "skills", "skills-ko", "docs", "examples", "benchmarks", "hooks", "tests")
 # DESIGN.md, the research notes and the seed documents live outside the repository.
 OUTSIDE = re.compile(r"\bDESIGN(?:\.md)?\b|\bresearch [A-Z]\b|\bresearch/|\bseed 00\d\b|\bseeds/|\.\./shared\b")
 

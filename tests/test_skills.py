@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mlloop.analysis import analysis_gaps, read_action
+from mlloop.formats import action_extract, final_analysis, result_analysis
 from mlloop.cli import cli
 from mlloop.layout import Project
 from mlloop.rules import resolve
@@ -258,8 +259,11 @@ def test_command_extraction_sees_what_a_reader_sees():
 # ---- English and Korean say the same thing ------------------------------------------------
 
 def relative_files(lang: str) -> set[str]:
+    """Every file of the skills, through links (skills-ko's templates/ links to the English one)."""
     root = LANG_DIRS[lang]
-    return {p.relative_to(root).as_posix() for skill in SKILL_NAMES for p in (root / skill).rglob("*") if p.is_file()}
+    return {(Path(d) / n).relative_to(root).as_posix() for skill in SKILL_NAMES
+            for d, _, names in os.walk(root / skill, followlinks=True) for n in names
+            if "__pycache__" not in Path(d).parts}
 
 
 def test_korean_mirrors_the_english_files():
@@ -280,17 +284,30 @@ def test_english_and_korean_name_the_same_commands_steps_and_files(rel):
 
 # ---- reference files ----------------------------------------------------------------------
 
+SHARED_CLI_OUTPUT = "../build-baseline/reference/cli-output.md"  # one per language, for both skills
+
+
+def test_one_cli_output_reference_per_language():
+    for lang, root in LANG_DIRS.items():
+        copies = sorted(p.relative_to(root).as_posix() for p in root.glob("*/reference/cli-output.md"))
+        assert copies == ["build-baseline/reference/cli-output.md"], f"{lang}: {copies}"
+        assert (root / "progressive-training" / SHARED_CLI_OUTPUT).resolve() == (root / copies[0]).resolve()
+
 @pytest.mark.parametrize("lang,skill", CASES, ids=CASE_IDS)
 def test_reference_links_resolve_one_level_deep(lang, skill):
     root = skill_dir(lang, skill)
     _, body = load_skill(lang, skill)
     linked = set()
     for target in links(body):
-        assert re.match(r"^reference/[A-Za-z0-9_.-]+\.md$", target), f"SKILL.md links {target!r}: not reference/<file>.md"
+        # Its own reference/<file>.md, or the one CLI-output reference both skills share.
+        assert re.match(r"^reference/[A-Za-z0-9_.-]+\.md$", target) or target == SHARED_CLI_OUTPUT, \
+            f"SKILL.md links {target!r}: not reference/<file>.md"
         assert (root / target).is_file(), f"SKILL.md links {target!r}, which does not exist"
         linked.add(target)
     references = {p.relative_to(root).as_posix() for p in (root / "reference").glob("*")}
-    assert references == linked, f"reference files not linked from SKILL.md: {sorted(references - linked)}"
+    assert references == linked - {SHARED_CLI_OUTPUT}, \
+        f"reference files not linked from SKILL.md: {sorted(references - linked)}"
+    assert {"reference/cli-output.md", SHARED_CLI_OUTPUT} & linked, "SKILL.md must link the CLI-output reference"
     for path in (root / "reference").glob("*.md"):
         for target in links(path.read_text(encoding="utf-8")):
             # A reference may point at a sibling, never deeper or back up.
@@ -301,7 +318,7 @@ def test_reference_links_resolve_one_level_deep(lang, skill):
 
 REQUIRED_MENTIONS = {
     "build-baseline": ["user_defined_rules.json", "user_instruction.md", "42", "task_format.yaml",
-                       "mlloop status", "dataset_id", ".claude/skills/progressive-training/SKILL.md",
+                       "mlloop status", "dataset_id", "../progressive-training/SKILL.md",
                        "dataset/rawdata/profiling.md", "01_data_pipeline.py", "02_train_baseline.py",
                        "load_test", "expected_*", "baseline_smoke_test_report.md"],
     "progressive-training": ["user_defined_rules.json", "user_instruction.md", "42", "mlloop status",
@@ -334,19 +351,18 @@ def filled_example(path: Path) -> str:
 @pytest.mark.parametrize("lang", list(LANG_DIRS))
 def test_filled_examples_are_valid(lang):
     ref = skill_dir(lang, "progressive-training") / "reference"
-    fields, gaps = read_action(filled_example(ref / "action-extract-format.md"))
+    fields, gaps = action_extract.parse(filled_example(ref / "action-extract-format.md"))
     assert gaps == [] and set(fields) == {"Goal", "Change", "Where", "Expected impact", "Risk", "Verification"}
-    assert analysis_gaps(filled_example(ref / "result-analysis-format.md")) == []
+    assert result_analysis.gaps(filled_example(ref / "result-analysis-format.md")) == []
 
 
 @pytest.mark.parametrize("lang", list(LANG_DIRS))
 def test_final_analysis_example_is_not_a_placeholder(lang):
     from mlloop import markdown as md
-    from mlloop.final_report import agent_section
 
     text = (skill_dir(lang, "progressive-training") / "reference" / "final-report.md").read_text(encoding="utf-8")
     block = re.search(r"```markdown\n(.*?)\n```", text, re.S).group(1)
-    section = agent_section(block)
+    section = final_analysis.agent_section(block)
     assert section is not None and not md.is_placeholder(section)
     assert "v003" in section and "v002" in section and "glm-ocr" in section  # the top 3
 

@@ -6,9 +6,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from factory import ACTION_EXTRACT, BB_RULES, PT_RULES, SMOKE_REPORT
+from factory import ACTION_EXTRACT, BB_RULES, PT_RULES, SMOKE_REPORT, fake_checkpoint
 from mlloop.cli import cli
-from mlloop.final_report import ANALYSIS_PLACEHOLDER, build_report
+from mlloop.final_report import build_report
+from mlloop.formats.final_analysis import PLACEHOLDER as ANALYSIS_PLACEHOLDER
 from mlloop.state import loop_status
 
 LOCKED = "dataset_id: v1 (locked by Models/Artifacts/baseline/spec.json)"
@@ -57,10 +58,13 @@ def test_incomplete_profiling_lists_the_gaps_and_a_failed_load_test(factory):
     st = status(factory)
     assert (st.phase, st.step) == ("build-baseline", 0)
     assert st.next_command == "complete dataset/rawdata/profiling.md"
-    assert st.missing == ["dataset/rawdata/profiling.md: 'Source: src_a' → 'Label schema' is missing or empty",
-                          "dataset/rawdata/profiling.md: section 'Source: src_b' is missing"]
+    # The problems are `mlloop check profiling`'s (an unnamed section is its warning, not status's).
+    assert st.missing == []
     assert [p.line() for p in st.problems] == [
-        "dataset/rawdata/profiling.md: the load test of source 'src_a' FAILed: FAIL (3/10 decode)"]
+        "dataset/rawdata/profiling.md: 'Source: src_a' → 'Label schema' is empty or placeholder text",
+        "dataset/rawdata/profiling.md: the load test of source 'src_a' FAILED (FAIL (3/10 decode)); fix the extraction "
+        "rules and re-run Step 0",
+        "dataset/rawdata/profiling.md: no 'Source: src_b' section for dataset/rawdata/src_b/; every source folder needs one"]
 
 
 def test_step_1_pipeline_script_then_prepdata(factory):
@@ -94,7 +98,8 @@ def test_failed_pipeline_tests_are_a_problem(factory):
     st = status(factory)
     assert (st.step, st.next_command) == (1, "python 01_data_pipeline.py")
     assert [p.line() for p in st.problems] == [
-        "dataset/prepdata/v1/_tests/pipeline_test_report.md: the pipeline tests FAILed; fix 01_data_pipeline.py and run it again"]
+        "dataset/prepdata/v1/_tests/pipeline_test_report.md: the pipeline test report says FAIL; fix 01_data_pipeline.py "
+        "and re-run it"]
 
 
 def test_step_2_baseline_script_then_smoke_run(factory):
@@ -119,8 +124,8 @@ def test_failed_smoke_test_stays_at_step_2(factory):
         LOCKED,
         "next: python 02_train_baseline.py",
         "  after fixing what the smoke report says failed",
-        "problem: Models/Artifacts/baseline/_tests/baseline_smoke_test_report.md: overall_result is FAIL, not PASS; "
-        "fix 02_train_baseline.py (see the failing section), then run it again",
+        "problem: Models/Artifacts/baseline/_tests/baseline_smoke_test_report.md: the smoke test FAILED "
+        "(overall_result: FAIL); fix 02_train_baseline.py and re-run it",
     ]
 
 
@@ -177,7 +182,7 @@ def test_step_2_evaluate_then_stale_and_tampered_scores(factory):
     assert st.missing == [f"Models/Artifacts/v001/{n}" for n in
                           ("eval_score.json", "infer_samples", "eval_samples.jsonl", "trivial_baselines.json")]
     factory.version(1, "evaluated")
-    factory.write("Models/Artifacts/v001/best.ckpt", b"retrained")
+    factory.write("Models/Artifacts/v001/best.ckpt", fake_checkpoint({"epoch": 2}))  # retrained
     st = status(factory)
     assert (st.step, st.next_command) == (2, "python 03_eval.py --version v001")
     assert st.next_step == "the score is stale: best.ckpt changed since this score was computed"
@@ -204,8 +209,9 @@ def test_step_3_analyse_then_fill_the_skeleton(factory):
     assert CliRunner().invoke(cli, ["analyze", "v001", "--project", str(factory.root)]).exit_code == 0
     st = status(factory)
     assert (st.step, st.next_command) == (3, "fill Models/Artifacts/v001/result-analysis.md")
-    assert st.missing == [f"Models/Artifacts/v001/result-analysis.md: section {s!r} is empty or still a placeholder"
-                          for s in ("Summary", "Evidence", "Hypotheses", "Next focus candidates")]
+    assert [p.line() for p in st.problems] == [
+        f"Models/Artifacts/v001/result-analysis.md: the section {s!r} is empty or placeholder text; write it"
+        for s in ("Summary", "Evidence", "Hypotheses", "Next focus candidates")]
 
 
 def test_step_4_action_missing_then_invalid(factory):
@@ -216,7 +222,8 @@ def test_step_4_action_missing_then_invalid(factory):
                   ACTION_EXTRACT.format(vid="v001").replace("- Risk: low; doubles training time", "- Risk: TBD"))
     st = status(factory)
     assert (st.step, st.next_command) == (4, "fix Models/Artifacts/v001/action-extract.md")
-    assert st.missing == ["Models/Artifacts/v001/action-extract.md: field 'Risk' is empty or still a placeholder"]
+    assert [p.line() for p in st.problems] == [
+        "Models/Artifacts/v001/action-extract.md: the Selected Action's 'Risk' is empty or placeholder text"]
 
 
 def test_step_6_names_the_parent_by_branch_from(factory):
@@ -376,18 +383,21 @@ def test_final_check_uses_the_checks_engine_and_ignores_its_crashes(factory, mon
     def fake_run_check(project, target):
         calls.append(target)
         found = Findings()
-        found.problem("baseline.ckpt", "Models/Artifacts/baseline/best.ckpt", "not a checkpoint")
+        if target == "baseline":
+            found.problem("baseline.ckpt", "Models/Artifacts/baseline/best.ckpt", "not a checkpoint")
         return found
 
     monkeypatch.setattr("mlloop.checks.run_check", fake_run_check)
     st = status(factory)
-    assert calls == ["baseline"]
+    # Each build-baseline step's check, in order: status stands on the first that finds problems.
+    assert calls == ["profiling", "prepdata", "baseline"]
     assert (st.phase, st.step, st.next_command) == ("build-baseline", 3, "mlloop check")
     assert [p.line() for p in st.problems] == ["Models/Artifacts/baseline/best.ckpt: not a checkpoint"]
 
     def crashing_run_check(project, target):
         found = Findings()
-        found.problem("check.internal", "", "internal error while checking baseline: KeyError")
+        if target == "baseline":
+            found.problem("check.internal", "", "internal error while checking baseline: KeyError")
         return found
 
     monkeypatch.setattr("mlloop.checks.run_check", crashing_run_check)

@@ -17,13 +17,14 @@ import pytest
 import torch
 
 from mlloop.errors import MlloopError
+from mlloop.bundle import template
 from mlloop.layout import Project
 from mlloop.markdown import bullets
 from mlloop.runtime.checkpoint import load_checkpoint
 from mlloop.runtime.contract import ContractError
 from mlloop.runtime.run import entry
-from train_fixture import (TEMPLATES, image_prepdata, install_script, load_script, ocr_prepdata, one_thread,  # noqa: F401
-                           tabular_prepdata, v001_header, write_rules)
+from train_fixture import (TRAIN_TEMPLATES, image_prepdata, install_script, load_script, ocr_prepdata, one_thread,  # noqa: F401
+                           seg_prepdata, series_prepdata, tabular_prepdata, text_prepdata, v001_header, write_rules)
 
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
@@ -51,9 +52,9 @@ def spec_of(root: Path, vid: str) -> dict:
 
 # ---- the files themselves ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["image_classification", "ocr_recognition", "tabular"])
+@pytest.mark.parametrize("name", sorted(TRAIN_TEMPLATES))
 def test_template_is_a_plain_importable_script(name):
-    source = (TEMPLATES / f"{name}.py").read_text(encoding="utf-8")
+    source = TRAIN_TEMPLATES[name].read_text(encoding="utf-8")
     tree = ast.parse(source)
     assert len(source.splitlines()) <= 300
     assert "Usage" in ast.get_docstring(tree) and "02_train_baseline.py" in ast.get_docstring(tree)
@@ -108,7 +109,7 @@ def check_training_outputs(root: Path, vid: str, asset: str):
 def project(tmp_path):
     root = tmp_path / "proj"
     root.mkdir()
-    (root / "03_eval.py").write_text((TEMPLATES.parent / "03_eval.py").read_text(encoding="utf-8"), encoding="utf-8")
+    (root / "03_eval.py").write_text(template("03_eval.py").read_text(encoding="utf-8"), encoding="utf-8")
     return root
 
 
@@ -178,6 +179,90 @@ def test_tabular_end_to_end(project, regression):
                    (project / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()]
     assert all(isinstance(p["prediction"], float if regression else str) for p in predictions)
     assert evaluated["num_samples"] == 12
+
+
+def test_text_classification_end_to_end(project):
+    write_rules(project, "text-classification", {"expected_num_classes": 3, "expected_encoder": "cnn"},
+                smoke={"learnability_probe": {"max_steps": 40}},
+                training={"epochs": 8, "batch_size": 8, "min_total_steps": 8},
+                metrics=["loss", "accuracy", "macro_f1", "roc_auc", "log_loss"], primary="macro_f1")
+    text_prepdata(project)
+    smoke, _, evaluated = run_loop(project, "text_classification", ["--MIN_FREQUENCY=1"])
+    assert smoke["overall_result"] == "PASS" and smoke["probe"] == "PASS"
+    assert "| num_classes | 3 | 3 | PASS |" in report_of(project)
+    spec = spec_of(project, "v001")
+    assert sorted(spec["additional_assets"]) == ["label_map.json", "tokenizer.json"] and spec["mode"] == "train"
+    assets = project / "Models/Artifacts/v001/additional_assets"
+    vocab = json.loads((assets / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    assert vocab["[PAD]"] == 0 and vocab["[UNK]"] == 1 and "excellent" in vocab
+    valid_only = {w.strip(".").lower() for r in (project / "dataset/prepdata/v1/valid/valid.jsonl").read_text().splitlines()
+                  for w in json.loads(r)["input"].split()} - {w.strip(".").lower() for r in
+                  (project / "dataset/prepdata/v1/train/train.jsonl").read_text().splitlines()
+                  for w in json.loads(r)["input"].split()}
+    assert not valid_only & set(vocab)  # built from the training split only
+    values = {m["name"]: m["value"] for m in evaluated["metrics"]}
+    assert set(values) == {"loss", "accuracy", "macro_f1", "roc_auc", "log_loss"}
+    assert values["macro_f1"] > 0.8 and values["roc_auc"] > 0.9  # the class words are easy; a floor scores ~0.33
+    first = json.loads((project / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()[0])
+    assert set(first["scores"]) == {"negative", "neutral", "positive"} and abs(sum(first["scores"].values()) - 1) < 1e-5
+    sample = project / "Models/Artifacts/v001/infer_samples/0001"
+    assert {"input.txt", "output.txt", "gt.txt", "scores.txt"} <= {p.name for p in sample.iterdir()}
+    (assets / "tokenizer.json").write_text(json.dumps({"changed": True}), encoding="utf-8")
+    script = load_script(project / "02_train_v001.py", "t_text_reload")
+    with pytest.raises(MlloopError, match="not the tokenizer this checkpoint was trained with"):
+        script.load_for_eval(str(project / "Models/Artifacts/v001/best.ckpt"), "cpu")
+
+
+@pytest.mark.parametrize("encoder, pool", [("transformer", "mean"), ("cnn", "mean"), ("cnn", "max")])
+def test_text_classifier_encoders_pool_over_real_tokens_only(encoder, pool):
+    script = load_script(TRAIN_TEMPLATES["text_classification"], f"t_text_{encoder}_{pool}")
+    model = script.TextClassifier({"vocab_size": 20, "max_length": 8, "encoder": encoder, "embed_dim": 8, "hidden": 16,
+                                   "layers": 2, "kernel_size": 3, "heads": 2, "pool": pool, "dropout": 0.0,
+                                   "num_classes": 3, "classes": ["a", "b", "c"], "lr": 1e-3, "weight_decay": 0.0,
+                                   "label_smoothing": 0.0, "tokenizer_sha256": ""}).eval()
+    ids = torch.tensor([[5, 6, 7]])
+    padded = torch.tensor([[5, 6, 7, 0, 0]])  # the same text in a batch with a longer one
+    with torch.no_grad():
+        assert torch.allclose(model(ids), model(padded), atol=1e-5)
+        assert model(script.pad_batch([[5, 6, 7], [3]])).shape == (2, 3)
+    with pytest.raises(MlloopError, match="ENCODER must be 'cnn' or 'transformer'"):
+        script.TextClassifier({**model.hparams, "encoder": "lstm"})
+def test_time_series_forecasting_end_to_end(project):
+    write_rules(project, "time-series-forecasting", {"context_length": 48, "expected_horizon": 12},
+                training={"epochs": 6}, metrics=["loss", "mase@24", "smape", "mae"], primary="mase@24",
+                dataset={"split_strategy": "time"})
+    series_prepdata(project)
+    smoke, trained, evaluated = run_loop(project, "time_series_forecasting")
+    assert smoke["overall_result"] == "PASS" and smoke["probe"] == "PASS"
+    assert "| horizon | 12 | 12 | PASS |" in report_of(project)
+    spec = check_training_outputs(project, "v001", "forecast_window.json")
+    assert spec["settings"]["CONTEXT"] == {"value": 48, "source": "rules:model_config.context_length"}
+    values = {m["name"]: m["value"] for m in evaluated["metrics"]}
+    assert set(values) == {"loss", "mase@24", "smape", "mae"}
+    floors = json.loads((project / "Models/Artifacts/v001/trivial_baselines.json").read_text())
+    assert [p["name"] for p in floors["predictors"]] == ["naive", "seasonal_naive@24"]
+    assert floors["floor"]["predictor"] == "seasonal_naive@24"
+    assert values["mase@24"] < floors["floor"]["value"]  # a daily season plus noise: averaging days beats repeating one
+    row = json.loads((project / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()[0])
+    assert len(row["prediction"]) == len(row["target"]) == 12 and len(row["history"]) == 48
+    sample = project / "Models/Artifacts/v001/infer_samples/0001"
+    assert {"input.json", "output.json", "gt.json", "plot.png", "meta.json"} <= {p.name for p in sample.iterdir()}
+    assert (sample / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from mlloop.checks import run_check
+
+    for target in ("baseline", "v001"):
+        findings = run_check(Project(project.resolve()), target)
+        assert findings.ok, [p.line() for p in findings.problems]
+
+
+def test_a_context_longer_than_the_clean_rows_is_one_clear_error(project):
+    write_rules(project, "time-series-forecasting", dataset={"split_strategy": "time"})
+    series_prepdata(project, context=24)
+    script = load_script(install_script(project, "time_series_forecasting"), "t_ts_long_context")
+    with pytest.raises(MlloopError, match=r"^record 's\d-t00\d\d': CONTEXT 48 reads the rows before row \d\d of "
+                                          r"series/shared/s\d.csv, but only 24 of them are checked clean "
+                                          r"\(meta.context_rows\); lower CONTEXT to at most 24\.$"):
+        script.main(["--CONTEXT=48"])
 
 
 # ---- where the smoke test stops, and the retry history -------------------------------------------
@@ -324,3 +409,38 @@ def test_ddp_on_two_cpu_processes_writes_the_artifacts_once(project):
     # 40 rows over 2 processes, batch 4 per process: 5 optimizer steps per epoch
     assert (spec["steps"]["per_epoch"], spec["training"]["global_step"]) == (5, 5)
     assert not (project / "Models/Artifacts/.trash").exists()
+
+
+def test_image_segmentation_end_to_end(project):
+    write_rules(project, "image-segmentation",
+                {"backbone": "test_resnet", "image_size": 32, "expected_num_classes": 3, "expected_stride": 32,
+                 "expected_output_shape": [1, 3, 32, 32]},
+                training={"epochs": 6}, metrics=["loss", "miou", "dice", "pixel_accuracy"], primary="miou")
+    seg_prepdata(project)
+    smoke, trained, evaluated = run_loop(project, "image_segmentation", ["--LR=0.01"])
+    report = report_of(project)
+    assert smoke["overall_result"] == "PASS" and smoke["probe"] == "PASS"
+    assert "| num_classes | 3 | 3 | PASS |" in report and bullets(report)["metric"].startswith("miou ")
+    spec = check_training_outputs(project, "v001", "label_map.json")
+    assert spec["model"]["out_indices"] == [1, 2, 3, 4] and spec["model"]["classes"] == ["background", "disc", "square"]
+    values = {m["name"]: m["value"] for m in evaluated["metrics"]}
+    assert set(values) == {"loss", "miou", "dice", "pixel_accuracy"} and evaluated["num_samples"] == 8
+    # the floor is every pixel background; a trained model separates the shapes from it
+    floor = evaluated["floor"]
+    assert floor["metric"] == "miou" and evaluated["beats_floor"] is True and values["miou"] > floor["value"] + 0.1
+    trivial = json.loads((project / "Models/Artifacts/v001/trivial_baselines.json").read_text())
+    assert trivial["predictors"][0]["name"] == "majority_pixel" and trivial["predictors"][0]["fitted"] == {"class": 0}
+    rows = [json.loads(line) for line in (project / "Models/Artifacts/v001/eval_samples.jsonl").read_text().splitlines()]
+    assert all(set(r["pixel_counts"]) == {"classes", "tp", "fp", "fn"} for r in rows)
+    sample = project / "Models/Artifacts/v001/infer_samples/0001"
+    assert {"input.png", "gt.png", "output.png", "overlay.png", "output.txt", "meta.json"} <= {p.name for p in sample.iterdir()}
+    from PIL import Image
+
+    with Image.open(sample / "gt.png") as gt:
+        assert gt.mode == "RGB" and gt.size == (32, 32) and len(gt.getcolors()) >= 2  # background plus a shape
+    assert (sample / "output.txt").read_text().startswith("pixel accuracy ")
+    from mlloop.checks import run_check
+
+    for target in ("baseline", "v001"):
+        findings = run_check(Project(project.resolve()), target)
+        assert findings.ok, [p.line() for p in findings.problems]

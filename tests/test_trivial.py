@@ -146,3 +146,26 @@ def test_target_field_and_index_reading(tmp_path):
     (tmp_path / "valid").mkdir()
     pq.write_table(pa.Table.from_pylist([{"id": "c", "target": 1.5}]), tmp_path / "valid" / "valid.parquet")
     assert read_index(tmp_path, "valid") == [{"id": "c", "target": 1.5}]
+
+
+def test_segmentation_floor_is_the_majority_mask_whatever_the_model_predicted():
+    """Two 2x2 masks, background (0) on 5 of 8 pixels: the floor predicts 0 everywhere. IoU of 0 is
+    5/8, classes 1 and 2 get 0 (present in the targets); class 3, only in the model's masks, is not a
+    class of the floor's. Masks may come as tensors (what predict() returns) or as lists."""
+    import torch
+
+    from mlloop.jsonio import to_jsonable
+
+    targets = [[[0, 0], [1, 1]], [[0, 0], [0, 2]]]
+    model_masks = [torch.tensor([[3, 3], [3, 3]]), torch.tensor([[0, 1], [2, 2]])]
+    results = [{"prediction": to_jsonable(p), "target": to_jsonable(torch.tensor(t)), "loss": 0.1}
+               for p, t in zip(model_masks, targets)]
+    assert results[0]["prediction"] == [[3, 3], [3, 3]] and results[1]["target"] == [[0, 0], [0, 2]]
+    doc = trivial.score_from_results(trivial.SEGMENTATION, results, metrics("miou", "dice", "pixel_accuracy"), "miou", 0)
+    assert doc["predictors"][0]["name"] == "majority_pixel" and doc["predictors"][0]["fitted"] == {"class": 0}
+    assert values(doc)["majority_pixel"] == pytest.approx({"miou": (5 / 8) / 3, "dice": (2 * 5 / (2 * 5 + 3)) / 3,
+                                                           "pixel_accuracy": 5 / 8})
+    assert doc["floor"]["metric"] == "miou" and doc["floor"]["value"] == pytest.approx(5 / 24)
+    results[0]["prediction"] = [[0, 0], [1, 1]]  # another model: the same floor
+    again = trivial.score_from_results(trivial.SEGMENTATION, results, metrics("miou"), "miou", 0)
+    assert again["floor"]["value"] == pytest.approx(5 / 24)

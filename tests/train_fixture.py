@@ -12,8 +12,10 @@ import random
 import shutil
 from pathlib import Path
 
+from mlloop.bundle import train_templates
+
 REPO = Path(__file__).resolve().parents[1]
-TEMPLATES = REPO / "templates" / "train"
+TRAIN_TEMPLATES = train_templates()  # name -> path, every templates/train/*.py of the bundle
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (50, 60, 210)}
 
 
@@ -25,9 +27,9 @@ def write_json(path: Path, obj) -> Path:
 
 def write_rules(root: Path, task_type: str, model_config: dict | None = None, smoke: dict | None = None,
                 training: dict | None = None, metrics: list | None = None, primary: str = "loss",
-                dataset_id: str = "v1") -> None:
+                dataset_id: str = "v1", dataset: dict | None = None) -> None:
     bb = {"seed": 42,
-          "dataset_config": {"dataset_id": dataset_id, "task_type": task_type},
+          "dataset_config": {"dataset_id": dataset_id, "task_type": task_type, **(dataset or {})},
           "model_config": model_config or {},
           "baseline_smoke_test": {"num_gpus": 0, "epoch": 1, "train_samples": 24, "valid_samples": 12,
                                   "min_batch_size": 2, "max_batch_size": 8, "search_steps": 2, **(smoke or {})}}
@@ -121,10 +123,95 @@ def tabular_prepdata(root: Path, regression: bool = False, n_train: int = 40, n_
     return _index(root, dataset_id, task, splits, common)
 
 
+TEXT_WORDS = {"positive": ["great", "love", "excellent", "works"], "negative": ["broken", "awful", "refund", "late"],
+              "neutral": ["arrived", "ordered", "package", "today"]}
+
+
+def text_prepdata(root: Path, n_train: int = 36, n_valid: int = 12, dataset_id: str = "v1") -> Path:
+    """Short reviews whose class shows in its words (plus shared filler), three classes."""
+    rng = random.Random(3)
+    filler = ["the", "it", "this", "product", "was", "and", "a"]
+    names = sorted(TEXT_WORDS)
+    splits = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            label = names[i % len(names)]
+            words = rng.sample(filler, 3) + rng.sample(TEXT_WORDS[label], 2)
+            rng.shuffle(words)
+            rows.append({"id": f"{split}-{i:03d}", "input": " ".join(words).capitalize() + ".", "label": label,
+                         "source": "gen"})
+        splits[split] = rows
+    return _index(root, dataset_id, "text-classification", splits,
+                  {"label_map.json": {n: i for i, n in enumerate(names)}})
+
+
+def series_prepdata(root: Path, n_series: int = 3, hours: int = 240, context: int = 48, horizon: int = 12,
+                    stride: int = 6, valid_share: float = 0.25, dataset_id: str = "v1") -> Path:
+    """Hourly series with a daily season, a trend and noise (units differ per series), cut into
+    windows by time: per series the last ``valid_share`` of the origins are valid, and the windows
+    whose target crosses that cut are left out (the pipeline's time split)."""
+    import math
+
+    rng = random.Random(3)
+    splits: dict[str, list[dict]] = {"train": [], "valid": []}
+    for k in range(n_series):
+        level, amplitude = rng.uniform(5, 50) * (k + 1), rng.uniform(2, 8) * (k + 1)
+        values = [level + amplitude * math.sin(2 * math.pi * t / 24) + 0.02 * t + rng.gauss(0, 0.3 * (k + 1))
+                  for t in range(hours)]
+        text = "time,value\n" + "".join(f"{t},{v:.4f}\n" for t, v in enumerate(values))
+        origins = list(range(context, hours - horizon + 1, stride))
+        cut = origins[len(origins) - max(1, round(len(origins) * valid_share))]
+        for split in ("train", "valid"):
+            path = root / "dataset" / "prepdata" / dataset_id / split / "series" / "shared" / f"s{k}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        for origin in origins:
+            split = "valid" if origin >= cut else "train" if origin + horizon <= cut else None
+            if split:
+                splits[split].append({"id": f"s{k}-t{origin:04d}", "series_path": f"series/shared/s{k}.csv",
+                                      "series_id": f"s{k}", "start": origin, "horizon": horizon, "freq": "1h",
+                                      "target": [round(v, 4) for v in values[origin:origin + horizon]],
+                                      "source": "gen", "meta": {"context_rows": context}})
+    base = _index(root, dataset_id, "time-series-forecasting", splits)
+    stats = json.loads((base / "stats.json").read_text(encoding="utf-8"))
+    write_json(base / "stats.json", {**stats, "split_strategy": "time"})
+    return base
+
+
+def seg_prepdata(root: Path, n_train: int = 24, n_valid: int = 8, size: int = 32, dataset_id: str = "v1") -> Path:
+    """Images with a red disc (class 1) and a green square (class 2) on a dark noisy background
+    (class 0); masks are single-channel PNGs of class ids, the label map names them."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(3)
+    splits = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(n):
+            sid = f"{split}-{i:03d}"
+            image = Image.new("RGB", (size, size), tuple(rng.randint(0, 60) for _ in range(3)))
+            mask = Image.new("L", (size, size), 0)
+            for cls, fill in ((1, (220, 40, 40)), (2, (40, 200, 60))):
+                r = rng.randint(size // 8, size // 4)
+                cx, cy = rng.randint(r, size - r - 1), rng.randint(r, size - r - 1)
+                box = (cx - r, cy - r, cx + r, cy + r)
+                for target, value in ((image, fill), (mask, cls)):
+                    (ImageDraw.Draw(target).ellipse if cls == 1 else ImageDraw.Draw(target).rectangle)(box, fill=value)
+            base = root / "dataset" / "prepdata" / dataset_id / split
+            for folder, picture in (("image", image), ("mask", mask)):
+                (base / folder).mkdir(parents=True, exist_ok=True)
+                picture.save(base / folder / f"{sid}.png")
+            rows.append({"id": sid, "image_path": f"image/{sid}.png", "mask_path": f"mask/{sid}.png", "source": "gen"})
+        splits[split] = rows
+    return _index(root, dataset_id, "image-segmentation", splits,
+                  {"label_map.json": {"background": 0, "disc": 1, "square": 2}})
+
+
 def install_script(root: Path, template: str, name: str = "02_train_baseline.py", header: str = "") -> Path:
-    """Copy ``templates/train/<template>.py`` into the project as ``name`` (with an optional header)."""
+    """Copy the training template ``template`` into the project as ``name`` (with an optional header)."""
     target = root / name
-    text = (TEMPLATES / f"{template}.py").read_text(encoding="utf-8")
+    text = TRAIN_TEMPLATES[template].read_text(encoding="utf-8")
     target.write_text(header + text, encoding="utf-8")
     return target
 
@@ -154,9 +241,14 @@ try:
         """One torch thread: on a shared 2-core machine two spinning threads are many times slower."""
         import torch
 
-        n = torch.get_num_threads()
+        from mlloop.runtime import defaults
+
+        n, saved = torch.get_num_threads(), (defaults._torch_default, defaults._set_by_mlloop)
         torch.set_num_threads(1)
+        # the 1 is the user's choice, whatever ran in this process before: start() leaves it as set
+        defaults._torch_default, defaults._set_by_mlloop = 0, None
         yield
         torch.set_num_threads(n)
+        defaults._torch_default, defaults._set_by_mlloop = saved
 except ImportError:  # pragma: no cover - the fixture is only for pytest
     pass

@@ -13,9 +13,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import markdown as md
 from .compare import CompareError, compare_versions
 from .errors import Findings, MlloopError
+from .formats import change_summary, result_analysis
 from .formats.eval_score import EvalScore, read_eval_score
 from .formats.sample_meta import read_sample_meta_quiet
 from .formats.spec import too_few_steps
@@ -26,46 +26,12 @@ from .layout import (BASELINE, EVAL_SCORE, INFER_SAMPLES, SPEC, Project, free_ba
 from .leaderboard import fmt
 from .rules import resolve
 from .scores import FRESH, provenance
-from .stages import ACTION_DOC, ANALYSIS_DOC, locked_dataset_id, read_json_quiet
+from .stages import ANALYSIS_DOC, locked_dataset_id, read_json_quiet
 
-RESULT_SECTIONS = ("Summary", "Metric deltas", "Evidence", "Hypotheses", "Next focus candidates")
-ACTION_FIELDS = ("Goal", "Change", "Where", "Expected impact", "Risk", "Verification")
 TEXT_SUFFIXES = {".txt", ".json", ".md", ".csv", ".tsv"}
 
 
-# ---- reading the two documents ------------------------------------------------------------
-
-def analysis_gaps(text: str) -> list[str]:
-    """What keeps a result-analysis.md from being complete (empty list: complete)."""
-    secs = md.sections(text)
-    gaps = []
-    for name in RESULT_SECTIONS:
-        found = md.find(secs, name, prefix=True)
-        if not found:
-            gaps.append(f"section {name!r} is missing")
-        elif all(md.is_placeholder(s.body) for s in found):
-            gaps.append(f"section {name!r} is empty or still a placeholder")
-    return gaps
-
-
-def read_action(text: str) -> tuple[dict[str, str], list[str]]:
-    """The Selected Action's six fields, and what is wrong with them (empty list: valid)."""
-    selected = md.find(md.sections(text), "Selected Action", prefix=True)
-    if not selected:
-        return {}, ["no 'Selected Action' heading"]
-    if len(selected) > 1:
-        return {}, [f"{len(selected)} 'Selected Action' headings; exactly one action is selected per version"]
-    fields, gaps = {}, []
-    for name in ACTION_FIELDS:
-        value = md.field_value(selected[0].body, name)
-        if value is None:
-            gaps.append(f"field {name!r} is missing")
-        elif md.is_placeholder(value):
-            gaps.append(f"field {name!r} is empty or still a placeholder")
-        else:
-            fields[name] = value
-    return fields, gaps
-
+# ---- reading ------------------------------------------------------------
 
 def read_text_quiet(path: Path) -> str | None:
     try:
@@ -76,9 +42,7 @@ def read_text_quiet(path: Path) -> str | None:
 
 def version_parent(project: Project, vid: str) -> str:
     """A version's parent: its script header, else its spec.json, else the version before it."""
-    from .authoring import read_header
-
-    parent = read_header(project.script(vid)).get("parent")
+    parent = change_summary.read_fields(project.script(vid)).get("parent")
     if not parent:
         spec = read_json_quiet(project.artifact_dir(vid) / SPEC)
         parent = spec.get("parent") if isinstance(spec, dict) and isinstance(spec.get("parent"), str) else None
@@ -116,14 +80,6 @@ class AnalysisResult:
         out += [f"warning: {w}" for w in self.warnings]
         out.append(f"next: fill Summary, Evidence, Hypotheses and Next focus candidates, then `mlloop check {self.version}`")
         return out
-
-
-PLACEHOLDERS = {
-    "Summary": "_fill in: what this version changed and what happened, in two or three sentences._",
-    "Evidence": "_fill in: the failure patterns the samples below show, citing sample ids._",
-    "Hypotheses": "_fill in: why the metrics moved as they did; one hypothesis per bullet, each testable._",
-    "Next focus candidates": "_fill in: candidate changes for the next version, most promising first._",
-}
 
 
 def draft_analysis(project: Project, vid: str, force: bool = False) -> AnalysisResult:
@@ -170,28 +126,24 @@ def draft_analysis(project: Project, vid: str, force: bool = False) -> AnalysisR
     if too_few:
         warnings.append(too_few)
 
-    body = [f"# Result analysis — {vid}", "",
-            "## Summary", PLACEHOLDERS["Summary"], "",
-            # The parent the script header names (not simply the version numbered before).
-            f"## Metric deltas ({parent} → {vid}" + ("" if previous == parent else f"; previous {previous}") + ")", ""]
-    body += delta_block(project, vid, score, parent, previous, rules)
-    body += ["", f"- {floor_line}"]
+    # The parent the script header names (not simply the version numbered before).
+    deltas_title = f"Metric deltas ({parent} → {vid}" + ("" if previous == parent else f"; previous {previous}") + ")"
+    deltas = [""] + delta_block(project, vid, score, parent, previous, rules) + ["", f"- {floor_line}"]
     if too_few:
-        body.append(f"- **Too few steps**: {too_few}")
+        deltas.append(f"- **Too few steps**: {too_few}")
     log_line = training_log_line(project, folder)
     if log_line:
-        body.append(f"- {log_line}")
-    body += ["", "## Evidence", PLACEHOLDERS["Evidence"], ""]
-    body += samples_comment(project, folder)
-    body += ["", "## Hypotheses", PLACEHOLDERS["Hypotheses"], "",
-             "## Next focus candidates", PLACEHOLDERS["Next focus candidates"], ""]
+        deltas.append(f"- {log_line}")
+    evidence = [result_analysis.PLACEHOLDERS["Evidence"], ""] + samples_comment(project, folder)
+    text = result_analysis.render(vid, {"Metric deltas": deltas, "Evidence": evidence},
+                                  titles={"Metric deltas": deltas_title})
 
     backup = None
     if target.exists():
         backup_path = free_backup_path(folder / ANALYSIS_DOC)
         shutil.copy2(target, backup_path)
         backup = project.rel(backup_path)
-    write_text_atomic(target, "\n".join(body))
+    write_text_atomic(target, text)
     return AnalysisResult(vid, project.rel(target), parent, previous, beats, floor_line, backup, warnings)
 
 

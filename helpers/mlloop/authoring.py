@@ -9,73 +9,17 @@ parent's header so that the diff parent → child shows the header and the one c
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import MlloopError
+from .formats import action_extract, change_summary
 from .jsonio import write_text_atomic
 from .layout import BASELINE, Project, script_name, version_id, version_number
 from .lock import writer_lock
 from .parent_choice import CHOICES, choose_parent, usage_error
 from .rules import Rules, resolve
 from .stages import ACTION_DOC, locked_dataset_id
-
-HEADER_START = "# === mlloop change summary ==="
-HEADER_END = "# === end change summary ==="
-HEADER_KEYS = ("version", "parent", "action_source", "goal", "change", "where")
-OPTIONAL_HEADER_KEYS = ("parent_choice",)  # why `best` chose this parent, with the interval
-CODING_RE = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+")
-
-
-# ---- the header ---------------------------------------------------------------------------
-
-def read_header(path: Path) -> dict[str, str]:
-    """The change-summary fields of a script ({} when it has none or cannot be read)."""
-    if not Path(path).is_file():  # a FIFO named like a script would block the open for ever
-        return {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = [next(fh, "") for _ in range(60)]
-    except (OSError, UnicodeDecodeError):
-        return {}
-    out, inside = {}, False
-    for line in lines:
-        text = line.strip()
-        if text == HEADER_START:
-            inside = True
-        elif text == HEADER_END:
-            break
-        elif inside:
-            m = re.match(r"^#\s*([a-z_]+)\s*:\s?(.*)$", text)
-            if m:
-                out[m.group(1)] = m.group(2).strip()
-    return out if inside else {}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "-"
-
-
-def render_header(fields: dict[str, str]) -> str:
-    keys = HEADER_KEYS + tuple(key for key in OPTIONAL_HEADER_KEYS if key in fields)
-    lines = [HEADER_START] + [f"# {key}: {_one_line(fields.get(key, '-'))}" for key in keys] + [HEADER_END]
-    return "\n".join(lines) + "\n"
-
-
-def replace_header(text: str, header: str) -> str:
-    """``text`` with its change summary (if any) replaced by ``header``, placed after a ``#!``
-    line and an encoding declaration, which must stay first."""
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines[:60]) if ln.strip() == HEADER_START), None)
-    if start is not None:
-        end = next((i for i in range(start, len(lines)) if lines[i].strip() == HEADER_END), None)
-        if end is not None:
-            del lines[start:end + 1]
-    keep = 0
-    while keep < min(2, len(lines)) and (lines[keep].startswith("#!") or CODING_RE.match(lines[keep])):
-        keep += 1
-    return "".join(lines[:keep]) + header + "".join(lines[keep:])
 
 
 # ---- new-version --------------------------------------------------------------------------
@@ -123,7 +67,7 @@ def new_version(project: Project, from_: str | None = None, lock_timeout: float 
         plan = _plan(project, rules, dataset_id, from_)  # again: another writer may have got in between
         plan.folder.mkdir(parents=True)
         try:
-            write_text_atomic(plan.target, replace_header(plan.source, render_header(plan.header)))
+            write_text_atomic(plan.target, change_summary.replace(plan.source, change_summary.render(plan.header)))
         except BaseException:
             plan.folder.rmdir()  # ours, and still empty: leave the tree as it was
             raise
@@ -144,7 +88,6 @@ class _Plan:
 
 def _plan(project: Project, rules: Rules, dataset_id: str | None, from_: str | None) -> _Plan:
     """Everything new-version will write, or the refusal that stops it; reads only."""
-    from .analysis import read_action
 
     cur = project.cur()
     vid = version_id((cur or 0) + 1)
@@ -163,9 +106,9 @@ def _plan(project: Project, rules: Rules, dataset_id: str | None, from_: str | N
             text = action_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise MlloopError(f"{action_rel} cannot be read ({exc}); save it as UTF-8 text.") from None
-        action_fields, gaps = read_action(text)
+        action_fields, gaps = action_extract.parse(text)
         if gaps:
-            raise MlloopError(f"{action_rel} is not a valid action extract: {'; '.join(gaps)}. "
+            raise MlloopError(f"{action_rel} is not a valid action extract: {'; '.join(g.message for g in gaps)}. "
                               "Fix it, then run `mlloop new-version` again.")
     target, folder = project.script(vid), project.artifact_dir(vid)
     for path in (target, folder):
@@ -186,5 +129,5 @@ def _plan(project: Project, rules: Rules, dataset_id: str | None, from_: str | N
                   "goal": action_fields["Goal"], "change": action_fields["Change"], "where": action_fields["Where"]}
         if (from_ or rules.branch_from).strip() == "best":  # record the noise check behind the choice
             header["parent_choice"] = why
-    header = {key: _one_line(value) for key, value in header.items()}
+    header = {key: change_summary.one_line(value) for key, value in header.items()}
     return _Plan(target, folder, parent, why, action_rel, source, header)

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import bundle
 from . import markdown as md
 from . import metrics as registry
 from .analysis import draft_analysis
@@ -27,7 +28,8 @@ from .authoring import new_version
 from .bundle import examples_dir
 from .checks import run_check
 from .errors import MlloopError
-from .final_report import ANALYSIS_END, ANALYSIS_START, build_report
+from .final_report import build_report
+from .formats import action_extract, final_analysis
 from .formats.eval_samples import read_eval_samples
 from .formats.eval_score import read_eval_score
 from .formats.leaderboard_csv import parse_leaderboard
@@ -40,9 +42,12 @@ from .rules import resolve
 
 DEFAULT_DIR = "mlloop-demo"
 TEMPLATE_OF_TASK = {  # example task type -> the training template it starts from
-    "ocr-line-recognition": "ocr_recognition.py",
-    "image-classification": "image_classification.py",
-    "tabular-classification": "tabular.py",
+    "ocr-line-recognition": "train/ocr_recognition.py",
+    "image-classification": "train/image_classification.py",
+    "tabular-classification": "train/tabular.py",
+    "text-classification": "train/text_classification.py",
+    "time-series-forecasting": "train/time_series_forecasting.py",
+    "image-segmentation": "train/image_segmentation.py",
 }
 LOG_NAME = "mlloop-demo.log"
 FILL_RE = re.compile(r"^_fill in:.*_\s*$")
@@ -195,11 +200,12 @@ class Demo:
             s.note = self.run("01_data_pipeline.py").strip().splitlines()[-1]
             self.check("prepdata")
         with self.step("Step 2: 02_train_baseline.py (contract, learnability probe, batch search, smoke run)") as s:
-            template = self.project.skill_dir("build-baseline") / "templates" / TEMPLATE_OF_TASK[self.task]
+            # The copies `mlloop init` installed, as the agent would take them.
+            template = bundle.template(TEMPLATE_OF_TASK[self.task], self.project.skills_dir)
             text, _ = set_setting(template.read_text(encoding="utf-8"), "NUM_WORKERS", 0)  # per user_instruction.md
             write_text_atomic(self.project.script("baseline"), text)
             for name in ("03_eval.py", "04_final_report.py"):
-                src = self.project.skill_dir(PROGRESSIVE_TRAINING) / "templates" / name
+                src = bundle.template(name, self.project.skills_dir)
                 write_text_atomic(self.root / name, src.read_text(encoding="utf-8"))
             out = self.run("02_train_baseline.py")
             s.note = ", ".join(" ".join(line.split()) for line in out.splitlines()
@@ -285,18 +291,15 @@ class Demo:
 
     def write_action(self, vid: str, action: dict, deferred: list[dict], summary: dict) -> None:
         primary = summary["primary"]
-        text = "\n".join([
-            f"# Action extract — {vid}", "",
-            "## Selected Action (only 1)",
-            f"- Goal: {action['goal']}",
-            f"- Change: {action['setting']} -> {action['value']!r}",
-            f"- Where: the `{action['setting']}` setting at the top of the next version's script",
-            f"- Expected impact: {action['expected_impact']}",
-            f"- Risk: {action['risk']}",
-            f"- Verification: {primary} in the next version's eval_score.json against {vid}'s "
-            f"({summary['primary_text']}) and against the trivial floor",
-            "", "## Deferred Candidates",
-            *[f"- {a['setting']} -> {a['value']!r}: {a['goal']}" for a in deferred], ""])
+        text = action_extract.render(vid, {
+            "Goal": action["goal"],
+            "Change": f"{action['setting']} -> {action['value']!r}",
+            "Where": f"the `{action['setting']}` setting at the top of the next version's script",
+            "Expected impact": action["expected_impact"],
+            "Risk": action["risk"],
+            "Verification": f"{primary} in the next version's eval_score.json against {vid}'s "
+                            f"({summary['primary_text']}) and against the trivial floor"},
+            deferred=[f"{a['setting']} -> {a['value']!r}: {a['goal']}" for a in deferred])
         write_text_atomic(self.project.artifact_dir(vid) / "action-extract.md", text)
 
     def final_report(self, summaries: list[dict]) -> tuple[str, list[dict]]:
@@ -304,7 +307,7 @@ class Demo:
             result = build_report(self.project, progress=self.progress)
             path = self.root / result.path / "final-analysis.md"
             text = path.read_text(encoding="utf-8")
-            start, end = text.index(ANALYSIS_START) + len(ANALYSIS_START), text.index(ANALYSIS_END)
+            start, end = text.index(final_analysis.START) + len(final_analysis.START), text.index(final_analysis.END)
             by_version = {x["version"]: x for x in summaries}
             table, _ = parse_leaderboard((self.root / result.path / LEADERBOARD_CSV).read_text(encoding="utf-8"))
             rows = table.records()

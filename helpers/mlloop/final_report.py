@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .analysis import read_action, read_text_quiet, version_parent
-from .authoring import read_header
+from .analysis import read_text_quiet, version_parent
 from .checkpoint_scan import inspect_checkpoint
 from .compare import ranking_noise
 from .errors import Findings, MlloopError
+from .formats import action_extract, change_summary
+from .formats import final_analysis as final_doc  # final_analysis() below writes it
 from .formats.eval_score import read_eval_score
 from .formats.trivial_baselines import read_floor
 from .heldout import analysis_lines, score_top
@@ -38,10 +39,6 @@ from .rules import resolve
 from .scores import FRESH, TAMPERED, UNKNOWN, provenance
 from .stages import ACTION_DOC, ANALYSIS_DOC, locked_dataset_id
 
-ANALYSIS_START = "<!-- mlloop:analysis:start -->"
-ANALYSIS_END = "<!-- mlloop:analysis:end -->"
-ANALYSIS_PLACEHOLDER = ("_fill in: why the top 3 ranked high; cite each one's change, its result-analysis "
-                        "and its infer samples._")
 TAIL_LINES = 6
 
 
@@ -69,7 +66,7 @@ class ReportResult:
                 "report_html": f"{self.path}/report.html", "warnings": self.warnings, "next": self.next_step()}
 
     def next_step(self) -> str:
-        return (f"fill the section between {ANALYSIS_START} and {ANALYSIS_END} in "
+        return (f"fill the section between {final_doc.START} and {final_doc.END} in "
                 f"{self.path}/final-analysis.md (why the top 3 ranked high)")
 
     def lines(self) -> list[str]:
@@ -441,7 +438,7 @@ def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best
         if row.kind == EXTERNAL:
             out += [f"- external reference model ({project.rel(row.folder)}/), not built by the loop", ""]
             continue
-        header = read_header(project.script(row.name))
+        header = change_summary.read_fields(project.script(row.name))
         folder = project.artifact_dir(row.name)
         out += [f"- parent: {parents[row.name]}",
                 f"- change: {header.get('change', '(no change-summary header in the script)')}"
@@ -458,7 +455,7 @@ def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best
         last = version_id(cur)
         action_path = project.artifact_dir(last) / ACTION_DOC
         text = read_text_quiet(action_path)
-        fields, gaps = read_action(text) if text is not None else ({}, ["missing"])
+        fields, gaps = action_extract.parse(text) if text is not None else ({}, ["missing"])
         if gaps:
             out += [f"{last} has no valid {ACTION_DOC}, so no next step was recorded.", ""]
         else:
@@ -467,13 +464,5 @@ def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best
             out += [f"The Selected Action of {last} ({project.rel(action_path)}) was never built: {why}.", ""]
             out += [f"- {key}: {' '.join(value.split())}" for key, value in fields.items()]
             out.append("")
-    out += ["## Why the top 3 ranked high", "", ANALYSIS_START, ANALYSIS_PLACEHOLDER, ANALYSIS_END, ""]
+    out += final_doc.render_agent_block()
     return "\n".join(out)
-
-
-def agent_section(text: str) -> str | None:
-    """The text between the analysis markers (None when the markers are missing)."""
-    start, end = text.find(ANALYSIS_START), text.find(ANALYSIS_END)
-    if start < 0 or end < start:
-        return None
-    return text[start + len(ANALYSIS_START):end]

@@ -1,10 +1,10 @@
 """Which writes the PreToolUse hook refuses, for every tool that can write a file.
 
-The protected files and the proper way to change each are `protected_reason` below; the module
-also finds the files a tool call would write: the edit tools' ``file_path``, a Bash command's write
-targets (`shellwrites`), an MCP tool's path arguments. It also guards the guard: the Stop hook's
-state file is never the agent's to write, and an edit of ``.claude/settings.json`` (or
-``settings.local.json``) may not change mlloop's hook entries or turn hooks off.
+The protected files and the proper way to change each are `mlloop.protection`; this module
+finds the files a tool call would write: the edit tools' ``file_path``, a Bash command's write
+targets (`shellwrites`), an MCP tool's path arguments. It also guards the guard: an edit of
+``.claude/settings.json`` (or ``settings.local.json``) may not change mlloop's hook entries or
+turn hooks off (the Stop hook's state file is in `mlloop.protection`'s list).
 """
 
 from __future__ import annotations
@@ -18,14 +18,10 @@ import re
 from pathlib import Path
 
 from .install import is_mlloop_command
-from .layout import (BASELINE_SCRIPT, EVAL_FILES, EVAL_OUTPUTS, EVAL_SCORE, EVAL_SCRIPT, HOOK_STATE_FILE,
-                     INFER_SAMPLES, SCRIPT_RE, SKILLS, Project)
+from .layout import SKILLS, Project
+from .protection import PROTECTED_NAMES, SETTINGS_FILES, protected_reason
 from .shellwrites import write_targets
 
-SETTINGS_FILES = (".claude/settings.json", ".claude/settings.local.json")
-# Names that, written anywhere in inline code, point at a protected file.
-PROTECTED_NAMES = set(EVAL_OUTPUTS) | {"user_defined_rules.json", "user_instruction.md",
-                                  "task_format.yaml", "rawdata", "settings.json", "settings.local.json", HOOK_STATE_FILE}
 # Inline code that does any of this may write what it names (reading stays allowed).
 WRITE_MARKERS = re.compile(
     r"open\([^)]*,\s*(mode\s*=\s*)?['\"][^'\"]*[wax+]|\bwrite|\bdump\(|\bunlink|\bremove|\brmtree|\brename|"
@@ -36,7 +32,7 @@ READ_ONLY_MCP = re.compile(r"^(read|get|list|search|find|view|show|stat|describe
                            r"count|info|tree|directory_tree|inspect|diff|lookup|explain)", re.IGNORECASE)
 
 
-# ---- what is protected, and why ---------------------------------------------------------
+# ---- where a path is, and whose -----------------------------------------------------------
 
 def project_relative(project: Project, path: Path) -> list[str]:
     """The path relative to the project, as written and with links resolved (both are checked,
@@ -48,55 +44,6 @@ def project_relative(project: Project, path: Path) -> list[str]:
         if rel != "." and not rel.startswith(".."):
             out.append(Path(rel).as_posix())
     return out
-
-
-def protected_reason(project: Project, rel: str) -> str | None:
-    """Why the agent may not write ``rel`` (project-relative), with the proper way; None if it may."""
-    parts = rel.split("/")
-    for skill in SKILLS:
-        if rel == project.rel(project.rules_path(skill)) or rel == project.rel(project.instruction_path(skill)):
-            return (f"{rel} is the user's instruction for the {skill} skill; rules win over everything and only "
-                    "the user changes them. If it stops you, say so and ask the user to edit it "
-                    "(`mlloop rules` then validates it).")
-    if rel == project.rel(project.task_format_path):
-        return (f"{rel} defines the prepdata layout of every task type, which `mlloop check prepdata` enforces; "
-                "only the user changes it. Write the data pipeline to follow it, or ask the user.")
-    evaluation = parts[-1] in EVAL_FILES or INFER_SAMPLES in parts[:-1]
-    if evaluation:
-        if len(parts) >= 4 and parts[:2] == ["Models", "Artifacts"]:
-            return (f"{rel} is an evaluation output; only the frozen evaluation writes it. Run "
-                    f"`python {EVAL_SCRIPT} --version {parts[2]}` (after training that version).")
-        if len(parts) >= 4 and parts[:2] == ["Models", "external"]:
-            return (f"{rel} is an external model's score; it comes from the user or from "
-                    f"`python Models/external/{parts[2]}/evaluation.py ...`, never from a hand edit.")
-        return f"{rel} is an evaluation output; only `python {EVAL_SCRIPT} --version vNNN` writes such files."
-    if parts[:2] == ["dataset", "rawdata"] and len(parts) > 2 and rel != project.rel(project.profiling_md):
-        return (f"{rel} is raw input data, which is never modified. Read it; write derived data with "
-                "01_data_pipeline.py into dataset/prepdata/<dataset_id>/ (only profiling.md is written here).")
-    frozen = _frozen_training_script(project, rel)
-    if frozen:
-        return frozen
-    if rel == EVAL_SCRIPT:
-        evaluated = [p.name for _, p in project.version_dirs() if (p / EVAL_SCORE).exists()]
-        if evaluated:
-            return (f"{EVAL_SCRIPT} is the frozen evaluation protocol and {evaluated[0]} was already evaluated "
-                    "with it; changing it would make scores incomparable (`mlloop report` re-evaluates every "
-                    "version whose eval script changed). Put the change in the next version's training script "
-                    "(`mlloop new-version`), or ask the user.")
-    return None
-
-
-def _frozen_training_script(project: Project, rel: str) -> str | None:
-    """A version's script is frozen once it was evaluated (its score describes that code); the
-    baseline's once v001 was copied from it (Step 0's one-time patch comes before)."""
-    m = SCRIPT_RE.match(rel)
-    if m and (project.artifact_dir(f"v{m.group(1)}") / EVAL_SCORE).exists():
-        return (f"{rel} was trained and evaluated; its eval_score.json describes exactly this code, so it is "
-                "frozen. Make the change in the next version (`mlloop new-version`, then edit the new script).")
-    if rel == BASELINE_SCRIPT and project.version_scripts():
-        return (f"{rel} is the baseline that v001 was copied from; the loop has started, so it is frozen. "
-                "Change the newest version's script instead (`mlloop status` names it).")
-    return None
 
 
 def user_only(project: Project, rel: str) -> bool:
@@ -233,9 +180,7 @@ def _tree_reason(project: Project, folder: str, names: tuple[str, ...]) -> str |
 # ---- the guard's own files --------------------------------------------------------------------
 
 def _guard_reason(project: Project, rel: str, tool: str, tool_input: dict) -> str | None:
-    if rel == f".claude/{HOOK_STATE_FILE}":
-        return (f"{rel} is the Stop hook's own block counter; only `mlloop hook stop` writes it. If the Stop "
-                "hook blocks you, fix what `mlloop check` reports, or tell the user why you cannot.")
+    """mlloop's hook entries in the settings files (`mlloop.protection`'s "hook_settings")."""
     if rel not in SETTINGS_FILES:
         return None
     path = project.root / rel

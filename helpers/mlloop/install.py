@@ -3,18 +3,18 @@
 What goes where (docs/contracts.md, "Layout"):
 
 - ``skills/<name>/`` (or ``skills-ko/<name>/`` with ``--lang ko``) → ``.claude/skills/<name>/``,
-  including ``task_format.yaml`` and the example ``user_defined_rules.json`` /
-  ``user_instruction.md``;
-- ``templates/01_data_pipeline.py`` and ``templates/train/*.py`` →
-  ``.claude/skills/build-baseline/templates/``; ``templates/03_eval.py`` and
-  ``templates/04_final_report.py`` → ``.claude/skills/progressive-training/templates/``;
+  exactly as the folder is (``SKILL.md``, ``reference/``, ``templates/``, ``task_format.yaml`` and
+  the example ``user_defined_rules.json`` / ``user_instruction.md``), so a path a skill names
+  relative to its own folder is the same in the repository (the plugin) and in the project;
 - ``dataset/rawdata/`` is created;
 - mlloop's hooks are merged into ``.claude/settings.json``; everything else in it is kept.
 
 Nothing a person wrote is lost. A file that differs from what mlloop installed last (recorded
 in ``.claude/.mlloop-install.json``) and from every bundled version is the user's: it is kept,
 unless ``--force``, and then the old one is first copied to ``<name>.bak``. A file still as
-mlloop installed it is brought up to date silently. Running init twice changes no byte.
+mlloop installed it is brought up to date silently. A file an earlier init installed that the
+bundle no longer has (a template that moved) is removed if it is still as installed, else left to
+the user. Running init twice changes no byte.
 
 The hook command is the absolute path of the Python interpreter running ``mlloop init``,
 ``-m mlloop hook EVENT``. That interpreter has mlloop importable by construction, so the hooks
@@ -35,23 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .bundle import bundle_root
+from .bundle import SKILL_DIRS, TEMPLATES, bundle_root
 from .errors import MlloopError
 from .jsonio import JsonProblems, dumps, read_json
-from .layout import BUILD_BASELINE, PROGRESSIVE_TRAINING, SKILLS, Project, free_backup_path
+from .layout import SKILLS, Project, free_backup_path
 
 # What the PreToolUse hook is registered for (a regex to the client, anchored: every tool that
 # can write a file — the edit tools, Bash, and any MCP server's tools).
 PRE_TOOL_USE_MATCHER = "^(Write|Edit|MultiEdit|NotebookEdit|Bash|mcp__.*)$"
 MANIFEST = ".mlloop-install.json"          # in .claude/: what init installed, by sha256
 USER_FILES = ("user_defined_rules.json", "user_instruction.md", "task_format.yaml")
-SKILL_DIRS = {"en": "skills", "ko": "skills-ko"}
-TEMPLATES = {  # bundle templates/ path (a glob for train/) -> the skill that carries it
-    "01_data_pipeline.py": BUILD_BASELINE,
-    "train/*.py": BUILD_BASELINE,
-    "03_eval.py": PROGRESSIVE_TRAINING,
-    "04_final_report.py": PROGRESSIVE_TRAINING,
-}
 
 # The hooks mlloop registers: event -> (matcher or None, `mlloop hook` argument, timeout in s).
 HOOKS = {
@@ -64,7 +57,7 @@ HOOKS = {
 @dataclass
 class FileAction:
     path: str                 # relative to the project
-    action: str               # created | updated | unchanged | kept | replaced
+    action: str               # created | updated | unchanged | kept | replaced | removed
     backup: str | None = None
 
     def to_dict(self) -> dict:
@@ -109,7 +102,8 @@ class InitResult:
         if self.rawdata_created:
             out.append(f"created  {self.project.rel(self.project.rawdata)}/")
         changed = len(out)
-        counts = ", ".join(f"{self.count(a)} {a}" for a in ("created", "updated", "replaced", "kept", "unchanged")
+        counts = ", ".join(f"{self.count(a)} {a}" for a in ("created", "updated", "replaced", "kept", "removed",
+                                                              "unchanged")
                            if self.count(a))
         out.append(f"mlloop init ({self.lang}): {counts or 'no files'}"
                    + ("" if changed else "; nothing to change") + ".")
@@ -133,26 +127,33 @@ def bundle_files(lang: str, bundle: Path | None = None) -> dict[str, Path]:
         if not (source / "SKILL.md").is_file():
             raise MlloopError(f"the mlloop installation has no {SKILL_DIRS[lang]}/{skill}/SKILL.md; "
                               "reinstall mlloop (uv sync) or choose another --lang.")
+        # templates/ is the English folder's in every language (skills-ko links to it); read from
+        # there, it does not matter that wheels and sdists leave links out.
         for path in _walk(source):
-            files[f".claude/skills/{skill}/{path.relative_to(source).as_posix()}"] = path
+            rel = path.relative_to(source).as_posix()
+            if not rel.startswith(f"{TEMPLATES}/"):
+                files[f".claude/skills/{skill}/{rel}"] = path
+        templates = _walk(english / TEMPLATES)
+        if not templates:
+            raise MlloopError(f"the mlloop installation has no {SKILL_DIRS['en']}/{skill}/{TEMPLATES}/; "
+                              "reinstall mlloop (uv sync).")
+        for path in templates:
+            files[f".claude/skills/{skill}/{path.relative_to(english).as_posix()}"] = path
         # Data files a translation may leave out (task_format.yaml, the example rules) come from en.
         for name in USER_FILES:
             dest = f".claude/skills/{skill}/{name}"
             if dest not in files and (english / name).is_file():
                 files[dest] = english / name
-    for pattern, skill in TEMPLATES.items():
-        found = sorted((root / "templates").glob(pattern))
-        if not found:
-            raise MlloopError(f"the mlloop installation has no templates/{pattern}; reinstall mlloop (uv sync).")
-        for path in found:
-            if path.is_file():
-                files[f".claude/skills/{skill}/templates/{path.name}"] = path
     return dict(sorted(files.items()))
 
 
 def _walk(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith((".pyc", ".bak")))
+    """Every file in ``folder``, through links (skills-ko's ``templates`` links to the English one)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        out += [Path(dirpath) / name for name in filenames if not name.endswith((".pyc", ".bak"))]
+    return sorted(out)
 
 
 def _pristine_versions(dest: str, root: Path) -> set[str]:
@@ -188,6 +189,10 @@ def init_project(project: Project, lang: str = "en", force: bool = False, bundle
     result = InitResult(project, lang)
     for dest, source in files.items():
         result.files.append(_install_file(project, dest, source.read_bytes(), installed, force, root))
+    for dest in sorted(set(installed) - set(files)):
+        action = _retire_file(project, dest, installed)
+        if action:
+            result.files.append(action)
 
     result.rawdata_created = not project.rawdata.is_dir()
     project.rawdata.mkdir(parents=True, exist_ok=True)
@@ -229,6 +234,23 @@ def _install_file(project: Project, dest: str, data: bytes, installed: dict[str,
     _write_bytes(target, data)
     installed[dest] = _sha(data)
     return FileAction(dest, "replaced", project.rel(backup))
+
+
+def _retire_file(project: Project, dest: str, installed: dict[str, str]) -> FileAction | None:
+    """A file an earlier init installed that the bundle no longer has (a template that moved):
+    removed while still as installed; an edited one is the user's, kept and no longer tracked."""
+    recorded = installed.pop(dest)
+    target = project.root / dest
+    if not dest.startswith(".claude/skills/") or target.is_symlink() or not target.is_file():
+        return None
+    if _sha(target.read_bytes()) != recorded:
+        return None
+    target.unlink()
+    folder, top = target.parent, project.skills_dir.resolve()
+    while folder.resolve() != top and top in folder.resolve().parents and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+    return FileAction(dest, "removed")
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

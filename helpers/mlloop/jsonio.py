@@ -329,7 +329,7 @@ def to_jsonable(obj: Any) -> Any:
     if callable(item):
         try:
             return to_jsonable(item())
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):  # an array of several values (torch raises RuntimeError)
             pass
     tolist = getattr(obj, "tolist", None)
     if callable(tolist):

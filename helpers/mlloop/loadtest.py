@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import MlloopError
+from .formats import profiling
 from .layout import PIPELINE_SCRIPT, Project
 from .rules import resolve
 from .runtime import data
@@ -60,8 +61,8 @@ def run_load_test(project: Project, samples: int = DEFAULT_SAMPLES, allow: tuple
                           "fields a sample needs; choose one from task_format.yaml and ask the user to set it.")
     script = project.pipeline_script
     if not script.is_file():
-        raise MlloopError(f"{PIPELINE_SCRIPT} does not exist; copy the template from "
-                          ".claude/skills/build-baseline/templates/ and write parse_sources() in its parse region "
+        raise MlloopError(f"{PIPELINE_SCRIPT} does not exist; copy the build-baseline skill's "
+                          "templates/01_data_pipeline.py here and write parse_sources() in its parse region "
                           "from profiling.md's extraction rules, then run the load test.")
     spec = data.task_spec(load_task_format(project), rules.task_type)
     module = import_script(script, "mlloop_load_test_pipeline")
@@ -84,7 +85,7 @@ def run_load_test(project: Project, samples: int = DEFAULT_SAMPLES, allow: tuple
     for name in folders:
         if name not in result.sources:
             result.sources[name] = {"passed": False, "drawn": 0, "loaded": 0, "defects": {},
-                                    "line": f"- load_test: FAIL (0/0 samples, seed {rules.seed}; parse_sources() "
-                                            "gave no record for this source)"}
+                                    "line": profiling.load_test_line(False, f"0/0 samples, seed {rules.seed}; parse_sources() "
+                                                                           "gave no record for this source")}
     result.sources = dict(sorted(result.sources.items()))
     return result

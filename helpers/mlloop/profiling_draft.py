@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import MlloopError, printable
+from .formats import profiling
 from .jsonio import write_text_atomic
 from .layout import Project, free_backup_path, is_inside
 from .profilehints import TABLE_EXTS, is_junk, join_hints, source_hints
@@ -377,24 +378,14 @@ def _source_section(s: SourceInventory) -> str:
         sanity.append(line)
     if s.failed:
         sanity.append(f"- {len(s.failed)} image(s) in the draw failed to decode")
-    sanity.append("- load_test: <TODO: PASS|FAIL (n/n samples, seed S) after loading 10 seeded samples with the extraction rules>")
-    return "\n".join([
-        f"## Source: {s.name}",
-        "### Sample unit definition",
-        "<TODO: what one sample is (a file, a zip member, a table row) and how its label is found>",
-        "### Paths & naming rules",
-        *facts,
-        "<TODO: the naming rule that joins an asset to its label>",
-        "### Label schema",
-        *looks,
-        "<TODO: each label field: name, type, allowed values or length range>",
-        "### Edge cases",
-        hint + "<TODO: what breaks the simple rule (missing, empty, duplicate, corrupt, oversized) and how often>",
-        "### Extraction rules",
-        "<TODO: the exact steps 01_data_pipeline.py follows for this source, sample_id included>",
-        "### Sanity checks",
-        *sanity,
-        ""])
+    sanity.append(f"- {profiling.LOAD_TEST}: <TODO: PASS|FAIL (n/n samples, seed S) after loading 10 seeded samples with the extraction rules>")
+    return profiling.render_source(s.name, {
+        "Sample unit definition": ["<TODO: what one sample is (a file, a zip member, a table row) and how its label is found>"],
+        "Paths & naming rules": [*facts, "<TODO: the naming rule that joins an asset to its label>"],
+        "Label schema": [*looks, "<TODO: each label field: name, type, allowed values or length range>"],
+        "Edge cases": [hint + "<TODO: what breaks the simple rule (missing, empty, duplicate, corrupt, oversized) and how often>"],
+        "Extraction rules": ["<TODO: the exact steps 01_data_pipeline.py follows for this source, sample_id included>"],
+        "Sanity checks": sanity})
 
 
 def render_draft(sources: list[SourceInventory], loose: list[str], decoded: int, limit: int, seed: int,

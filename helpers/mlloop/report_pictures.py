@@ -223,6 +223,8 @@ def _cost(plt, project, versions: list[Row], out: Path) -> Picture | None:
 # ---- samples -----------------------------------------------------------------------------------
 
 def _short(value, width: int = 28) -> str:
+    if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+        return f"{len(value)}x{len(value[0])} mask"  # a segmentation mask: its numbers say nothing at this size
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return textwrap.shorten(text, width=width, placeholder="…") if len(text) > width else text
 
@@ -239,7 +241,9 @@ def _gallery(plt, best: Row, out: Path) -> Picture | None:
         ax.axis("off")
     for ax, folder in zip(axes.flat, folders):
         meta = read_sample_meta_quiet(folder)
-        image = next((p for p in sorted(folder.glob("input.*")) if p.suffix.lower() in IMAGE_SUFFIXES), None)
+        # a segmentation sample's overlay (the predicted mask over the input) shows what the masks say
+        image = next((p for pattern in ("overlay.*", "input.*") for p in sorted(folder.glob(pattern))
+                      if p.suffix.lower() in IMAGE_SUFFIXES), None)
         picture = _pil(image) if image is not None else None
         if picture is not None:
             ax.imshow(picture, cmap="gray", aspect="auto" if picture.width > 2 * picture.height else "equal")
@@ -255,7 +259,8 @@ def _gallery(plt, best: Row, out: Path) -> Picture | None:
                      f"pred: {_short(meta.get('prediction'))}", fontsize=7, color="#2b7a2b" if right else "#b2182b")
     return _save(plt, fig, out, "samples.png", f"Sample gallery ({best.name})",
                  f"The first {len(folders)} of {best.name}'s infer_samples/ (a seeded draw from the validation split): "
-                 "input, ground truth and prediction; red titles are wrong predictions.")
+                 "input (or overlay.png: the predicted mask over it), ground truth and prediction; red titles "
+                 "are wrong predictions.")
 
 
 def _pil(path: Path):

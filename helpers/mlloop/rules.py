@@ -22,6 +22,8 @@ from .jsonio import JsonProblems, json_path, read_json
 from .layout import BUILD_BASELINE, PROGRESSIVE_TRAINING, SKILLS, Project
 from .taskformat import known_task_types
 
+# Task types whose samples are windows of a series: only a split by time keeps the future out of train.
+TIME_ORDERED_TASKS = frozenset({"time-series-forecasting"})
 # Direction of every metric name and alias the registry knows (mlloop.metrics owns the list).
 KNOWN_METRICS: dict[str, bool] = {**{key: m.higher_is_better for key, m in metric_registry._BARE.items()},
                                   "top5_accuracy": True}
@@ -395,6 +397,11 @@ def _semantic(values: dict, files: dict[str, RulesFile], findings: Findings, tas
                          "$.dataset_config.stratify_key")
     if dc.get("split_strategy") == "group" and not dc.get("group_key"):
         findings.problem("rules.split", bb.rel, "split_strategy is group but group_key is empty", "$.dataset_config.group_key")
+    if task in TIME_ORDERED_TASKS and dc.get("split_strategy") != "time":
+        findings.problem("rules.split", bb.rel,
+                         f"split_strategy is {dc.get('split_strategy')} but {task} must be split by time: a "
+                         f"{dc.get('split_strategy')} split trains on the future of the windows it validates on; "
+                         "set dataset_config.split_strategy to \"time\"", "$.dataset_config.split_strategy")
     vr, tr = dc.get("valid_ratio"), dc.get("test_ratio")
     if isinstance(vr, (int, float)) and isinstance(tr, (int, float)) and vr + tr >= 1:
         findings.problem("rules.split", bb.rel, f"valid_ratio {vr} + test_ratio {tr} leave no training data; their sum "

@@ -4,8 +4,13 @@ Nothing is stored about the loop itself, so the answer survives an interrupted s
 compacted context. The status names the phase and step, the locked dataset_id, ``cur``, the
 parent the next version will branch from, the exact command or file to produce next, what the
 current step still lacks, and per evaluated version its primary metric, whether it beats its
-trivial floor and whether it trained for too few steps. It runs in a SessionStart hook, so it is
-cheap: small JSON and Markdown reads, one checkpoint hash at most (the current version's).
+trivial floor and whether it trained for too few steps.
+
+What the current step lacks or gets wrong comes from that step's check: the same functions
+``mlloop check <step>`` runs (``checks.run_check`` for build-baseline and the report,
+``checks.StepChecks`` for a version's steps), so the two can never disagree. It runs in a
+SessionStart hook, so only the current step is checked, and the current version's checkpoint is
+hashed once (its check and the score's provenance share the hash).
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import markdown as md
+from . import checks
 from .errors import Findings, MlloopError, Problem
+from .formats import final_analysis
 from .formats.leaderboard_csv import parse_leaderboard
 from .formats.spec import too_few_steps
 from .formats.trivial_baselines import Floor, read_floor
 from .jsonio import JsonProblems, read_text_file
 from .layout import (ASSETS, BASELINE, BEST_CKPT, BUILD_BASELINE, LAST_CKPT, LEADERBOARD_CSV, LOGS,
-                     PREPDATA_STATS, PROGRESSIVE_TRAINING, SPEC, TESTS, Project, version_id, version_number)
+                     PREPDATA_STATS, PROGRESSIVE_TRAINING, SPEC, Project, version_id, version_number)
 from .leaderboard import load_versions
 from .parent_choice import choose_parent
 from .rules import resolve
@@ -32,8 +38,6 @@ BB_STEPS = {0: "profile the raw data", 1: "data pipeline", 2: "baseline smoke te
             3: "final check and hand-over"}
 PT_STEPS = {0: "initialise the loop", 1: "train", 2: "evaluate", 3: "analyse the result",
             4: "extract one action", 5: "loop check", 6: "author the next version", 7: "final report"}
-PROFILE_SUBSECTIONS = ("Sample unit definition", "Paths & naming rules", "Label schema", "Edge cases",
-                       "Extraction rules", "Sanity checks")
 MAX_VERSION_LINES = 12  # the SessionStart hook puts these lines into a limited context
 MAX_WARNING_LINES = 10
 STAGE_LABEL = {None: "-", "authored": "authored", TRAINED: "trained", EVALUATED: "evaluated",
@@ -177,10 +181,10 @@ def _build_baseline(project: Project, rules, st: Status) -> bool:
         _set(st, 0, "mlloop profile", f"then complete {project.rel(profiling)} (one section per source)",
              missing=[project.rel(profiling)])
         return False
-    gaps, problems = profiling_gaps(project, profiling, sources)
-    if gaps or problems:
+    problems = _step_check(st, lambda: checks.run_check(project, "profiling"))
+    if problems:
         st.problems += problems
-        _set(st, 0, f"complete {project.rel(profiling)}", "then `mlloop check profiling`", gaps)
+        _set(st, 0, f"complete {project.rel(profiling)}", "then `mlloop check profiling`")
         return False
 
     dataset_id = st.dataset_id
@@ -197,14 +201,13 @@ def _build_baseline(project: Project, rules, st: Status) -> bool:
         return False
     prep = project.prepdata(dataset_id)
     missing = [project.rel(p) for p in _prepdata_missing(prep)]
-    report = prep / TESTS / "pipeline_test_report.md"
     if missing:
         _set(st, 1, "python 01_data_pipeline.py", missing=missing)
         return False
-    if _bullet(report, "overall_result").upper().startswith("FAIL"):
-        st.problems.append(Problem("status.pipeline_fail", project.rel(report),
-                                   "the pipeline tests FAILed; fix 01_data_pipeline.py and run it again"))
-        _set(st, 1, "python 01_data_pipeline.py", "after fixing what the test report says failed")
+    problems = _step_check(st, lambda: checks.run_check(project, "prepdata"))
+    if problems:
+        st.problems += problems
+        _set(st, 1, "python 01_data_pipeline.py", "after fixing the problems below (`mlloop check prepdata` lists them)")
         return False
 
     base = project.artifact_dir(BASELINE)
@@ -220,28 +223,16 @@ def _build_baseline(project: Project, rules, st: Status) -> bool:
     if missing:
         _set(st, 2, "python 02_train_baseline.py", missing=missing)
         return False
-    result = _bullet(smoke, "overall_result").upper()
-    if result != "PASS":
-        st.problems.append(Problem("status.smoke_fail", project.rel(smoke),
-                                   f"overall_result is {result or 'missing'}, not PASS; fix 02_train_baseline.py "
-                                   "(see the failing section), then run it again"))
-        _set(st, 2, "python 02_train_baseline.py", "after fixing what the smoke report says failed")
-        return False
     too_few = too_few_steps(read_json_quiet(base / SPEC))
     if too_few:
         st.warnings.append(Problem("status.too_few_steps", project.rel(base / SPEC), too_few))
-
-    problems = list(st.problems)
-    smoke_id = _bullet(smoke, "dataset_id")
-    if smoke_id and smoke_id != dataset_id:
-        problems.append(Problem("status.dataset_id", project.rel(smoke),
-                                f"dataset_id is {smoke_id!r} but the loop's is {dataset_id!r}; rerun "
-                                "`python 02_train_baseline.py`"))
-    for problem in _cheap_check(project, "baseline"):
-        # The checker's own crash is its bug, not the project's: shown, but it does not block the hand-over.
-        (st.warnings if problem.code == "check.internal" else problems).append(problem)
-    if problems:
-        st.problems = _dedupe(problems)
+    problems = _step_check(st, lambda: checks.run_check(project, "baseline"))
+    if any(p.code.startswith("smoke.") for p in problems):
+        st.problems = _dedupe(st.problems + problems)
+        _set(st, 2, "python 02_train_baseline.py", "after fixing what the smoke report says failed")
+        return False
+    if problems or st.problems:
+        st.problems = _dedupe(st.problems + problems)
         _set(st, 3, "mlloop check", "fix the problems below; build-baseline hands over when the check is ok")
         return False
     return True
@@ -256,46 +247,22 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def _cheap_check(project: Project, target: str) -> list[Problem]:
-    """The checks engine's verdict on ``target`` if it is there; status must work without it."""
+def _step_check(st: Status, run, missing=()) -> list[Problem]:
+    """The problems the check of the current step finds (the same functions `mlloop check`
+    runs), less those of files already listed as missing. Its warnings say what the status's own
+    warnings say (floor, too few steps), so they are left to `mlloop check`. A crash of the
+    checker is its bug: shown as a warning, it never breaks the SessionStart status."""
     try:
-        from .checks import run_check
-    except ImportError:
-        return []
-    try:
-        return list(run_check(project, target).problems)
+        found = run()
     except Exception:  # a broken check must never break the SessionStart status
         return []
-
-
-def profiling_gaps(project: Project, path: Path, sources: list[str]) -> tuple[list[str], list[Problem]]:
-    rel = project.rel(path)
-    try:
-        text = read_text_file(path)
-    except (OSError, UnicodeDecodeError, JsonProblems):
-        return [f"{rel} cannot be read as UTF-8 text"], []
-    secs = md.sections(text)
-    gaps, problems = [], []
-    for name in ("Overview", "Sources"):
-        found = md.find(secs, name)
-        if not found or all(md.is_placeholder(s.body) for s in found):
-            gaps.append(f"{rel}: section {name!r} is missing or empty")
-    for source in sources:
-        found = md.find(secs, f"Source: {source}")
-        if not found:
-            gaps.append(f"{rel}: section 'Source: {source}' is missing")
-            continue
-        subs = md.sections(found[0].body)
-        for sub in PROFILE_SUBSECTIONS:
-            hit = md.find(subs, sub)
-            if not hit or all(md.is_placeholder(s.body) for s in hit):
-                gaps.append(f"{rel}: 'Source: {source}' → {sub!r} is missing or empty")
-        load = md.bullets(found[0].body).get("load_test", "")
-        if not load:
-            gaps.append(f"{rel}: 'Source: {source}' has no `- load_test: PASS|FAIL` line")
-        elif load.upper().startswith("FAIL"):
-            problems.append(Problem("status.load_test", rel, f"the load test of source {source!r} FAILed: {load}"))
-    return gaps, problems
+    problems = []
+    for p in found.problems:
+        if p.code == "check.internal":
+            st.warnings.append(p)
+        elif p.path not in missing:
+            problems.append(p)
+    return problems
 
 
 def _prepdata_missing(prep: Path) -> list[Path]:
@@ -323,13 +290,6 @@ def _train_missing(folder: Path) -> list[Path]:
             and not (folder / ASSETS).is_dir():
         missing.append(folder / ASSETS)
     return missing
-
-
-def _bullet(path: Path, key: str) -> str:
-    try:
-        return md.bullets(read_text_file(path)).get(key, "").strip()
-    except (OSError, UnicodeDecodeError, JsonProblems):
-        return ""
 
 
 # ---- progressive-training -----------------------------------------------------------------
@@ -404,18 +364,31 @@ def _other_versions(project: Project, st: Status, cur: int) -> None:
 
 
 def _current_step(project: Project, rules, st: Status, vid: str, cur: int, rows: dict) -> None:
+    """The step ``vid`` stands on: the first whose artifacts are missing, or whose part of
+    ``mlloop check vid`` finds problems (listed as the status's problems)."""
     folder = project.artifact_dir(vid)
     stage = version_stage(project, vid)
-    train_missing = [project.rel(p) for p in _train_missing(folder)]
+    parts = checks.StepChecks(project)
     pt = PROGRESSIVE_TRAINING
+    script = project.script(vid).name
+
+    def step_problems(step: int, missing=()) -> list[Problem]:
+        found = _step_check(st, lambda: parts.version(vid, step), missing)
+        st.problems = _dedupe(st.problems + found)
+        return found
+
+    train_missing = [project.rel(p) for p in _train_missing(folder)]
     if not stage.reached(TRAINED) or (stage.stage == TRAINED and train_missing):
         note = "" if not stage.reached(TRAINED) else \
             "a partial run: the runtime moves the old folder to Models/Artifacts/.trash/ and trains afresh"
-        _set(st, 1, f"python 02_train_{vid}.py", note, train_missing, phase=pt)
+        if step_problems(1, train_missing) and not stage.reached(TRAINED):
+            _set(st, 1, f"fix {script}", f"then `mlloop check {vid}` and `python {script}`", phase=pt)
+            return
+        _set(st, 1, f"python {script}", note, train_missing, phase=pt)
         return
-    if train_missing:
-        st.problems += [Problem("status.train_missing", m, "missing: an evaluated version needs all its training "
-                                "outputs") for m in train_missing]
+    if step_problems(1):
+        _set(st, 1, f"python {script}", f"after fixing the problems below (`mlloop check {vid}` lists them)", phase=pt)
+        return
     eval_cmd = f"python 03_eval.py --version {vid}"
     eval_missing = [project.rel(folder / name) for name in EVAL_ARTIFACTS if not (folder / name).exists()]
     if not project.eval_script.is_file():
@@ -423,27 +396,28 @@ def _current_step(project: Project, rules, st: Status, vid: str, cur: int, rows:
              ["03_eval.py"] + eval_missing, phase=pt)
         return
     if eval_missing:
+        step_problems(2, eval_missing)
         _set(st, 2, eval_cmd, missing=eval_missing, phase=pt)
         return
+    eval_problems = step_problems(2)
     row = rows.get(vid)
     if row is None:
         _set(st, 2, eval_cmd, f"Models/Artifacts/{vid}/eval_score.json cannot be used (see the problems)", phase=pt)
         return
-    state, why = provenance(project, vid, row.score)
+    state, why = provenance(project, vid, row.score, sha256=parts.ctx.sha256)
     if state != FRESH:
         _set(st, 2, eval_cmd, f"the score is {state}: {why}", phase=pt)
+        return
+    if eval_problems:
+        _set(st, 2, eval_cmd, f"after fixing the problems below (`mlloop check {vid}` lists them)", phase=pt)
         return
     analysis = folder / ANALYSIS_DOC
     if not stage.reached(ANALYSED):
         _set(st, 3, f"mlloop analyze {vid}", f"then fill the placeholders in {project.rel(analysis)}",
              [project.rel(analysis)], phase=pt)
         return
-    from .analysis import analysis_gaps, read_action, read_text_quiet
-
-    gaps = analysis_gaps(read_text_quiet(analysis) or "")
-    if gaps:
-        _set(st, 3, f"fill {project.rel(analysis)}", f"then `mlloop check {vid}`",
-             [f"{project.rel(analysis)}: {g}" for g in gaps], phase=pt)
+    if step_problems(3):
+        _set(st, 3, f"fill {project.rel(analysis)}", f"then `mlloop check {vid}`", phase=pt)
         return
     action = folder / ACTION_DOC
     if stage.stage != ACTION:
@@ -451,10 +425,8 @@ def _current_step(project: Project, rules, st: Status, vid: str, cur: int, rows:
              "exactly one Selected Action: Goal, Change, Where, Expected impact, Risk, Verification",
              [project.rel(action)], phase=pt)
         return
-    _, gaps = read_action(read_text_quiet(action) or "")
-    if gaps:
-        _set(st, 4, f"fix {project.rel(action)}", f"then `mlloop check {vid}`",
-             [f"{project.rel(action)}: {g}" for g in gaps], phase=pt)
+    if step_problems(4):
+        _set(st, 4, f"fix {project.rel(action)}", f"then `mlloop check {vid}`", phase=pt)
         return
     if cur < rules.max_versions:
         _set(st, 6, "mlloop new-version",
@@ -465,8 +437,6 @@ def _current_step(project: Project, rules, st: Status, vid: str, cur: int, rows:
 
 
 def _final_report(project: Project, st: Status, vid: str, cur: int, max_versions: int) -> None:
-    from .final_report import ANALYSIS_END, ANALYSIS_START, agent_section
-
     loop_note = f"Step 5: cur {cur} >= max_versions {max_versions}; the loop is over"
     report = _latest_report_with(project, vid)
     if report is None:
@@ -474,14 +444,16 @@ def _final_report(project: Project, st: Status, vid: str, cur: int, max_versions
         return
     st.report = project.rel(report)
     analysis = report / "final-analysis.md"
-    try:
-        section = agent_section(read_text_file(analysis))
-    except (OSError, UnicodeDecodeError, JsonProblems):
-        section = None
-    if section is None or md.is_placeholder(section):
+    problems = _step_check(st, lambda: checks.run_check(project, "report"))
+    st.problems = _dedupe(st.problems + problems)
+    if any(p.code.startswith("report.analysis") for p in problems):
         _set(st, 7, f"fill the agent section of {project.rel(analysis)}",
-             f"why the top 3 ranked high, between {ANALYSIS_START} and {ANALYSIS_END}",
-             [f"{project.rel(analysis)}: the section between the analysis markers"], phase=PROGRESSIVE_TRAINING)
+             f"why the top 3 ranked high, between {final_analysis.START} and {final_analysis.END}",
+             phase=PROGRESSIVE_TRAINING)
+        return
+    if problems:
+        _set(st, 7, "mlloop report", "the newest report has the problems below; `mlloop report` builds a fresh one",
+             phase=PROGRESSIVE_TRAINING)
         return
     st.phase, st.step, st.step_name = "done", None, "loop complete"
     st.next_command = "nothing: the loop is complete"

@@ -60,4 +60,6 @@ def test_plugin_hooks_and_skills_work_without_mlloop_init(factory, claude):
     expanded = first.last_user_text()
     assert f"Base directory for this skill: {REPO}/skills/build-baseline" in expanded
     body = (REPO / "skills/build-baseline/SKILL.md").read_text(encoding="utf-8").split("\n---\n", 1)[1]
-    assert all(line in expanded for line in body.splitlines() if line.strip() and "$" not in line)
+    # The protected-files markers are HTML comments, which a client may leave out of what it shows.
+    assert all(line in expanded for line in body.splitlines()
+               if line.strip() and "$" not in line and not line.strip().startswith("<!--"))

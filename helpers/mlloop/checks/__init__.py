@@ -14,9 +14,10 @@ import os
 
 from ..errors import Findings, MlloopError
 from ..layout import Project, version_number
+from ..stages import version_stage
 from . import evaluation, final_report, heldout, prepdata, profiling, rulefiles, versions
 from .context import Context
-from .versions import misspelled_version
+from .versions import check_version_step, misspelled_version
 
 TARGETS = ("all", "rules", "profiling", "prepdata", "baseline", "report")
 
@@ -79,3 +80,19 @@ def _run(ctx: Context, step, target: str) -> None:
             raise
         ctx.problem("check.internal", "", f"internal error while checking {target}: {type(exc).__name__}: {exc} "
                     "(set MLLOOP_DEBUG=1 to see where, and please report it)")
+
+
+class StepChecks:
+    """The part of ``mlloop check vNNN`` for one step of one version, as ``mlloop status`` asks
+    for the step it stands on: the same functions, one Context (each file read and hashed once)."""
+
+    def __init__(self, project: Project):
+        self.ctx = Context(project)
+
+    def version(self, vid: str, step: int) -> Findings:
+        self.ctx.out, found = Findings(), self.ctx.out
+        try:
+            _run(self.ctx, lambda c: check_version_step(c, vid, version_stage(c.project, vid), step), vid)
+            return self.ctx.out
+        finally:
+            self.ctx.out = found

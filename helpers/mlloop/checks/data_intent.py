@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from typing import Any
 
 from .. import markdown as md
 
@@ -81,3 +82,27 @@ def class_counts(records_by_split: dict[str, list[dict]], label_field: str, mini
 
 def _label(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def time_order(train: list[dict], valid: list[dict]) -> list[str]:
+    """Per series, a train window whose target (``start`` .. ``start + horizon``) reaches past the
+    first valid window's start: the model would have trained on the period it is judged on."""
+    first_valid: dict[str, Any] = {}
+    for r in valid:
+        key = str(r.get("series_id"))
+        if isinstance(r.get("start"), (int, float)) and (key not in first_valid or r["start"] < first_valid[key]):
+            first_valid[key] = r["start"]
+    late = [r for r in train if str(r.get("series_id")) in first_valid and isinstance(r.get("start"), (int, float))
+            and _span_end(r) > first_valid[str(r.get("series_id"))]]
+    if not late:
+        return []
+    r = sorted(late, key=lambda r: str(r.get("id", r.get("sample_id"))))[0]
+    return [f"{len(late)} train window(s) end after their series' first valid window starts (e.g. "
+            f"{r.get('id', r.get('sample_id'))!r} of series {r.get('series_id')!r} ends at row "
+            f"{_span_end(r)}, valid starts at {first_valid[str(r.get('series_id'))]})"]
+
+
+def _span_end(record: dict):
+    """The row after a window's target: ``start + horizon`` (one row without an integer horizon)."""
+    h = record.get("horizon")
+    return record["start"] + (h if isinstance(h, int) and not isinstance(h, bool) and h > 0 else 1)

@@ -11,7 +11,7 @@ import re
 import stat
 from pathlib import Path
 
-from .. import markdown as md
+from ..formats import final_analysis
 from ..formats.eval_score import read_eval_score
 from ..formats.leaderboard_csv import parse_leaderboard
 from ..layout import ASSETS, BEST_CKPT, EVAL_SCORE, LEADERBOARD_CSV, SPEC, version_number
@@ -20,8 +20,6 @@ from ..stages import read_json_quiet
 from .context import Context
 
 REPORT_NAME_RE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}(?:_\d+)?")
-ANALYSIS_START = "<!-- mlloop:analysis:start -->"
-ANALYSIS_END = "<!-- mlloop:analysis:end -->"
 
 
 def check_reports(ctx: Context, required: bool) -> None:
@@ -208,14 +206,7 @@ def _check_analysis(ctx: Context, path: Path, newest: bool) -> None:
     text = ctx.read_text(path, "report")
     if text is None:
         return
-    if not text.strip():
-        ctx.problem("report.analysis", path, "final-analysis.md is empty")
-        return
-    start, end = text.find(ANALYSIS_START), text.find(ANALYSIS_END)
-    body = "\n".join(ln for ln in text[start + len(ANALYSIS_START):end].splitlines() if not md.HEADING_RE.match(ln))
-    if start != -1 and end > start and md.is_placeholder(body):
+    for gap in final_analysis.gaps(text):
         # Step 7 ends with the agent's explanation of the top 3; an older, superseded report only warns.
-        (ctx.problem if newest else ctx.warn)(
-            "report.analysis_pending", path,
-            "the analysis of the top 3 (between the mlloop:analysis markers) is not written yet; "
-            "write why each of the top 3 ranked high, citing its change and its result-analysis.md")
+        pending = gap.code == "report.analysis_pending" and not newest
+        (ctx.warn if pending else ctx.problem)(gap.code, path, gap.message)

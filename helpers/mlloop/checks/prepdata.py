@@ -9,7 +9,7 @@ import re
 import stat
 from pathlib import Path
 
-from .. import markdown as md
+from ..formats import pipeline_report
 from ..formats.prepdata_stats import SPLIT_STRATEGIES, parse_stats
 from ..jsonio import JsonProblems, parse_json_text
 from ..layout import PREPDATA_STATS, TESTS
@@ -237,6 +237,9 @@ def _check_intent(ctx: Context, base: Path, stats, task: dict | None, split_stra
         line = data_intent.singleton_groups(rows, group_key)
         if line:
             ctx.problem("prepdata.group_singletons", base, line)
+    if split_strategy == "time" and len(rows) == 2:
+        for line in data_intent.time_order(rows["train"], rows["valid"]):
+            ctx.problem("prepdata.leak_time", read_index(ctx, "valid")[0] or base / "valid", line)
     if isinstance(stats, dict) and data_intent.drop_shares(stats, dc.get("max_drop_share"), None):
         text = ctx.document(ctx.project.profiling_md, "profiling")
         for line in data_intent.drop_shares(stats, dc.get("max_drop_share"), text):
@@ -422,11 +425,9 @@ def _check_common(ctx: Context, base: Path) -> None:
 def _check_pipeline_report(ctx: Context, base: Path) -> None:
     path = base / TESTS / "pipeline_test_report.md"
     text = ctx.document(path, "prepdata")
-    if text is None:
-        return
-    result = md.bullets(text).get("overall_result", "")
-    if result.strip().upper().startswith("FAIL"):
-        ctx.problem("prepdata.pipeline_failed", path, "the pipeline test report says FAIL; fix 01_data_pipeline.py and re-run it")
+    if text is not None:
+        for gap in pipeline_report.gaps(text):
+            ctx.problem(gap.code, path, gap.message)
 
 
 def _lines(lines: list) -> str:

@@ -8,7 +8,7 @@ import re
 import unicodedata
 
 from ..layout import BASELINE, BASELINE_SCRIPT, PROGRESSIVE_TRAINING, SPEC, TESTS, version_id, version_number
-from ..stages import ACTION, ACTION_DOC, ANALYSIS_DOC, EVALUATED, TRAINED, VersionStage, version_stage
+from ..stages import ACTION, ACTION_DOC, ANALYSED, ANALYSIS_DOC, EVALUATED, TRAINED, VersionStage, version_stage
 from . import documents, evaluation, training
 from .context import Context
 
@@ -63,24 +63,39 @@ def stages(ctx: Context) -> dict[str, VersionStage | None]:
 
 def check_version(ctx: Context, vid: str, st: VersionStage) -> None:
     """``vid`` up to its stage: everything of every step up to the furthest one is required."""
-    text = documents.script_text(ctx, vid)
-    if text is None and not st.has_script:
+    if not st.has_script and not ctx.project.script(vid).is_file():
         ctx.problem("versions.no_script", ctx.project.script(vid),
                     f"Models/Artifacts/{vid}/ exists but 02_train_{vid}.py does not; a version starts from its script "
                     "(`mlloop new-version`)")
-    parent = documents.check_script(ctx, vid, text)
-    if st.reached(TRAINED):
-        spec = training.check_training_outputs(ctx, vid)
-        if isinstance(spec, dict) and parent is not None and "parent" in spec and spec["parent"] != parent:
-            ctx.problem("spec.parent", ctx.project.artifact_dir(vid) / SPEC,
-                        f"parent is {spec['parent']!r} but the script's change summary says {parent!r}", "$.parent")
-    if st.reached(EVALUATED):
+    for step in STEP_PARTS:
+        check_version_step(ctx, vid, st, step)
+
+
+# The parts of a version's check, by the progressive-training step whose artifacts each reads;
+# `mlloop status` asks for the part of the step it stands on, so the two never disagree.
+STEP_PARTS = {1: None, 2: EVALUATED, 3: ANALYSED, 4: ACTION}
+
+
+def check_version_step(ctx: Context, vid: str, st: VersionStage, step: int) -> None:
+    """The part of ``mlloop check vid`` for Step ``step`` (1 train, 2 evaluate, 3 analyse, 4
+    action); a step the version has not reached is not required."""
+    if step == 1:
+        text = documents.script_text(ctx, vid)
+        parent = documents.check_script(ctx, vid, text)
+        if st.reached(TRAINED):
+            spec = training.check_training_outputs(ctx, vid)
+            if isinstance(spec, dict) and parent is not None and "parent" in spec and spec["parent"] != parent:
+                ctx.problem("spec.parent", ctx.project.artifact_dir(vid) / SPEC,
+                            f"parent is {spec['parent']!r} but the script's change summary says {parent!r}", "$.parent")
+        documents.check_retry_report(ctx, vid)
+    elif not st.reached(STEP_PARTS[step]):
+        return
+    elif step == 2:
         evaluation.check_evaluation(ctx, vid)
-    if st.reached("analysed"):
+    elif step == 3:
         documents.check_analysis(ctx, vid)
-    if st.reached(ACTION):
+    elif step == 4:
         documents.check_action(ctx, vid)
-    documents.check_retry_report(ctx, vid)
 
 
 def check_one_version(ctx: Context, vid: str) -> None:

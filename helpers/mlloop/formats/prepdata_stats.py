@@ -17,7 +17,7 @@ from .eval_score import parse_iso8601
 
 REQUIRED = ("dataset_id", "task_type", "seed", "split_strategy", "valid_ratio", "counts", "sources", "created_at")
 SPLITS = ("train", "valid")            # counts every stats.json has; "test" when the rules ask for one
-SPLIT_STRATEGIES = ("random", "stratified", "group")
+SPLIT_STRATEGIES = ("random", "stratified", "group", "time")
 
 
 def parse_stats(doc, rel: str, findings: Findings, *, dataset_id: str | None = None, task_type: str | None = None,

@@ -8,13 +8,13 @@ baseline's folder. Only rank 0 prepares folders or writes files.
 from __future__ import annotations
 
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import MlloopError
+from ..formats import change_summary
 from ..jsonio import JsonProblems, parse_json_text, to_jsonable, write_json_atomic, write_text_atomic
 from ..layout import (ASSETS, BASELINE, BEST_CKPT, EVAL_SCORE, LAST_CKPT, LOGS, SPEC, TESTS, Project,
                       reset_version_dir, version_of_script)
@@ -140,19 +140,11 @@ def assets_listing(paths: VersionPaths) -> list[str] | str:
     return names or "not_required"
 
 
-HEADER_PARENT_RE = re.compile(r"^#\s*parent:\s*(\S+)\s*$", re.MULTILINE)
-
-
 def parent_of(paths: VersionPaths) -> str | None:
     """The parent named in the script's change-summary header; None for the baseline."""
     if paths.vid == BASELINE:
         return None
-    try:
-        head = paths.script.read_text(encoding="utf-8")[:4000]
-    except OSError:
-        return None
-    m = HEADER_PARENT_RE.search(head)
-    return m.group(1) if m else None
+    return change_summary.read_fields(paths.script).get("parent") or None
 
 
 # The splits this process read through read_index: training writes them into spec.json and the

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import Findings, MlloopError
+from ..formats import profiling
 from ..jsonio import to_jsonable
 from ..layout import resolve_inside
 from ..taskformat import TYPE_CHECKS
@@ -434,7 +435,7 @@ def load_test(records: list[dict], spec: TaskSpec, rawdata: Path, seed: int, n: 
                 detail += "; " + ", ".join(f"{k} x{v}" + (" (documented edge case)" if k in allowed else "")
                                            for k, v in sorted(defects.items()))
             out[source] = {"passed": passed, "drawn": len(draw), "loaded": loaded, "defects": dict(defects),
-                           "line": f"- load_test: {'PASS' if passed else 'FAIL'} ({detail})"}
+                           "line": profiling.load_test_line(passed, detail)}
     return out
 
 
@@ -513,19 +514,56 @@ def group_split(ids: list[str], groups: list[Any], valid_ratio: float, seed: int
     return sorted(train), sorted(valid)
 
 
+TIME_KEYS = ("series_id", "start")  # what a time split orders by: the series, and the row where its target begins
+STRADDLES_CUT = "straddles_time_cut"
+
+
+def time_split(records: list[dict], valid_ratio: float) -> tuple[list[str], list[str], dict[str, int]]:
+    """(train ids, valid ids, cut per series). Per ``series_id``, windows ordered by ``start``
+    (the row offset of the first target value): the last ``valid_ratio`` share goes to valid, and
+    the cut is the start of the earliest of them. A train window's target ends at or before the
+    cut (``start + horizon``; a record without ``horizon`` spans one row). A window whose target
+    straddles the cut is in neither split: it gets the drop reason ``straddles_time_cut``."""
+    by_series: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_series[str(r["series_id"])].append(r)
+    train, valid, cuts = [], [], {}
+    for series in sorted(by_series):
+        rows = sorted(by_series[series], key=lambda r: (r["start"], r["sample_id"]))
+        if len(rows) < 2:
+            raise PipelineError(f"time split: series {series!r} has {len(rows)} window after filtering; each series "
+                                "needs at least 2 (one for train, one for valid).")
+        cut = rows[len(rows) - _n_valid(len(rows), valid_ratio)]["start"]
+        cuts[series] = cut
+        for r in rows:
+            if r["start"] >= cut:
+                valid.append(r["sample_id"])
+            elif r["start"] + int(r.get("horizon") or 1) <= cut:
+                train.append(r["sample_id"])
+            else:
+                r["drop_reason"] = f"{STRADDLES_CUT}: series {series} cut at row {cut}"
+    if not train:
+        raise PipelineError("time split: every window before the cut straddles it, so train is empty; lower "
+                            "valid_ratio or cut windows further apart.")
+    return sorted(train), sorted(valid), cuts
+
+
 def split_records(records: list[dict], strategy: str, valid_ratio: float, seed: int,
                   stratify_key: str = "category", group_key: str = "group_id") -> tuple[list[dict], list[dict]]:
-    """(train, valid) records by the rules' split_strategy; each record's ``split`` is set."""
+    """(train, valid) records by the rules' split_strategy; each record's ``split`` is set. A time
+    split leaves the windows that straddle its cut out of both (their ``drop_reason`` says why)."""
     require_split_key(records, strategy, stratify_key, group_key)
     ids = [r["sample_id"] for r in records]
-    if strategy == "random":
+    if strategy == "time":
+        train_ids, valid_ids, _ = time_split(records, valid_ratio)
+    elif strategy == "random":
         train_ids, valid_ids = random_split(ids, valid_ratio, seed)
     elif strategy == "stratified":
         train_ids, valid_ids = stratified_split(ids, [r.get(stratify_key) for r in records], valid_ratio, seed)
     elif strategy == "group":
         train_ids, valid_ids = group_split(ids, [r[group_key] for r in records], valid_ratio, seed)
     else:
-        raise PipelineError(f"split_strategy {strategy!r} is not one of random, stratified, group.")
+        raise PipelineError(f"split_strategy {strategy!r} is not one of random, stratified, group, time.")
     by_id = {r["sample_id"]: r for r in records}
     for sid in train_ids:
         by_id[sid]["split"] = "train"
@@ -537,6 +575,16 @@ def split_records(records: list[dict], strategy: str, valid_ratio: float, seed: 
 def require_split_key(records: list[dict], strategy: str, stratify_key: str | None, group_key: str | None) -> None:
     """A group or stratified split needs its rules key on every record; a record without it is
     never made a group (or stratum) of its own, which would quietly turn the split random."""
+    if strategy == "time":
+        lacking = [r for r in records if r.get("series_id") is None
+                   or not isinstance(r.get("start"), (int, float)) or isinstance(r.get("start"), bool)]
+        if lacking:
+            first = lacking[0]
+            raise PipelineError(
+                f"split_strategy is time but {len(lacking)} of {len(records)} records lack 'series_id' or a numeric "
+                f"'start' (the row of the first target value), e.g. sample_id {first.get('sample_id')!r} (source "
+                f"{first.get('source')!r}); set both on every record in parse_sources().")
+        return
     setting, key = {"group": ("group_key", group_key), "stratified": ("stratify_key", stratify_key)}.get(strategy, (None, None))
     if setting is None:
         return
@@ -561,6 +609,13 @@ def split_composition(train: list[dict], valid: list[dict], strategy: str | None
         return {"groups": out}
     if strategy == "stratified" and stratify_key:
         return {"strata": {"key": stratify_key, **{s: distribution(rows, stratify_key) for s, rows in splits.items()}}}
+    if strategy == "time":  # where each series was cut: its first valid window's start row
+        cuts: dict[str, Any] = {}
+        for r in valid:
+            key = str(r.get("series_id"))
+            cuts[key] = min(cuts.get(key, r["start"]), r["start"])
+        return {"time_cut": {"key": "start", "series": len({str(r.get("series_id")) for r in train + valid}),
+                             "cuts": dict(sorted(cuts.items()))}}
     return {}
 
 

@@ -6,7 +6,8 @@ times slower. ``start`` therefore sets the threads from the usable CPUs (affinit
 ``cpu.max``, cgroup v1 ``cpu.cfs_quota_us``) unless the user chose (``--THREADS=N``,
 ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, or ``torch.set_num_threads`` before ``start``).
 A script setting left ``None`` is filled here: ``NUM_WORKERS`` from the usable CPUs and the
-number of training samples, ``IMAGE_SIZE`` from the images' median side. Every choice comes with
+number of training samples, ``IMAGE_SIZE`` from the images' median side, and for text lines
+``H_TARGET`` / ``W_BUCKETS`` from their median height and width quartiles. Every choice comes with
 its reason, recorded in spec.json (``runtime_defaults``) and in the settings' sources.
 """
 
@@ -28,6 +29,11 @@ MAX_GPU_WORKERS = 8
 IMAGE_MULTIPLE = 32        # timm backbones downsample by 32
 IMAGE_MIN, IMAGE_MAX = 32, 224  # bigger costs quadratic time for detail a first model rarely uses
 IMAGE_SAMPLE = 256         # images opened (headers only) when df_meta.parquet has no sizes
+LINE_MULTIPLE = 8          # a line's height: the OCR head reads stride-8 features (OUT_INDICES [2])
+LINE_MIN, LINE_MAX = 16, 64  # taller lines cost time for no more characters per frame
+BUCKET_MULTIPLE = 32       # bucket widths: the widest backbone stride
+BUCKET_QUANTILES = (0.25, 0.5, 0.75, 1.0)  # four widths: little padding, few distinct batch shapes
+BUCKET_MAX = 1024          # wider lines are squeezed to this (and the pipeline's filter says how many)
 
 _torch_default: int | None = None  # torch's own thread count, seen before the script's code ran
 _set_by_mlloop: int | None = None  # what start() set last (a second start in one process is not "the user")
@@ -170,7 +176,7 @@ def choose_workers(train_samples: int, cpus: int, accelerator: str = "cpu") -> d
 
 # ---- image size -------------------------------------------------------------------------------
 
-def _sides_from_meta(prepdata_dir: Path) -> list[int] | None:
+def _sizes_from_meta(prepdata_dir: Path) -> list[tuple[int, int]] | None:
     path = prepdata_dir / "common" / "df_meta.parquet"
     if not path.is_file():
         return None
@@ -181,42 +187,70 @@ def _sides_from_meta(prepdata_dir: Path) -> list[int] | None:
         return None
     table = pq.read_table(path, columns=[c for c in ("width", "height", "split") if c in names]).to_pylist()
     rows = [r for r in table if r.get("split", "train") == "train"] or table
-    sides = [max(int(r["width"]), int(r["height"])) for r in rows if r.get("width") and r.get("height")]
-    return sides or None
+    sizes = [(int(r["width"]), int(r["height"])) for r in rows if r.get("width") and r.get("height")]
+    return sizes or None
 
 
-def _sides_from_index(prepdata_dir: Path, records: list[dict], field: str) -> list[int]:
+def _sizes_from_index(prepdata_dir: Path, records: list[dict], field: str) -> list[tuple[int, int]]:
     from PIL import Image
 
 
     by_id = {str(r.get("id")): r for r in records if r.get(field)}
-    sides = []
+    sizes = []
     for rid in seeded_sample(sorted(by_id), IMAGE_SAMPLE, 0):
         with Image.open(prepdata_dir / "train" / by_id[rid][field]) as image:  # reads the header only
-            sides.append(max(image.size))
-    return sides
+            sizes.append(tuple(image.size))
+    return sizes
+
+
+def train_image_sizes(prepdata_dir: Path, records: list[dict], field: str, setting: str) -> tuple[list, str]:
+    """(width, height) of the training images: common/df_meta.parquet, else the images' headers."""
+    prepdata_dir = Path(prepdata_dir)
+    sizes, source = _sizes_from_meta(prepdata_dir), "common/df_meta.parquet"
+    if sizes is None:
+        sizes, source = _sizes_from_index(prepdata_dir, records, field), f"{min(len(records), IMAGE_SAMPLE)} train images"
+    if not sizes:
+        raise MlloopError(f"{setting} is None (from the data), but no training image size could be read from "
+                          f"{prepdata_dir.name}/common/df_meta.parquet or the train index's {field!r}; set {setting}.")
+    return sizes, source
 
 
 def choose_image_size(prepdata_dir: Path, records: list[dict], field: str = "image_path") -> dict:
     """The square input side: the training images' median longer side, rounded to a multiple of
     32, within [32, 224]; from common/df_meta.parquet, else the images themselves."""
-    prepdata_dir = Path(prepdata_dir)
-    sides, source = _sides_from_meta(prepdata_dir), "common/df_meta.parquet"
-    if sides is None:
-        sides, source = _sides_from_index(prepdata_dir, records, field), f"{min(len(records), IMAGE_SAMPLE)} train images"
-    if not sides:
-        raise MlloopError(f"IMAGE_SIZE is None (from the data), but no training image size could be read from "
-                          f"{prepdata_dir.name}/common/df_meta.parquet or the train index's {field!r}; set IMAGE_SIZE.")
-    median = statistics.median(sides)
+    sizes, source = train_image_sizes(prepdata_dir, records, field, "IMAGE_SIZE")
+    median = statistics.median(max(w, h) for w, h in sizes)
     size = int(min(IMAGE_MAX, max(IMAGE_MIN, IMAGE_MULTIPLE * round(median / IMAGE_MULTIPLE))))
-    return {"value": size, "why": f"median longer side {median:g} px over {len(sides)} images ({source}), rounded "
+    return {"value": size, "why": f"median longer side {median:g} px over {len(sizes)} images ({source}), rounded "
                                   f"to a multiple of {IMAGE_MULTIPLE} within [{IMAGE_MIN}, {IMAGE_MAX}]"}
+
+
+def choose_line_height(prepdata_dir: Path, records: list[dict], field: str = "image_path") -> dict:
+    """A text line's height after resizing: the training lines' median height, rounded to a
+    multiple of 8 within [16, 64]."""
+    sizes, source = train_image_sizes(prepdata_dir, records, field, "H_TARGET")
+    median = statistics.median(h for _, h in sizes)
+    height = int(min(LINE_MAX, max(LINE_MIN, LINE_MULTIPLE * round(median / LINE_MULTIPLE))))
+    return {"value": height, "why": f"median line height {median:g} px over {len(sizes)} images ({source}), rounded "
+                                    f"to a multiple of {LINE_MULTIPLE} within [{LINE_MIN}, {LINE_MAX}]"}
+
+
+def choose_width_buckets(prepdata_dir: Path, records: list[dict], height: int, field: str = "image_path") -> dict:
+    """Padded widths: the quartiles and the maximum of the lines' widths once resized to
+    ``height``, each rounded up to a multiple of 32, at most 1024."""
+    sizes, source = train_image_sizes(prepdata_dir, records, field, "W_BUCKETS")
+    widths = sorted(w * height / h for w, h in sizes)
+    picks = [widths[min(len(widths) - 1, math.ceil(q * len(widths)) - 1)] for q in BUCKET_QUANTILES]
+    buckets = sorted({min(BUCKET_MAX, BUCKET_MULTIPLE * max(1, math.ceil(w / BUCKET_MULTIPLE))) for w in picks})
+    return {"value": buckets, "why": f"quartiles and maximum of {len(sizes)} line widths at height {height} "
+                                     f"({source}), rounded up to a multiple of {BUCKET_MULTIPLE}, at most {BUCKET_MAX}"}
 
 
 # ---- all of it, for start() -------------------------------------------------------------------
 
 def apply(run) -> dict:
-    """Set the threads and fill ``NUM_WORKERS`` / ``IMAGE_SIZE`` left None; ``{name: {value, why}}``."""
+    """Set the threads and fill the settings left None (``NUM_WORKERS``, ``IMAGE_SIZE``, ``H_TARGET``,
+    ``W_BUCKETS``); ``{name: {value, why}}``."""
     chosen = {"threads": set_threads(run.switches.get("THREADS"), run.devices.devices)}  # processes on this node
     settings, sources = run.settings, run.sources
     if "NUM_WORKERS" in settings and settings["NUM_WORKERS"] is None:
@@ -227,7 +261,16 @@ def apply(run) -> dict:
         chosen["num_workers"] = choose_workers(n, cpus, run.devices.accelerator)
     if "IMAGE_SIZE" in settings and settings["IMAGE_SIZE"] is None:
         chosen["image_size"] = choose_image_size(run.prepdata_dir, run.full_index("train"))
-    for name, key in (("num_workers", "NUM_WORKERS"), ("image_size", "IMAGE_SIZE")):
+    if "H_TARGET" in settings and settings["H_TARGET"] is None:
+        chosen["h_target"] = choose_line_height(run.prepdata_dir, run.full_index("train"))
+    if "W_BUCKETS" in settings and settings["W_BUCKETS"] is None:
+        height = chosen["h_target"]["value"] if "h_target" in chosen else settings.get("H_TARGET")
+        if not isinstance(height, int):
+            raise MlloopError("W_BUCKETS is None (from the data) but H_TARGET is not an integer; set H_TARGET or "
+                              "leave it None too.")
+        chosen["w_buckets"] = choose_width_buckets(run.prepdata_dir, run.full_index("train"), height)
+    for name, key in (("num_workers", "NUM_WORKERS"), ("image_size", "IMAGE_SIZE"), ("h_target", "H_TARGET"),
+                      ("w_buckets", "W_BUCKETS")):
         if name in chosen:
             settings[key] = chosen[name]["value"]
             sources[key] = f"runtime default: {chosen[name]['why']}"

@@ -204,8 +204,8 @@ def _inputs(project: Project, vid: str, running: Path | None):
 def _eval_script(project: Project, running: Path | None) -> Path:
     own = project.eval_script
     if not own.is_file():
-        raise MlloopError(f"{project.rel(own)} does not exist; copy templates/03_eval.py into the project root "
-                          "(mlloop init installs it) and run it from there.")
+        raise MlloopError(f"{project.rel(own)} does not exist; copy the progressive-training skill's "
+                          "templates/03_eval.py into the project root and run it from there.")
     if running is not None:
         running = Path(running).resolve()
         if running != own.resolve() and sha256_file(running) != sha256_file(own):

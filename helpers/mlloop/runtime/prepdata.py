@@ -16,10 +16,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ..checks import data_intent
 from ..errors import Findings
+from ..formats import pipeline_report
 from ..formats.prepdata_stats import counts_of, parse_stats, write_stats
 from ..jsonio import JsonProblems, read_json, to_jsonable, write_json_atomic, write_text_atomic
 from ..layout import PREPDATA_STATS, TESTS, is_inside, resolve_inside
@@ -86,12 +87,15 @@ def index_record(r: dict, spec: TaskSpec, paths: dict[str, str], group_key: str 
 
 
 def write_split(split_dir: Path, split: str, records: list[dict], spec: TaskSpec, reader: AssetReader,
-                group_key: str | None, shared: Iterable[str] = (), stored: dict[str, Path] | None = None) -> list[dict]:
+                group_key: str | None, shared: Iterable[str] = (), stored: dict[str, Path] | None = None,
+                convert: Callable[[str, bytes, dict], bytes] | None = None) -> list[dict]:
     """Copy each record's assets to ``<split>/<field folder>/<id><ext>`` and write the index;
     returns the index records (paths relative to the split folder). An asset in ``shared`` (a
     raw reference several records point at: windows of one series, crops of one image) is
     written once per split as ``<field folder>/shared/<name>``, and hard-linked to the copy in
-    ``stored`` (reference -> file already written by another split) where the file system allows."""
+    ``stored`` (reference -> file already written by another split) where the file system allows.
+    ``convert(field, data, record) -> bytes`` (the parse region's ``convert_asset``) rewrites an
+    asset on its way into prepdata, e.g. a colour-coded mask into class ids; the raw file is untouched."""
     shared = set(shared)
     stored = {} if stored is None else stored
     index, used = [], set()
@@ -111,10 +115,10 @@ def write_split(split_dir: Path, split: str, records: list[dict], spec: TaskSpec
             target = split_dir / rel
             if ref not in shared:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(reader.read(ref))
+                target.write_bytes(_converted(convert, name, reader.read(ref), r))
             elif not target.is_file():  # the first record of this split that points at it
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _store(reader, ref, target, stored.get(ref))
+                _store(reader, ref, target, stored.get(ref), lambda data: _converted(convert, name, data, r))
                 stored.setdefault(ref, target)
             paths[name] = rel
         r["index_paths"] = paths
@@ -135,14 +139,30 @@ def shared_name(ref: str) -> str:
     return f"{make_id(stem)[:80]}-{hashlib.sha1(ref.encode()).hexdigest()[:8]}{suffix_of(ref)}"
 
 
-def _store(reader: AssetReader, ref: str, target: Path, twin: Path | None) -> None:
+def _converted(convert, name: str, data: bytes, record: dict) -> bytes:
+    if convert is None:
+        return data
+    try:
+        out = convert(name, data, record)
+    except PipelineError:
+        raise
+    except Exception as exc:  # the parse region's code: one line naming the record and the asset
+        raise PipelineError(f"convert_asset({name!r}) failed for sample_id {record.get('sample_id')!r} "
+                            f"({record.get('assets', {}).get(name)}): {type(exc).__name__}: {exc}") from None
+    if not isinstance(out, bytes):
+        raise PipelineError(f"convert_asset({name!r}) returned {type(out).__name__} for sample_id "
+                            f"{record.get('sample_id')!r}; it must return the file's bytes.")
+    return out
+
+
+def _store(reader: AssetReader, ref: str, target: Path, twin: Path | None, convert=lambda data: data) -> None:
     if twin is not None:
         try:
             os.link(twin, target)  # the other split's copy: one file on disk, a regular file in each split
             return
         except OSError:
             pass  # no hard links here (some network or FAT file systems): a copy per split
-    target.write_bytes(reader.read(ref))
+    target.write_bytes(convert(reader.read(ref)))
 
 
 def shared_refs(records: Iterable[dict], spec: TaskSpec) -> set[str]:
@@ -165,6 +185,18 @@ def label_map(records: Iterable[dict], field_name: str = "label") -> dict[str, i
     """{label: index}, labels sorted by their string form (stable across runs)."""
     labels = sorted({str(r[field_name]) for r in records if r.get(field_name) is not None})
     return {label: i for i, label in enumerate(labels)}
+
+
+def checked_label_map(class_ids) -> dict[str, int]:
+    """The parse region's LABEL_MAP as written: {non-empty name: id}, ids exactly 0..C-1 (mask values)."""
+    if not isinstance(class_ids, dict) or not class_ids:
+        raise PipelineError("LABEL_MAP must be a non-empty dict {class name: id} (the parse region of 01_data_pipeline.py).")
+    bad = [k for k, v in class_ids.items() if not (isinstance(k, str) and k.strip()) or type(v) is not int]
+    if bad:
+        raise PipelineError(f"LABEL_MAP: entry {bad[0]!r} must map a non-empty class name to an int id.")
+    if sorted(class_ids.values()) != list(range(len(class_ids))):
+        raise PipelineError(f"LABEL_MAP: the ids must be 0..{len(class_ids) - 1}, each once; got {sorted(class_ids.values())}.")
+    return dict(sorted(class_ids.items(), key=lambda kv: kv[1]))
 
 
 def feature_stats(records: list[dict], field_name: str = "features") -> dict:
@@ -203,23 +235,33 @@ def move_aside(path: Path, trash_root: Path) -> Path | None:
 
 
 def write_prepdata(out_dir: Path, *, records: list[dict], train: list[dict], valid: list[dict], spec: TaskSpec,
-                   reader: AssetReader, stats: dict, group_key: str | None, test: list[dict] | None = None) -> dict:
+                   reader: AssetReader, stats: dict, group_key: str | None, test: list[dict] | None = None,
+                   convert: Callable[[str, bytes, dict], bytes] | None = None,
+                   class_ids: dict | None = None) -> dict:
     """Write the whole prepdata layout into ``out_dir`` (a fresh folder): split folders with
     assets and indexes, common/ (df_meta, manifests, label_map or feature_stats), stats.json.
-    ``test`` (dataset_config.test_ratio) adds a held-out ``test/`` beside them. Returns the stats written."""
+    ``test`` (dataset_config.test_ratio) adds a held-out ``test/`` beside them. ``convert``: see
+    ``write_split``. ``class_ids`` (the parse region's ``LABEL_MAP``, {class name: id}) is written as
+    common/label_map.json for tasks whose classes the index does not list (segmentation masks).
+    Returns the stats written."""
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PipelineError(f"{out_dir}: the staging folder is not empty.")
     counts, shared, stored = {}, shared_refs(train + valid + (test or []), spec), {}
     splits = (("train", train), ("valid", valid)) + ((("test", test),) if test else ())
     for split, rows in splits:
-        counts[split] = len(write_split(out_dir / split, split, rows, spec, reader, group_key, shared, stored))
+        counts[split] = len(write_split(out_dir / split, split, rows, spec, reader, group_key, shared, stored, convert))
     common = out_dir / "common"
     meta_cols = list(META_COLUMNS) + ([group_key] if group_key and group_key not in META_COLUMNS else [])
     write_parquet(common / "df_meta.parquet", sorted(records, key=lambda r: r["sample_id"]), meta_cols)
     for split, rows in splits:
         m = manifest_rows(rows, group_key)
         write_parquet(common / f"{split}_manifest.parquet", m, list(dict.fromkeys(k for row in m for k in row)) or ["sample_id"])
-    if spec.is_classification:
+    if class_ids is not None:
+        if spec.is_classification:
+            raise PipelineError("LABEL_MAP is for tasks whose classes the index does not list; a classification "
+                                "task's label_map.json is built from the labels: remove LABEL_MAP.")
+        write_json_atomic(common / "label_map.json", checked_label_map(class_ids))
+    elif spec.is_classification:
         write_json_atomic(common / "label_map.json", label_map(train + valid + (test or []), "label"))
     if "features" in spec.required:
         write_json_atomic(common / "feature_stats.json", feature_stats(train))
@@ -259,8 +301,8 @@ class PipelineReport:
     def passed(self) -> bool:
         return all(status != "FAIL" for _, status, _ in self.lines)
 
-    def markdown(self, title: str = "Pipeline test report") -> str:
-        out = [f"# {title}", f"- overall_result: {'PASS' if self.passed else 'FAIL'}", "", "## Checks"]
+    def markdown(self, title: str = pipeline_report.TITLE) -> str:
+        out = pipeline_report.render_head(self.passed, title)
         out += [f"- {name}: {status}" + (f" ({detail})" if detail else "") for name, status, detail in self.lines]
         for heading, body in self.sections.items():
             out += ["", f"## {heading}", body.rstrip()]
@@ -365,6 +407,10 @@ def verify_prepdata(out_dir: Path, spec: TaskSpec, *, split_strategy: str, group
     if split_strategy == "group" and group_key:
         line = data_intent.singleton_groups(idx, group_key)
         rep.add("groups_hold_several_records", line is None, line or f"{len(idx['train']) + len(idx['valid'])} records")
+    if split_strategy == "time":
+        late = data_intent.time_order(idx["train"], idx["valid"])
+        rep.add("valid_after_train_in_time", not late, "; ".join(late) or "per series_id, every train target ends "
+                "before the first valid window starts")
     if max_drop_share is not None and isinstance(stats, dict):
         lines = data_intent.drop_shares(stats, max_drop_share, profiling_text)
         rep.add("drop_shares_within_max", not lines, "; ".join(lines) or f"each reason ≤ {max_drop_share:g} of the parsed records")
@@ -391,8 +437,45 @@ def verify_prepdata(out_dir: Path, spec: TaskSpec, *, split_strategy: str, group
         dist = {s: distribution([meta_by_id.get(rec.get("id"), {}) for rec in idx[s]], stratify_key) for s in idx}
         rep.add("stratified_distribution", None, "recorded below")
         rep.sections["Stratified distribution"] = "```json\n" + json.dumps(dist, indent=2, ensure_ascii=False) + "\n```"
+    if spec.label_field == "mask_path":
+        _mask_checks(rep, out_dir, idx)
     rep.add("load_test", *_load_test(out_dir, idx, spec, seed, load_samples))
     return rep
+
+
+def _mask_checks(rep: PipelineReport, out_dir: Path, idx: dict) -> None:
+    """Segmentation: common/label_map.json names the classes, and every written mask is a
+    single-channel image of those ids, the size of its image (all masks are read)."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        ids = set(checked_label_map(read_json(out_dir / "common" / "label_map.json", "common/label_map.json")).values())
+        rep.add("label_map_names_mask_ids", True, f"{len(ids)} classes")
+    except (JsonProblems, PipelineError) as exc:
+        rep.add("label_map_names_mask_ids", False, exc.problems[0].message if isinstance(exc, JsonProblems) else str(exc))
+        return
+    bad_values, bad_sizes = [], []
+    for split in idx:
+        for rec in idx[split]:
+            try:
+                with Image.open(out_dir / split / rec["mask_path"]) as mask:
+                    values, size = np.asarray(mask), mask.size
+                with Image.open(out_dir / split / rec["image_path"]) as image:
+                    image_size_ = image.size
+            except Exception as exc:  # a FAIL line naming the sample, not a crash
+                bad_values.append(f"{split}/{rec.get('mask_path')}: {type(exc).__name__}")
+                continue
+            extra = set(np.unique(values).tolist()) - ids if values.ndim == 2 else {f"{values.ndim}-D"}
+            if extra:
+                bad_values.append(f"{split}/{rec['mask_path']}: {sorted(map(str, extra))[:3]}")
+            if size != image_size_:
+                bad_sizes.append(f"{split}/{rec['mask_path']} {size[0]}x{size[1]}, image {image_size_[0]}x{image_size_[1]}")
+    rep.add("masks_hold_label_map_ids", not bad_values,
+            f"{len(bad_values)} masks hold values outside the label map or are not single-channel, e.g. {bad_values[0]}"
+            if bad_values else "single-channel, values within the label map's ids")
+    rep.add("mask_sizes_match_images", not bad_sizes,
+            f"{len(bad_sizes)} differ, e.g. {bad_sizes[0]}" if bad_sizes else "every mask is its image's size")
 
 
 def _read_parquet_rows(path: Path):

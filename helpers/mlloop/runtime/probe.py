@@ -33,6 +33,7 @@ DEFAULT_LEVELS: dict[str, tuple[float, bool]] = {
     "macro_f1": (0.9, True), "f1": (0.9, True),
     "cer": (0.1, False), "wer": (0.2, False),
     "r2": (0.9, True),
+    "miou": (0.8, True), "dice": (0.85, True), "pixel_accuracy": (0.95, True),
 }
 CHECK_EVERY = 10  # steps between metric checks (the metric is a forward pass in eval mode)
 

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MlloopError
+from ..formats import smoke_report
 from ..formats.spec import write_spec
 from ..layout import BASELINE, BEST_CKPT, LAST_CKPT
-from ..markdown import bullets
 from ..rules import resolve
 from ..stages import locked_dataset_id
 from . import defaults, smoke_retry_reports
@@ -251,8 +251,7 @@ def read_optimal_batch_size(paths: VersionPaths) -> int | None:
     report = paths.baseline_smoke_report
     if not report.is_file():
         return None
-    value = bullets(report.read_text(encoding="utf-8")).get("optimal_batch_size", "")
-    return int(value) if value.strip().isdigit() else None
+    return smoke_report.optimal_batch_size(report.read_text(encoding="utf-8"))
 
 
 def start(script_file: str | os.PathLike, namespace: dict, argv: list[str] | None = None, *,

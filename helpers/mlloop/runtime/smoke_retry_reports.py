@@ -9,22 +9,20 @@ lines as ``- key: value`` bullets.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..formats import retry_report, smoke_report
 from ..jsonio import to_jsonable, write_text_atomic
+
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # ---- retry history --------------------------------------------------------------------------
-
-ATTEMPT_RE = re.compile(r"^(#{2,3})\s+Attempt\s+(\d+)\s*$", re.MULTILINE)
-FIELDS = ("attempt", "error_summary", "root_cause_hypothesis", "code_change_summary", "status")
 
 
 @dataclass
@@ -36,9 +34,8 @@ class Attempt:
     status: str
 
     def markdown(self, level: int = 2) -> str:
-        lines = [f"{'#' * level} Attempt {self.attempt}"]
-        lines += [f"- {name}: {_one_line(str(getattr(self, name)))}" for name in FIELDS]
-        return "\n".join(lines) + "\n"
+        return retry_report.render_attempt(self.attempt, {name: getattr(self, name) for name in retry_report.FIELDS},
+                                           level)
 
 
 def _one_line(text: str) -> str:
@@ -47,19 +44,10 @@ def _one_line(text: str) -> str:
 
 def read_attempts(text: str) -> list[Attempt]:
     """The attempts recorded in a retry report or in a smoke report's retry section."""
-    out = []
-    matches = list(ATTEMPT_RE.finditer(text or ""))
-    for i, m in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        body = text[m.end():end]
-        values = {}
-        for line in body.splitlines():
-            fm = re.match(r"^\s*-\s*([a-z_]+):\s*(.*)$", line)
-            if fm and fm.group(1) in FIELDS:
-                values[fm.group(1)] = fm.group(2).strip()
-        out.append(Attempt(int(m.group(2)), values.get("error_summary", ""), values.get("root_cause_hypothesis", ""),
-                           values.get("code_change_summary", ""), values.get("status", "")))
-    return out
+    records, _ = retry_report.parse(text)
+    return [Attempt(r.number, r.fields.get("error_summary", ""), r.fields.get("root_cause_hypothesis", ""),
+                    r.fields.get("code_change_summary", ""), r.fields.get("status", ""))
+            for r in records if r.number is not None]
 
 
 def next_attempt(previous: list[Attempt], *, status: str, error: BaseException | str | None,
@@ -126,14 +114,15 @@ def finish_retry_attempt(path: Path, status: str, error: BaseException | str | N
     if not path.is_file():
         return False
     text = path.read_text(encoding="utf-8")
-    matches = list(ATTEMPT_RE.finditer(text))
+    records = [r for r in retry_report.parse(text)[0] if r.number is not None]
     attempts = read_attempts(text)
     if not attempts or attempts[-1].status != IN_PROGRESS:
         return False
     last = attempts[-1]
     summary = "none" if error is None else error_summary(error) if isinstance(error, BaseException) else str(error)
     done = Attempt(last.attempt, summary, last.root_cause_hypothesis, last.code_change_summary, status)
-    write_text_atomic(path, text[:matches[-1].start()] + done.markdown(len(matches[-1].group(1))))
+    kept = "".join(text.splitlines(keepends=True)[:records[-1].line - 1])
+    write_text_atomic(path, kept + done.markdown(records[-1].level))
     return True
 
 
@@ -164,7 +153,7 @@ class SmokeReport:
 
     def markdown(self) -> str:
         out = ["# Baseline smoke test report" if self.version_id == "baseline" else f"# Smoke test report — {self.version_id}",
-               f"- overall_result: {self.overall_result}"]
+               f"- {smoke_report.RESULT}: {self.overall_result}"]
         if self.search is not None:
             out.append(f"- optimal_batch_size: {self.search.batch_size}")
         if self.train_batch_size is not None:
@@ -175,13 +164,14 @@ class SmokeReport:
             out.append(f"- stopped_at: {self.stopped_at}")
         if self.error:
             out.append(f"- error: {_one_line(self.error)}")
-        out += ["", "## Model contract"] + self._contract()
-        out += ["", "## Learnability probe"] + self._probe()
-        out += ["", "## Batch-size search"] + self._search()
-        out += ["", "## Smoke run"] + self._smoke_run()
+        contract, probe, search, smoke_run = smoke_report.SECTIONS
+        out += ["", f"## {contract}"] + self._contract()
+        out += ["", f"## {probe}"] + self._probe()
+        out += ["", f"## {search}"] + self._search()
+        out += ["", f"## {smoke_run}"] + self._smoke_run()
         out += ["", "## Steps per epoch"] + self._steps()
         out += ["", "## Time estimate"] + self._time()
-        out += ["", "## Retry history"]
+        out += ["", f"## {smoke_report.RETRY_HISTORY}"]
         if self.attempts:
             out += [a.markdown(3).rstrip("\n") + "\n" for a in self.attempts]
         else:
@@ -314,9 +304,8 @@ def previous_smoke_attempts(path: Path) -> list[Attempt]:
     """Attempts already in a smoke report's ``## Retry history`` (kept across resets in ``_tests/``)."""
     if not path.is_file():
         return []
-    text = path.read_text(encoding="utf-8")
-    idx = text.find("## Retry history")
-    return read_attempts(text[idx:]) if idx >= 0 else []
+    body = smoke_report.history(path.read_text(encoding="utf-8"))
+    return read_attempts(body) if body is not None else []
 
 
 def write_smoke_report(path: Path, report: SmokeReport) -> str:

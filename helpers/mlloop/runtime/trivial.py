@@ -227,7 +227,10 @@ def score_from_results(family: str, results: list[dict], metrics: list[dict], pr
         if not all(isinstance(r.get("history"), list) and r["history"] for r in results):
             return {"predictors": [], "floor": None,
                     "note": "no trivial predictors: predict() returned no history for the seasonal naive forecast"}
-        for m in _seasons(metrics):
+        seasons = _seasons(metrics)
+        # A season longer than some history has no last season to repeat: that predictor is left out.
+        short = [m for m in seasons if any(len(r["history"]) < m for r in results)]
+        for m in (m for m in seasons if m not in short):
             rows = [{**b, "history": r["history"],
                      "prediction": _tile(r["history"], m, len(r["target"]) if isinstance(r["target"], list) else 1)}
                     for b, r in zip(base, results)]
@@ -236,6 +239,8 @@ def score_from_results(family: str, results: list[dict], metrics: list[dict], pr
             name = "naive" if m == 1 else f"seasonal_naive@{m}"
             _score({"name": name, "description": f"the last {m} value(s) of each record's history repeated",
                     "fitted": {"season": m}}, rows, metrics, ids, scored, not_computable)
+        if short:
+            not_computable.update({f"seasonal_naive@{m}": f"a history is shorter than the season ({m})" for m in short})
     elif family == DETECTION:
         rows = [{**b, "prediction": {"boxes": [], "labels": [], "scores": []}} for b in base]
         _score({"name": "no_boxes", "description": "no boxes at all", "fitted": {}}, rows, metrics, ids, scored,

@@ -39,8 +39,8 @@ from mlloop.script import entry, feature_observations, load_checkpoint, read_ind
 VISION_BACKBONE = "resnet18"      # any timm model that supports features_only
 VISION_PRETRAINED = False         # True downloads ImageNet weights (needs network access)
 OUT_INDICES = [2]                 # feature map(s) used (timm feature_info index); the last one feeds the head
-H_TARGET = 32                     # image height after resizing (aspect ratio kept)
-W_BUCKETS = [128, 256, 384, 512]  # padded widths: fewer wasted columns than padding to the widest image
+H_TARGET = None                   # line height after resizing (aspect kept); None: the median line height, a multiple of 8
+W_BUCKETS = None                  # padded widths (fewer wasted columns than padding to the widest); None: width quartiles
 MAX_TOKENS = 32                   # longest target expected; the sequence head must emit at least this many frames
 HIDDEN = 128                      # BiLSTM hidden size per direction
 DROPOUT = 0.1                     # before the per-frame classifier

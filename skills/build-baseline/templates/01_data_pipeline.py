@@ -55,6 +55,10 @@ SPLIT_KEYS = ("split_strategy", "valid_ratio", "test_ratio", "stratify_key", "gr
 #     warning: return only what the index needs.
 #   drop_reason(record, rules) -> why the record is left out (user_instruction's filters), or
 #     None to keep it. The record already has width/height (images), length (text target), hash.
+#   Optional, for tasks that need them (segmentation masks):
+#     LABEL_MAP = {"background": 0, ...}  class name -> id, written as common/label_map.json.
+#     convert_asset(field, data, record) -> bytes  rewrites an asset on its way into prepdata
+#                (e.g. a colour-coded mask into class ids); the raw file is never changed.
 #   After parsing, identical content (the same asset bytes AND the same inputs and targets) is
 #   kept once: the record whose sample_id sorts first stays. Records cut from one asset (windows
 #   of a series, crops of an image) are not duplicates; the asset is stored once per split.
@@ -130,7 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
 
             # 4. Write the layout aside: split folders (assets + index), common/, stats.json.
             stats = prepdata.write_prepdata(staging, records=records, train=train, valid=valid, spec=spec,
-                                            reader=reader, group_key=group_key, test=test, stats={
+                                            reader=reader, group_key=group_key, test=test,
+                                            convert=globals().get("convert_asset"), class_ids=globals().get("LABEL_MAP"),
+                                            stats={
                                                 "dataset_id": dataset_id, "task_type": task_type, "seed": seed,
                                                 **{k: dc[k] for k in SPLIT_KEYS}, "index_format": spec.index_format, "moved_to_meta": moved,
                                                 "pipeline": Path(__file__).name})
