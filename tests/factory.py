@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mlloop.layout import Project
-from mlloop.scores import score_digest, sha256_file
+from mlloop.formats.eval_score import score_digest
+from mlloop.jsonio import sha256_file
 
 CREATED_AT = "2026-11-21T10:00:00+00:00"
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from factory import BB_RULES, PT_RULES, build_report, fake_checkpoint
 from mlloop.cli import cli
-from mlloop.scores import score_digest
+from mlloop.formats.eval_score import score_digest
 
 V1 = "Models/Artifacts/v001"
 V2 = "Models/Artifacts/v002"
@@ -159,7 +159,7 @@ def folder_at(rel):
 def resign_outputs(vid):
     """Re-sign v's eval_score.json over its current eval_samples.jsonl / trivial_baselines.json:
     a forger who knows the format (only recomputation can catch what follows)."""
-    from mlloop.scores import sha256_file
+    from mlloop.jsonio import sha256_file
 
     def run(f, out):
         base = f.root / "Models/Artifacts" / vid

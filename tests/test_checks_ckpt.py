@@ -1,4 +1,4 @@
-"""The checkpoint scanner (mlloop.ckpt): real Lightning checkpoints pass; anything that would
+"""The checkpoint scanner (mlloop.checkpoint_scan): real Lightning checkpoints pass; anything that would
 run code when loaded is reported, without torch and without executing it."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlloop.checks import run_check
-from mlloop.ckpt import inspect_checkpoint, pickle_globals
+from mlloop.checkpoint_scan import inspect_checkpoint, pickle_globals
 from mlloop.cli import cli
 
 
@@ -178,7 +178,7 @@ def _opcode_bomb(n: int) -> bytes:
 
 @pytest.mark.slow
 def test_a_pickle_of_millions_of_opcodes_is_refused_within_the_budget(tmp_path):
-    from mlloop.ckpt import MAX_PICKLE_OPS, PickleTooLong
+    from mlloop.checkpoint_scan import MAX_PICKLE_OPS, PickleTooLong
 
     path = tmp_path / "bomb.ckpt"
     path.write_bytes(_opcode_bomb(3_000_000))  # 6 million opcodes
@@ -193,7 +193,7 @@ def test_a_pickle_of_millions_of_opcodes_is_refused_within_the_budget(tmp_path):
 
 @pytest.mark.slow  # trains
 def test_real_checkpoints_are_far_inside_the_opcode_budget(lightning_ckpts):
-    from mlloop.ckpt import MAX_PICKLE_OPS
+    from mlloop.checkpoint_scan import MAX_PICKLE_OPS
 
     with zipfile.ZipFile(lightning_ckpts / "last.ckpt") as zf:
         top = zf.namelist()[0].split("/")[0]
@@ -205,7 +205,7 @@ def test_report_refuses_to_copy_a_checkpoint_that_is_not_weights_only(factory, t
     from types import SimpleNamespace
 
     from mlloop.errors import MlloopError
-    from mlloop.report import copy_best
+    from mlloop.final_report import copy_best
 
     factory.complete(versions=1)
     folder = factory.root / "Models/Artifacts/v001"
@@ -221,7 +221,7 @@ def test_report_refuses_to_copy_a_checkpoint_that_is_not_weights_only(factory, t
 def test_report_copies_a_weights_only_checkpoint(factory):
     from types import SimpleNamespace
 
-    from mlloop.report import copy_best
+    from mlloop.final_report import copy_best
 
     factory.complete(versions=1)
     folder = factory.root / "Models/Artifacts/v001"

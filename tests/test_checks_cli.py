@@ -202,7 +202,7 @@ def test_outdated_report_is_a_warning_and_tampered_one_a_problem(factory):
     assert code == 1 and codes(payload) == ["report.value_mismatch"] * 3
     doc = factory.read_json("Models/Artifacts/v001/eval_score.json")
     doc["created_at"] = "2026-11-22T09:00:00+00:00"
-    from mlloop.scores import score_digest
+    from mlloop.formats.eval_score import score_digest
     doc["score_sha256"] = score_digest(doc)
     factory.write_json("Models/Artifacts/v001/eval_score.json", doc)
     assert {w["code"] for w in _warnings_only(factory.root, "report")} == {"report.outdated"}
@@ -276,7 +276,7 @@ def test_run_check_library_call(factory):
 
 def test_created_at_with_or_without_offset(factory):
     factory.complete(versions=1)
-    from mlloop.scores import score_digest
+    from mlloop.formats.eval_score import score_digest
     for stamp in ("2026-11-21T10:00:00", "2026-11-21T10:00:00Z", "2026-11-21T10:00:00.123456+09:00"):
         doc = factory.read_json("Models/Artifacts/v001/eval_score.json")
         doc["created_at"] = stamp

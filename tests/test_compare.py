@@ -102,7 +102,7 @@ def test_different_datasets_are_refused(project):
     project.scored("v001", records(ids, [True] * 100)).scored("v002", records(ids, [True] * 100))
     doc = project.read_json("Models/Artifacts/v002/eval_score.json")
     doc["dataset_id"] = "v2"
-    from mlloop.scores import score_digest
+    from mlloop.formats.eval_score import score_digest
 
     doc["score_sha256"] = score_digest(doc)
     project.write_json("Models/Artifacts/v002/eval_score.json", doc)
@@ -126,7 +126,7 @@ def test_a_metric_the_records_do_not_reproduce_is_refused(project):
     project.scored("v001", records(ids, [True] * 100)).scored("v002", records(ids, [True] * 100))
     doc = project.read_json("Models/Artifacts/v002/eval_score.json")
     doc["metrics"][2]["value"] = 0.5  # macro_f1: neither the vectorised form nor compute_metrics gives it
-    from mlloop.scores import score_digest
+    from mlloop.formats.eval_score import score_digest
 
     doc["score_sha256"] = score_digest(doc)
     project.write_json("Models/Artifacts/v002/eval_score.json", doc)

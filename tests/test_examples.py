@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from mlloop.bundle import examples_dir, template
 from mlloop.cli import cli
 from mlloop.layout import Project
-from mlloop.profile import draft_profiling
+from mlloop.profiling_draft import draft_profiling
 from mlloop.rules import resolve
 from mlloop.taskformat import load_task_format
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from mlloop.cli import cli
 from mlloop.runtime.metrics import compute_metrics
-from mlloop.scores import score_digest
+from mlloop.formats.eval_score import score_digest
 
 SCORE = "Models/Artifacts/v001/eval_score.json"
 PT = ".claude/skills/progressive-training/user_defined_rules.json"

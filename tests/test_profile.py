@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from mlloop import markdown as md
 from mlloop.cli import cli
 from mlloop.layout import Project
-from mlloop.profile import draft_profiling
+from mlloop.profiling_draft import draft_profiling
 
 SUBSECTIONS = ("Sample unit definition", "Paths & naming rules", "Label schema", "Edge cases",
                "Extraction rules", "Sanity checks")
@@ -211,7 +211,7 @@ def test_force_keeps_the_old_draft_until_the_new_one_is_written(project, monkeyp
     def full_disk(path, text):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("mlloop.profile.write_text_atomic", full_disk)
+    monkeypatch.setattr("mlloop.profiling_draft.write_text_atomic", full_disk)
     result = CliRunner().invoke(cli, ["profile", "--project", str(project.root), "--force"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (

@@ -21,11 +21,12 @@ from mlloop.errors import MlloopError
 from mlloop.layout import Project
 from mlloop.leaderboard import VERSION, Row, rank
 from mlloop.lock import writer_lock
+from mlloop.final_report import build_report
 from mlloop.formats.final_analysis import PLACEHOLDER as ANALYSIS_PLACEHOLDER
 from mlloop.formats.final_analysis import agent_section
-from mlloop.report import build_report
 from mlloop.rules import resolve
-from mlloop.scores import FRESH, EvalScore, provenance, read_eval_score
+from mlloop.formats.eval_score import EvalScore, read_eval_score
+from mlloop.scores import FRESH, provenance
 
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
 pytestmark = pytest.mark.slow
@@ -41,7 +42,8 @@ import sys
 import time
 from pathlib import Path
 
-from mlloop.scores import score_digest, sha256_file
+from mlloop.formats.eval_score import score_digest
+from mlloop.jsonio import sha256_file
 
 
 def main(argv=None):
@@ -460,7 +462,7 @@ def test_a_held_lock_times_out_with_the_holder_named(factory):
 def test_two_concurrent_reports_are_serialised(factory):
     fake_project(factory, plan={"sleep": 1.0})
     factory.write("Models/Artifacts/v001/best.ckpt", fake_checkpoint({"epoch": 7}))
-    code = ("import sys, datetime; from mlloop.layout import Project; from mlloop.report import build_report; "
+    code = ("import sys, datetime; from mlloop.layout import Project; from mlloop.final_report import build_report; "
             "r = build_report(Project.at(sys.argv[1]), now=datetime.datetime(2026, 1, 2, 3, 4)); "
             "print(len(r.reevaluated))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(factory.root)], stdout=subprocess.PIPE,
@@ -587,7 +589,7 @@ def test_the_fast_score_reader_accepts_only_what_the_full_reader_passes(factory)
 
 def test_a_re_signed_forged_score_is_re_evaluated(factory):
     """Issue 13: a hand-edited value with a recomputed score_sha256 disagrees with eval_samples.jsonl."""
-    from mlloop.scores import score_digest
+    from mlloop.formats.eval_score import score_digest
 
     fake_project(factory, accuracies=(0.6, 0.7), plan={"v001": 0.6})
     doc = factory.read_json("Models/Artifacts/v001/eval_score.json")

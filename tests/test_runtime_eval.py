@@ -14,7 +14,9 @@ import pytest
 import eval_fixture as fx
 from mlloop.errors import Findings, MlloopError
 from mlloop.layout import Project
-from mlloop.scores import FRESH, provenance, read_eval_score, sha256_file
+from mlloop.formats.eval_score import read_eval_score
+from mlloop.jsonio import sha256_file
+from mlloop.scores import FRESH, provenance
 
 # Trains, evaluates or spawns interpreters: `pytest -m "not slow"` leaves it out (see conftest.py).
 pytestmark = pytest.mark.slow

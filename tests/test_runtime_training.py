@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mlloop.errors import MlloopError
 from mlloop.layout import Project
-from mlloop.runtime import artifacts, config, reports, training
+from mlloop.runtime import artifacts, config, smoke_retry_reports, training
 from mlloop.runtime.training import Devices, count_steps, derive_train_batch_size
 from train_fixture import one_thread  # noqa: F401  (a fixture: one torch thread)
 
@@ -230,15 +230,15 @@ def test_assets_are_listed_or_not_required(tmp_path):
 
 def test_retry_attempts_round_trip_and_number_themselves(tmp_path):
     path = tmp_path / "_tests" / "train_retry_report.md"
-    first = reports.next_attempt([], status="FAIL", error=ValueError("Invalid learning rate: -1.0"), cause=None,
+    first = smoke_retry_reports.next_attempt([], status="FAIL", error=ValueError("Invalid learning rate: -1.0"), cause=None,
                                  change=None)
-    reports.append_retry_report(path, first, "v003")
-    second = reports.next_attempt(reports.read_attempts(path.read_text()), status="PASS", error=None,
+    smoke_retry_reports.append_retry_report(path, first, "v003")
+    second = smoke_retry_reports.next_attempt(smoke_retry_reports.read_attempts(path.read_text()), status="PASS", error=None,
                                   cause="LR was negative", change="LR -1.0 -> 1e-3")
-    reports.append_retry_report(path, second, "v003")
+    smoke_retry_reports.append_retry_report(path, second, "v003")
     text = path.read_text()
     assert text.startswith("# Training retry report — v003\n")
-    attempts = reports.read_attempts(text)
+    attempts = smoke_retry_reports.read_attempts(text)
     assert [(a.attempt, a.status) for a in attempts] == [(1, "FAIL"), (2, "PASS")]
     assert attempts[0].error_summary == "ValueError: Invalid learning rate: -1.0"
     assert attempts[0].root_cause_hypothesis == "none (first attempt)"

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from factory import ACTION_EXTRACT, BB_RULES, PT_RULES, SMOKE_REPORT, fake_checkpoint
 from mlloop.cli import cli
+from mlloop.final_report import build_report
 from mlloop.formats.final_analysis import PLACEHOLDER as ANALYSIS_PLACEHOLDER
-from mlloop.report import build_report
 from mlloop.state import loop_status
 
 LOCKED = "dataset_id: v1 (locked by Models/Artifacts/baseline/spec.json)"

@@ -327,7 +327,7 @@ def test_a_failed_version_keeps_its_retry_report_across_the_reset(project):
 def test_a_killed_run_and_its_retry_leave_a_retry_report(project, monkeypatch):
     """A run killed without an error records nothing; its retry writes the history when it starts."""
     from mlloop.checks import run_check
-    from mlloop.runtime import reports, run as run_module
+    from mlloop.runtime import smoke_retry_reports, run as run_module
 
     write_rules(project, "tabular-classification", training={"batch_size": 8})
     tabular_prepdata(project)
@@ -337,15 +337,15 @@ def test_a_killed_run_and_its_retry_leave_a_retry_report(project, monkeypatch):
     retry = folder / "_tests/train_retry_report.md"
 
     def killed(*args, **kwargs):
-        assert reports.IN_PROGRESS in retry.read_text()  # on disk before the work starts
+        assert smoke_retry_reports.IN_PROGRESS in retry.read_text()  # on disk before the work starts
         raise KeyboardInterrupt  # like a kill: no exception handler records it
 
     monkeypatch.setattr(run_module, "run_training", killed)
     with pytest.raises(KeyboardInterrupt):
         script.main(["--RETRY_CAUSE=killed by the OOM killer", "--RETRY_CHANGE=BATCH_SIZE 64 -> 8"])
-    attempts = reports.read_attempts(retry.read_text())
-    assert [(a.attempt, a.status) for a in attempts] == [(1, "FAIL"), (2, reports.IN_PROGRESS)]
-    assert attempts[0].error_summary == reports.UNRECORDED
+    attempts = smoke_retry_reports.read_attempts(retry.read_text())
+    assert [(a.attempt, a.status) for a in attempts] == [(1, "FAIL"), (2, smoke_retry_reports.IN_PROGRESS)]
+    assert attempts[0].error_summary == smoke_retry_reports.UNRECORDED
     assert (attempts[1].root_cause_hypothesis, attempts[1].code_change_summary) == (
         "killed by the OOM killer", "BATCH_SIZE 64 -> 8")
     problems = [p for p in run_check(Project(project.resolve()), "v001").problems if p.path.endswith("retry_report.md")]
@@ -353,9 +353,9 @@ def test_a_killed_run_and_its_retry_leave_a_retry_report(project, monkeypatch):
 
     monkeypatch.undo()
     script.main(["--RETRY_CAUSE=the retry was killed too", "--RETRY_CHANGE=none"])
-    attempts = reports.read_attempts(retry.read_text())
+    attempts = smoke_retry_reports.read_attempts(retry.read_text())
     assert [(a.attempt, a.status, a.error_summary) for a in attempts] == [
-        (1, "FAIL", reports.UNRECORDED), (2, "FAIL", reports.UNRECORDED), (3, "PASS", "none")]
+        (1, "FAIL", smoke_retry_reports.UNRECORDED), (2, "FAIL", smoke_retry_reports.UNRECORDED), (3, "PASS", "none")]
     assert (folder / "best.ckpt").is_file()
 
 

@@ -13,13 +13,20 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .compare import CompareError, compare_versions
 from .errors import Findings, MlloopError
 from .formats import change_summary, result_analysis
+from .formats.eval_score import EvalScore, read_eval_score
+from .formats.sample_meta import read_sample_meta_quiet
+from .formats.spec import too_few_steps
+from .formats.trivial_baselines import Floor, read_floor
 from .jsonio import JsonProblems, read_text_file, write_text_atomic
-from .layout import BASELINE, Project, free_backup_path, version_id, version_number
+from .layout import (BASELINE, EVAL_SCORE, INFER_SAMPLES, SPEC, Project, free_backup_path,
+                     version_id, version_number)
 from .leaderboard import fmt
-from .scores import FRESH, EvalScore, Floor, provenance, read_eval_score, read_floor
-from .stages import ANALYSIS_DOC, read_json_quiet
+from .rules import resolve
+from .scores import FRESH, provenance
+from .stages import ANALYSIS_DOC, locked_dataset_id, read_json_quiet
 
 TEXT_SUFFIXES = {".txt", ".json", ".md", ".csv", ".tsv"}
 
@@ -37,7 +44,7 @@ def version_parent(project: Project, vid: str) -> str:
     """A version's parent: its script header, else its spec.json, else the version before it."""
     parent = change_summary.read_fields(project.script(vid)).get("parent")
     if not parent:
-        spec = read_json_quiet(project.artifact_dir(vid) / "spec.json")
+        spec = read_json_quiet(project.artifact_dir(vid) / SPEC)
         parent = spec.get("parent") if isinstance(spec, dict) and isinstance(spec.get("parent"), str) else None
     if not parent:
         n = version_number(vid)
@@ -76,15 +83,12 @@ class AnalysisResult:
 
 
 def draft_analysis(project: Project, vid: str, force: bool = False) -> AnalysisResult:
-    from .rules import resolve
-    from .stages import locked_dataset_id
-
     if version_number(vid) is None:
         err = MlloopError(f"{vid!r} is not a version id; use vNNN, e.g. v001.")
         err.exit_code = 2
         raise err
     folder = project.artifact_dir(vid)
-    score_path = folder / "eval_score.json"
+    score_path = folder / EVAL_SCORE
     if vid not in project.versions():
         raise MlloopError(f"{vid} does not exist (no 02_train_{vid}.py, no Models/Artifacts/{vid}/); "
                           "`mlloop status` lists the versions.")
@@ -117,7 +121,7 @@ def draft_analysis(project: Project, vid: str, force: bool = False) -> AnalysisR
     if state != FRESH:
         warnings.append(f"the score is {state} ({why}); these deltas may not hold: run "
                         f"`python 03_eval.py --version {vid}`, then `mlloop analyze {vid} --force`")
-    spec = read_json_quiet(folder / "spec.json")
+    spec = read_json_quiet(folder / SPEC)
     too_few = too_few_steps(spec)
     if too_few:
         warnings.append(too_few)
@@ -167,18 +171,8 @@ def floor_warning(vid: str, score: EvalScore, floor: Floor) -> str:
             f"vs {floor.predictor} {fmt(floor.value)}")
 
 
-def too_few_steps(spec) -> str | None:
-    steps = spec.get("steps") if isinstance(spec, dict) else None
-    if not isinstance(steps, dict) or steps.get("too_few") is not True:
-        return None
-    if isinstance(steps.get("warning"), str) and steps["warning"].strip():
-        return steps["warning"].strip()
-    return (f"{steps.get('per_epoch', '?')} optimizer steps per epoch, {steps.get('total', '?')} in total "
-            f"(minimum {steps.get('min_steps_per_epoch', '?')} per epoch, {steps.get('min_total_steps', '?')} in total)")
-
-
 def _other_score(project: Project, vid: str) -> EvalScore | None:
-    path = project.artifact_dir(vid) / "eval_score.json"
+    path = project.artifact_dir(vid) / EVAL_SCORE
     return read_eval_score(project, path, vid) if path.is_file() else None
 
 
@@ -232,8 +226,6 @@ def delta_block(project: Project, vid: str, score: EvalScore, parent: str, previ
 def noise_aware_table(project: Project, other: str, vid: str, rules) -> tuple[list[str] | None, str]:
     """The deltas ``vid`` − ``other`` with their bootstrap intervals (``mlloop compare``), or
     (None, why they cannot be computed)."""
-    from .compare import CompareError, compare_versions
-
     try:
         comparison = compare_versions(project, other, vid, rules)
     except CompareError as exc:
@@ -243,8 +235,8 @@ def noise_aware_table(project: Project, other: str, vid: str, rules) -> tuple[li
 
 def baseline_note(project: Project, vid: str) -> list[str]:
     """v001 against the baseline: the smoke run is another protocol, so only an indication."""
-    base = read_json_quiet(project.artifact_dir(BASELINE) / "spec.json")
-    mine = read_json_quiet(project.artifact_dir(vid) / "spec.json")
+    base = read_json_quiet(project.artifact_dir(BASELINE) / SPEC)
+    mine = read_json_quiet(project.artifact_dir(vid) / SPEC)
     out = [f"vs baseline (parent): the baseline smoke run is a different protocol (subset, smoke) and has no "
            f"eval_score.json, so deltas vs baseline are indicative only."]
     b = base.get("best_checkpoint") if isinstance(base, dict) else None
@@ -307,14 +299,13 @@ def _cell(text: str, limit: int = 60) -> str:
 
 def samples_comment(project: Project, folder: Path) -> list[str]:
     """The infer_samples as a table inside a comment: facts for the agent, not the evidence itself."""
-    samples = sorted(p for p in (folder / "infer_samples").glob("[0-9][0-9][0-9][0-9]") if p.is_dir())
+    samples = sorted(p for p in (folder / INFER_SAMPLES).glob("[0-9][0-9][0-9][0-9]") if p.is_dir())
     if not samples:
         return ["<!-- no infer_samples/ folders to cite -->"]
     out = [f"<!-- mlloop analyze: {project.rel(folder / 'infer_samples')} (output vs gt). Keep it or delete it.",
            "| sample | id | output | gt | |", "|---|---|---|---|---|"]
     for sample in samples:
-        meta = read_json_quiet(sample / "meta.json")
-        sid = meta.get("sample_id") if isinstance(meta, dict) else None
+        sid = read_sample_meta_quiet(sample).get("sample_id")
         out_text, out_name = _text_of(sample, "output")
         gt_text, gt_name = _text_of(sample, "gt")
         verdict = "" if out_text is None or gt_text is None else ("match" if out_text == gt_text else "differs")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import MlloopError
+from .runtime.metrics import MetricError, compute_metrics
 
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -299,8 +300,6 @@ def close(x: float, y: float) -> bool:
 # ---- recomputed metrics (compute_metrics on each resample's rows) --------------------------
 
 def _metric_value(rows: list[dict], spec: dict) -> float:
-    from .runtime.metrics import compute_metrics
-
     values = compute_metrics(rows, [spec], ids=[r.get("id", i) for i, r in enumerate(rows)]).values
     return float(values[0]["value"])
 
@@ -310,8 +309,6 @@ def _full_value(rows: list[dict], spec: dict) -> float:
 
 
 def _resample_value(rows: list[dict], idx, spec: dict) -> float:
-    from .runtime.metrics import MetricError
-
     try:
         return _metric_value([rows[i] for i in idx], spec)
     except MetricError:

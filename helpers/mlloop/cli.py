@@ -172,7 +172,7 @@ def profile(project_dir, as_json, force, load_test, samples, allow):
         tested = run_load_test(_project(project_dir), samples, tuple(allow))
         _emit(as_json, tested.to_dict(), tested.lines())
         sys.exit(0 if tested.ok else 1)
-    from .profile import draft_profiling
+    from .profiling_draft import draft_profiling
 
     result = draft_profiling(_project(project_dir), force=force)
     _emit(as_json, result.to_dict(), result.lines())
@@ -251,7 +251,7 @@ def compare(project_dir, as_json, version_a, version_b):
 @project_options
 def report(project_dir, as_json):
     """Step 7: re-evaluate stale versions, build the leaderboard and the final report."""
-    from .report import build_report
+    from .final_report import build_report
 
     result = build_report(_project(project_dir), progress=_progress)
     _emit(as_json, result.to_dict(), result.lines())

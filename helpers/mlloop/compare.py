@@ -25,8 +25,12 @@ from dataclasses import dataclass, field
 
 from .bootstrap import (BETTER, LEVEL, RESAMPLES, CompareError, MetricDelta, close, fmt_value, is_number,
                         paired_bootstrap, signed)
-from .jsonio import JsonProblems, parse_json_text
-from .layout import Project, version_number
+from .formats.eval_samples import read_eval_samples
+from .formats.eval_score import read_eval_score
+from .jsonio import JsonProblems
+from .layout import EVAL_SCORE, Project, version_number
+from .leaderboard import VERSION
+from .rules import resolve
 
 ASSUMPTIONS = ("paired by record id, i.i.d. records, seeded percentile bootstrap "
                f"({RESAMPLES} resamples, {LEVEL:.0%} interval of B − A)")
@@ -79,32 +83,26 @@ class Comparison:
 
 # ---- reading the records ------------------------------------------------------------------
 
-def read_eval_samples(project: Project, vid: str) -> list[dict]:
+def version_records(project: Project, vid: str) -> list[dict]:
     """The records of ``Models/Artifacts/<vid>/eval_samples.jsonl``; one clean line on any fault."""
-    path = project.artifact_dir(vid) / "eval_samples.jsonl"
+    path = project.eval_samples_path(vid)
     rel = project.rel(path)
     if not path.is_file():
         raise CompareError(f"{rel} does not exist: {vid} is not evaluated; run `python 03_eval.py --version {vid}`.")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CompareError(f"{rel} cannot be read ({exc}); re-run `python 03_eval.py --version {vid}`.") from None
-    rows, seen = [], set()
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = parse_json_text(line, rel)
-        except JsonProblems as exc:
-            raise CompareError(f"{rel}: line {n}: {exc.problems[0].message}; "
-                               f"re-run `python 03_eval.py --version {vid}`.") from None
-        if not isinstance(row, dict) or "id" not in row:
-            raise CompareError(f"{rel}: line {n} is not a record with an id; re-run `python 03_eval.py --version {vid}`.")
+        rows, gaps = read_eval_samples(path, rel)
+    except (OSError, JsonProblems) as exc:
+        why = exc.problems[0].message if isinstance(exc, JsonProblems) else str(exc)
+        raise CompareError(f"{rel} cannot be read ({why}); re-run `python 03_eval.py --version {vid}`.") from None
+    if gaps:
+        n, reason = gaps[0]
+        raise CompareError(f"{rel}: line {n}: {reason}; re-run `python 03_eval.py --version {vid}`.")
+    seen = set()
+    for row in rows:
         key = _id_key(row["id"])
         if key in seen:
-            raise CompareError(f"{rel}: id {row['id']!r} appears twice (line {n}); one record per sample.")
+            raise CompareError(f"{rel}: id {row['id']!r} appears twice; one record per sample.")
         seen.add(key)
-        rows.append(row)
     if not rows:
         raise CompareError(f"{rel} has no records; re-run `python 03_eval.py --version {vid}`.")
     return rows
@@ -115,9 +113,7 @@ def _id_key(value) -> str:
 
 
 def _read_score(project: Project, vid: str):
-    from .scores import read_eval_score
-
-    path = project.artifact_dir(vid) / "eval_score.json"
+    path = project.artifact_dir(vid) / EVAL_SCORE
     if not path.is_file():
         raise CompareError(f"{project.rel(path)} does not exist: {vid} is not evaluated; "
                            f"run `python 03_eval.py --version {vid}`.")
@@ -149,8 +145,6 @@ def compare_versions(project: Project, a: str, b: str, rules=None, metrics: list
                      resamples: int = RESAMPLES) -> Comparison:
     """Compare evaluated versions ``a`` and ``b`` on ``metrics`` (default: the rules' metrics)."""
     if rules is None:
-        from .rules import resolve
-
         rules = resolve(project)
         if rules.findings.problems:
             raise CompareError(f"the rules have {len(rules.findings.problems)} problem(s); fix them first "
@@ -164,7 +158,7 @@ def compare_versions(project: Project, a: str, b: str, rules=None, metrics: list
     if score_a.dataset_id != score_b.dataset_id:
         raise CompareError(f"{a} was evaluated on dataset_id {score_a.dataset_id!r} and {b} on "
                            f"{score_b.dataset_id!r}; compare versions evaluated on the same dataset.")
-    samples_a, samples_b = read_eval_samples(project, a), read_eval_samples(project, b)
+    samples_a, samples_b = version_records(project, a), version_records(project, b)
     _in_sync(a, samples_a, score_a)
     _in_sync(b, samples_b, score_b)
     rows_a, rows_b = pair_records(a, samples_a, b, samples_b)
@@ -216,8 +210,6 @@ def deltas_from(project: Project, rules, ranking, best, rows) -> tuple[list, lis
 def ranking_noise(project: Project, rules, ranking, best) -> RankingNoise:
     """Which versions the best does not beat beyond noise on the primary metric, and which other
     metrics name another winner (each with its paired-bootstrap interval)."""
-    from .leaderboard import VERSION
-
     primary = ranking.primary
     versions = [r for r in ranking.rows if r.kind == VERSION]
     tied, beaten, lines = [], [], []

@@ -22,10 +22,23 @@ from pathlib import Path
 
 from . import bundle
 from . import markdown as md
+from . import metrics as registry
+from .analysis import draft_analysis
+from .authoring import new_version
+from .bundle import examples_dir
+from .checks import run_check
 from .errors import MlloopError
+from .final_report import build_report
 from .formats import action_extract, final_analysis
+from .formats.eval_samples import read_eval_samples
+from .formats.eval_score import read_eval_score
+from .formats.leaderboard_csv import parse_leaderboard
+from .formats.trivial_baselines import read_floor
+from .install import init_project
 from .jsonio import read_json, write_json_atomic, write_text_atomic
-from .layout import PROGRESSIVE_TRAINING, Project, version_id
+from .layout import EVAL_SCORE, LEADERBOARD_CSV, PROGRESSIVE_TRAINING, Project, version_id
+from .profiling_draft import draft_profiling
+from .rules import resolve
 
 DEFAULT_DIR = "mlloop-demo"
 TEMPLATE_OF_TASK = {  # example task type -> the training template it starts from
@@ -74,8 +87,6 @@ class DemoResult:
 
 def load_registry():
     """examples/registry.py, loaded by path (examples/ ships as data, not as a package)."""
-    from .bundle import examples_dir
-
     path = examples_dir() / "registry.py"
     spec = importlib.util.spec_from_file_location("mlloop_examples_registry", path)
     module = importlib.util.module_from_spec(spec)
@@ -96,8 +107,6 @@ def set_setting(text: str, name: str, value) -> tuple[str, str]:
 
 def demo_primary(name: str | None, task: str) -> str | None:
     """The canonical name of ``--primary-metric``; an unknown or unfitting name stops the demo."""
-    from . import metrics as registry
-
     if name is None:
         return None
     parsed = registry.parse(name)
@@ -111,8 +120,6 @@ def demo_primary(name: str | None, task: str) -> str | None:
 
 def use_primary(rules: dict, name: str) -> None:
     """Make ``name`` the rules' primary metric, listed after the loss with the registry's direction."""
-    from . import metrics as registry
-
     ec = rules.setdefault("eval_config", {})
     listed = [m for m in ec.get("metrics", []) if registry.canonical(m["name"] if isinstance(m, dict) else m) != name]
     ec["metrics"] = listed + [{"name": name, "higher_is_better": registry.higher_is_better(name)}]
@@ -161,8 +168,6 @@ class Demo:
         return proc.stdout
 
     def check(self, target: str) -> None:
-        from .checks import run_check
-
         findings = run_check(self.project, target)
         if not findings.ok:
             raise MlloopError(f"mlloop check {target} found {len(findings.problems)} problem(s) in the demo project",
@@ -174,9 +179,6 @@ class Demo:
 
     # ---- the loop ---------------------------------------------------------------------------
     def build_baseline(self, registry) -> None:
-        from .install import init_project
-        from .profile import draft_profiling
-
         with self.step(f"mlloop init + example raw data ({self.task}, {self.size})") as s:
             init_project(self.project)
             info = registry.prepare_project(self.task, self.root, size=self.size)
@@ -214,8 +216,6 @@ class Demo:
             self.check("baseline")
 
     def loop(self, actions: list[dict]) -> list[dict]:
-        from .authoring import new_version
-
         summaries = []
         for n in range(1, self.versions + 1):
             vid = version_id(n)
@@ -245,11 +245,8 @@ class Demo:
         action["applied_from"] = old
 
     def version_summary(self, vid: str, parent: str) -> dict:
-        from .rules import resolve
-        from .scores import read_eval_score, read_floor
-
         project, rules = self.project, resolve(self.project)
-        score = read_eval_score(project, project.artifact_dir(vid) / "eval_score.json", vid)
+        score = read_eval_score(project, project.artifact_dir(vid) / EVAL_SCORE, vid)
         floor = read_floor(project, vid)
         primary = rules.primary_metric
         value = score.value(primary) if score else None
@@ -265,8 +262,6 @@ class Demo:
 
     def write_analysis(self, vid: str, summary: dict, actions: list[dict], n: int) -> None:
         """`mlloop analyze` writes the computed parts; the demo fills the judgement parts."""
-        from .analysis import draft_analysis
-
         draft_analysis(self.project, vid)
         path = self.project.artifact_dir(vid) / "result-analysis.md"
         change = ("none: v001 is the baseline script trained in full" if n == 1 else
@@ -288,8 +283,7 @@ class Demo:
         write_text_atomic(path, "\n".join(out) + "\n")
 
     def evidence(self, vid: str) -> str:
-        path = self.project.artifact_dir(vid) / "eval_samples.jsonl"
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows, _ = read_eval_samples(self.project.eval_samples_path(vid))
         wrong = [r for r in rows if str(r.get("prediction")) != str(r.get("target"))]
         if not wrong:
             return f"All {len(rows)} validation samples are predicted exactly (eval_samples.jsonl)."
@@ -311,18 +305,14 @@ class Demo:
         write_text_atomic(self.project.artifact_dir(vid) / "action-extract.md", text)
 
     def final_report(self, summaries: list[dict]) -> tuple[str, list[dict]]:
-        from .report import build_report
-
         with self.step("Step 7: mlloop report, then the agent's part of final-analysis.md") as s:
             result = build_report(self.project, progress=self.progress)
             path = self.root / result.path / "final-analysis.md"
             text = path.read_text(encoding="utf-8")
             start, end = text.index(final_analysis.START) + len(final_analysis.START), text.index(final_analysis.END)
             by_version = {x["version"]: x for x in summaries}
-            with open(self.root / result.path / "leaderboard.csv", encoding="utf-8") as fh:
-                import csv
-
-                rows = list(csv.DictReader(fh))
+            table, _ = parse_leaderboard((self.root / result.path / LEADERBOARD_CSV).read_text(encoding="utf-8"))
+            rows = table.records()
             lines = ["", "Written by `mlloop demo` (a scripted stand-in for the agent's judgement):", ""]
             for rank, row in enumerate(rows[:3], start=1):
                 v = by_version.get(row["version_id"], {})

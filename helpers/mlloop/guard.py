@@ -13,26 +13,55 @@ import fnmatch
 import glob
 import json
 import os
+import posixpath
 import re
 from pathlib import Path
 
-from .hooks import MAX_TREE_ENTRIES, _project_relative
-from .layout import Project
+from .install import is_mlloop_command
+from .layout import SKILLS, Project
 from .protection import PROTECTED_NAMES, SETTINGS_FILES, protected_reason
+from .shellwrites import write_targets
+
 # Inline code that does any of this may write what it names (reading stays allowed).
 WRITE_MARKERS = re.compile(
     r"open\([^)]*,\s*(mode\s*=\s*)?['\"][^'\"]*[wax+]|\bwrite|\bdump\(|\bunlink|\bremove|\brmtree|\brename|"
     r"\breplace\(|\bmove\(|\bcopy|\btruncate|\btouch\(|\bsymlink|\bchmod|\bsystem\(|subprocess|\bPopen|"
     r"\bexec[lv]|\bsave|\bto_(csv|json|parquet)|\bmkdir|\bspawn|\bfs\.|>>?\s*['\"]|\bprint\s*\{|\bsed\b")
+MAX_TREE_ENTRIES = 100_000   # a folder a command removes or overwrites is searched this far
 READ_ONLY_MCP = re.compile(r"^(read|get|list|search|find|view|show|stat|describe|query|fetch|grep|glob|head|tail|"
                            r"count|info|tree|directory_tree|inspect|diff|lookup|explain)", re.IGNORECASE)
 
+
+# ---- where a path is, and whose -----------------------------------------------------------
+
+def project_relative(project: Project, path: Path) -> list[str]:
+    """The path relative to the project, as written and with links resolved (both are checked,
+    so a link to a protected file is protected too); nothing for a path outside the project."""
+    out = []
+    root = str(project.root)
+    for candidate in (posixpath.normpath(path.as_posix()), os.path.realpath(path)):
+        rel = os.path.relpath(candidate, root)
+        if rel != "." and not rel.startswith(".."):
+            out.append(Path(rel).as_posix())
+    return out
+
+
+def user_only(project: Project, rel: str) -> bool:
+    """Files only the user may change: a problem in one is not the agent's to fix."""
+    parts = rel.split("/")
+    return (rel in {project.rel(project.rules_path(s)) for s in SKILLS}
+            or rel in {project.rel(project.instruction_path(s)) for s in SKILLS}
+            or rel == project.rel(project.task_format_path)
+            or (parts[:2] == ["dataset", "rawdata"] and rel != project.rel(project.profiling_md)))
+
+
+# ---- what a tool call would write --------------------------------------------------------
 
 def edit_denial(project: Project, base: str, tool: str, tool_input: dict) -> str | None:
     target = tool_input.get("file_path") or tool_input.get("notebook_path")
     if not isinstance(target, str) or not target:
         return None
-    for rel in _project_relative(project, Path(base) / target):
+    for rel in project_relative(project, Path(base) / target):
         reason = protected_reason(project, rel) or _guard_reason(project, rel, tool, tool_input)
         if reason:
             return reason
@@ -40,8 +69,6 @@ def edit_denial(project: Project, base: str, tool: str, tool_input: dict) -> str
 
 
 def bash_denial(project: Project, base: str, tool_input: dict) -> str | None:
-    from .shellwrites import write_targets
-
     command = tool_input.get("command")
     if not isinstance(command, str) or not command.strip():
         return None
@@ -81,7 +108,7 @@ def mcp_denial(project: Project, base: str, tool: str, tool_input: dict) -> str 
 
 def _target_reason(project: Project, base: str, word: str, tree: bool, names: tuple[str, ...]) -> str | None:
     for path in _paths(base, word):
-        for rel in _project_relative(project, Path(path)):
+        for rel in project_relative(project, Path(path)):
             reason = protected_reason(project, rel) or _guard_reason(project, rel, "Bash", {})
             if reason:
                 return reason
@@ -117,7 +144,7 @@ def _braces(word: str, limit: int = 64) -> list[str]:
 def _tree_reason(project: Project, folder: str, names: tuple[str, ...]) -> str | None:
     """Why removing or overwriting ``folder`` (and what is in it) is refused: the first protected
     file in it; a tree too large to search is refused too (never allowed unchecked)."""
-    rels = _project_relative(project, Path(folder))
+    rels = project_relative(project, Path(folder))
     root = str(project.root)
     real = os.path.realpath(folder)
     holds_project = os.path.commonpath([real, root]) == real
@@ -199,8 +226,6 @@ def _new_text(path: Path, tool: str, tool_input: dict) -> str | None:
 
 def _hook_entries(settings: object) -> object:
     """What of a settings document decides whether mlloop's hooks run."""
-    from .install import is_mlloop_command
-
     if not isinstance(settings, dict):
         return None
     hooks = settings.get("hooks") if isinstance(settings.get("hooks"), dict) else {}

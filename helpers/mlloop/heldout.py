@@ -9,16 +9,16 @@ split is looked at once per checkpoint, so re-running the report cannot fish for
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import MlloopError
-from .jsonio import JsonProblems, read_json
-from .layout import Project
+from .errors import Findings, MlloopError
+from .formats.intervals import parse_intervals
+from .jsonio import JsonProblems, read_json, sha256_file
+from .layout import BEST_CKPT, EVAL_SCORE, INTERVALS, Project
 from .leaderboard import EXTERNAL, Ranking, fmt
 
 TEST_DIR = "test"
@@ -113,11 +113,13 @@ def _run_child(project: Project, vid: str, out: Path) -> None:
 
 def read_test_score(folder: Path, vid: str, rel: str, reused_from: str | None = None) -> TestScore:
     try:
-        score = read_json(folder / "eval_score.json")
-        intervals = read_json(folder / "intervals.json")
+        score = read_json(folder / EVAL_SCORE)
+        found = Findings()
+        metrics = parse_intervals(read_json(folder / INTERVALS), f"{rel}/{INTERVALS}", found)
     except JsonProblems as exc:
-        raise MlloopError(f"{vid}: the test-split outputs are unreadable ({exc.problems[0].line()}).") from None
-    metrics = {name: dict(entry) for name, entry in (intervals.get("intervals") or {}).items()}
+        found = Findings(problems=exc.problems)
+    if found.problems:
+        raise MlloopError(f"{vid}: the test-split outputs are unreadable ({found.problems[0].line()}).") from None
     for m in score.get("metrics") or []:
         metrics.setdefault(m["name"], {"value": m["value"], "low": None, "high": None})
     return TestScore(vid, int(score.get("num_samples") or 0), metrics, rel, reused_from)
@@ -125,19 +127,19 @@ def read_test_score(folder: Path, vid: str, rel: str, reused_from: str | None = 
 
 def _earlier_score(project: Project, vid: str, report_dir: Path) -> Path | None:
     """An earlier report's test/<vid>/ scored from this very checkpoint and 03_eval.py, newest first."""
-    from .scores import sha256_file
-
-    ckpt = project.artifact_dir(vid) / "best.ckpt"
+    ckpt = project.artifact_dir(vid) / BEST_CKPT
     if not ckpt.is_file() or not project.eval_script.is_file() or not project.report_root.is_dir():
         return None
     want = (sha256_file(ckpt), sha256_file(project.eval_script))
     for report in sorted(project.report_root.iterdir(), reverse=True):
         folder = report / TEST_DIR / vid
-        if report == report_dir or report.name.startswith(".") or not (folder / "intervals.json").is_file():
+        if report == report_dir or report.name.startswith(".") or not (folder / INTERVALS).is_file():
             continue
         try:
-            doc = json.loads((folder / "eval_score.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            doc = read_json(folder / EVAL_SCORE)
+        except JsonProblems:
+            continue
+        if not isinstance(doc, dict):
             continue
         if (doc.get("checkpoint_sha256"), doc.get("eval_script_sha256")) == want and doc.get("split") == "test":
             return folder

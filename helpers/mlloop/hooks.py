@@ -23,22 +23,18 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MlloopError
+from .guard import bash_denial, edit_denial, mcp_denial, user_only
+from .install import PRE_TOOL_USE_MATCHER, is_mlloop_command
 from .jsonio import JsonProblems, dumps, read_json, write_text_atomic
-from .layout import SKILLS, Project
-from .protection import STATE_FILE
+from .layout import HOOK_STATE_FILE, SKILLS, Project
 
 MAX_STOP_BLOCKS = 3
 MAX_SESSIONS_KEPT = 20
 EDIT_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
-# What the PreToolUse hook is registered for (a regex to the client, anchored: every tool that
-# can write a file — the edit tools, Bash, and any MCP server's tools).
-PRE_TOOL_USE_MATCHER = "^(Write|Edit|MultiEdit|NotebookEdit|Bash|mcp__.*)$"
-MAX_TREE_ENTRIES = 100_000   # a folder a command removes or overwrites is searched this far
 EVENTS = {"session-start": "SessionStart", "pre-tool-use": "PreToolUse", "stop": "Stop"}
 MAX_CONTEXT_CHARS = 8000
 MAX_LISTED_PROBLEMS = 20
@@ -123,6 +119,7 @@ def is_mlloop_project(project: Project) -> bool:
 # ---- SessionStart -------------------------------------------------------------------------
 
 def session_start(project: Project, payload: dict) -> HookOutcome:
+    # Lazy: PreToolUse runs before every tool call and must not pay for loading the checks.
     from .state import loop_status
 
     head = "mlloop status (the loop's state, read from the files by `mlloop status`):"
@@ -146,8 +143,6 @@ def session_start(project: Project, payload: dict) -> HookOutcome:
 
 def _outdated_matcher(project: Project) -> str | None:
     """A settings.json written by an older `mlloop init` guards fewer tools: say how to update it."""
-    from .install import is_mlloop_command
-
     try:
         settings = read_json(project.settings_path) if project.settings_path.is_file() else None
     except JsonProblems:
@@ -166,8 +161,6 @@ def _outdated_matcher(project: Project) -> str | None:
 # ---- PreToolUse ---------------------------------------------------------------------------
 
 def pre_tool_use(project: Project, payload: dict) -> HookOutcome:
-    from .guard import bash_denial, edit_denial, mcp_denial
-
     tool = payload.get("tool_name")
     tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
     base = payload.get("cwd") if isinstance(payload.get("cwd"), str) else str(project.root)
@@ -185,31 +178,10 @@ def pre_tool_use(project: Project, payload: dict) -> HookOutcome:
                                              "permissionDecisionReason": f"mlloop: {reason}"}})
 
 
-def _project_relative(project: Project, path: Path) -> list[str]:
-    """The path relative to the project, as written and with links resolved (both are checked,
-    so a link to a protected file is protected too); nothing for a path outside the project."""
-    out = []
-    root = str(project.root)
-    for candidate in (posixpath.normpath(path.as_posix()), os.path.realpath(path)):
-        rel = os.path.relpath(candidate, root)
-        if rel != "." and not rel.startswith(".."):
-            out.append(Path(rel).as_posix())
-    return out
-
-
-def user_only(project: Project, rel: str) -> bool:
-    """Files only the user may change: a problem in one is not the agent's to fix."""
-    parts = rel.split("/")
-    return (rel in {project.rel(project.rules_path(s)) for s in SKILLS}
-            or rel in {project.rel(project.instruction_path(s)) for s in SKILLS}
-            or rel == project.rel(project.task_format_path)
-            or (parts[:2] == ["dataset", "rawdata"] and rel != project.rel(project.profiling_md)))
-
-
 # ---- Stop ---------------------------------------------------------------------------------
 
 def stop(project: Project, payload: dict) -> HookOutcome:
-    from .checks import run_check
+    from .checks import run_check  # lazy, as in session_start
 
     findings = run_check(project, "all")
     # A broken rules file (or other user-only input) is for the user to fix, and what follows from
@@ -219,7 +191,7 @@ def stop(project: Project, payload: dict) -> HookOutcome:
     else:
         problems = findings.problems
     session = str(payload.get("session_id") or "unknown")
-    state_path = project.claude_dir / STATE_FILE
+    state_path = project.claude_dir / HOOK_STATE_FILE
     state = _read_state(state_path)
     blocks = dict(state.get("stop_blocks") or {})
     count = blocks.pop(session, 0)

@@ -35,12 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .bundle import SKILL_DIRS, TEMPLATES
+from .bundle import SKILL_DIRS, TEMPLATES, bundle_root
 from .errors import MlloopError
-from .hooks import PRE_TOOL_USE_MATCHER
 from .jsonio import JsonProblems, dumps, read_json
 from .layout import SKILLS, Project, free_backup_path
 
+# What the PreToolUse hook is registered for (a regex to the client, anchored: every tool that
+# can write a file — the edit tools, Bash, and any MCP server's tools).
+PRE_TOOL_USE_MATCHER = "^(Write|Edit|MultiEdit|NotebookEdit|Bash|mcp__.*)$"
 MANIFEST = ".mlloop-install.json"          # in .claude/: what init installed, by sha256
 USER_FILES = ("user_defined_rules.json", "user_instruction.md", "task_format.yaml")
 
@@ -114,7 +116,6 @@ class InitResult:
 
 def bundle_files(lang: str, bundle: Path | None = None) -> dict[str, Path]:
     """Every file init installs: project-relative destination -> bundle source."""
-    from .bundle import bundle_root
 
     root = bundle or bundle_root()
     if lang not in SKILL_DIRS:
@@ -176,8 +177,6 @@ def _sha(data: bytes) -> str:
 # ---- init ---------------------------------------------------------------------------------
 
 def init_project(project: Project, lang: str = "en", force: bool = False, bundle: Path | None = None) -> InitResult:
-    from .bundle import bundle_root
-
     root = bundle or bundle_root()
     files = bundle_files(lang, root)
     # Read everything that can fail before writing anything: a broken settings.json or manifest

@@ -8,6 +8,7 @@ then ``os.replace`` so a reader sees the old file or the new one, never half of 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -336,3 +337,17 @@ def to_jsonable(obj: Any) -> Any:
     if getattr(obj, "__class__", None) and obj.__class__.__name__ in {"NAType", "NaTType"}:
         return None
     return str(obj)
+
+
+# ---- digests (provenance records these; docs/contracts.md, "Provenance") -----------------
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

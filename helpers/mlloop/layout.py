@@ -30,6 +30,19 @@ BASELINE_SCRIPT = "02_train_baseline.py"
 EVAL_SCRIPT = "03_eval.py"
 REPORT_SCRIPT = "04_final_report.py"
 
+# A version's files, in Models/Artifacts/<vid>/ (docs/contracts.md, "Layout"). Their content is
+# owned by mlloop.formats (spec, eval_score, eval_samples, trivial_baselines, intervals).
+BEST_CKPT, LAST_CKPT, SPEC, LOGS, ASSETS, TESTS = "best.ckpt", "last.ckpt", "spec.json", "logs", "additional_assets", "_tests"
+TRAIN_ARTIFACTS = (BEST_CKPT, LAST_CKPT, SPEC, LOGS)
+EVAL_SCORE, EVAL_SAMPLES, TRIVIAL_BASELINES = "eval_score.json", "eval_samples.jsonl", "trivial_baselines.json"
+INFER_SAMPLES, SAMPLE_META = "infer_samples", "meta.json"     # infer_samples/<id>/meta.json
+EVAL_FILES = (EVAL_SCORE, EVAL_SAMPLES, TRIVIAL_BASELINES)
+EVAL_OUTPUTS = (EVAL_SCORE, INFER_SAMPLES, EVAL_SAMPLES, TRIVIAL_BASELINES)   # what 03_eval.py writes
+INTERVALS = "intervals.json"           # a held-out test evaluation's bootstrap intervals
+LEADERBOARD_CSV = "leaderboard.csv"    # in a final report's folder
+PREPDATA_STATS = "stats.json"          # dataset/prepdata/<dataset_id>/stats.json
+HOOK_STATE_FILE = ".mlloop-hook-state.json"     # in .claude/: the Stop hook's block counter per session
+
 
 def version_id(n: int) -> str:
     if n < 1:
@@ -130,6 +143,9 @@ class Project:
     def prepdata(self, dataset_id: str) -> Path:
         return self.prepdata_root / dataset_id
 
+    def prepdata_stats(self, dataset_id: str) -> Path:
+        return self.prepdata(dataset_id) / PREPDATA_STATS
+
     # ---- scripts -------------------------------------------------------------------------
     def script(self, vid: str) -> Path:
         return self.root / script_name(vid)
@@ -157,6 +173,18 @@ class Project:
 
     def artifact_dir(self, vid: str) -> Path:
         return self.artifacts_root / vid
+
+    def spec_path(self, vid: str) -> Path:
+        return self.artifact_dir(vid) / SPEC
+
+    def eval_score_path(self, vid: str) -> Path:
+        return self.artifact_dir(vid) / EVAL_SCORE
+
+    def eval_samples_path(self, vid: str) -> Path:
+        return self.artifact_dir(vid) / EVAL_SAMPLES
+
+    def trivial_baselines_path(self, vid: str) -> Path:
+        return self.artifact_dir(vid) / TRIVIAL_BASELINES
 
     @property
     def external_root(self) -> Path:
@@ -236,6 +264,16 @@ class Project:
             return []
 
 
+def valid_index_file(prepdata: Path) -> Path | None:
+    """The validation index a score was computed on: ``valid/valid.jsonl``, else ``valid.parquet``
+    (the order in which the runtime's ``read_index`` looks)."""
+    for name in ("valid.jsonl", "valid.parquet"):
+        path = Path(prepdata) / "valid" / name
+        if path.is_file():
+            return path
+    return None
+
+
 # ---- containment -------------------------------------------------------------------------
 
 def is_inside(root: Path, path: Path) -> bool:
@@ -285,7 +323,7 @@ def reset_version_dir(project: Project, vid: str) -> Path | None:
     if not target.exists():
         target.mkdir(parents=True)
         return None
-    if (target / "eval_score.json").exists():
+    if (target / EVAL_SCORE).exists():
         raise MlloopError(
             f"{project.rel(target)}: this version was already evaluated and is never reset; "
             "author a new version with `mlloop new-version` instead.")
@@ -294,6 +332,6 @@ def reset_version_dir(project: Project, vid: str) -> Path | None:
     aside.parent.mkdir(parents=True, exist_ok=True)
     os.replace(target, aside)
     target.mkdir(parents=True)
-    if (aside / "_tests").is_dir():
-        shutil.copytree(aside / "_tests", target / "_tests")
+    if (aside / TESTS).is_dir():
+        shutil.copytree(aside / TESTS, target / TESTS)
     return aside

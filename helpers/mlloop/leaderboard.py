@@ -9,19 +9,17 @@ pandas: the CLI stays light and 1,000 versions build in a few tens of millisecon
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Findings
-from .layout import Project, version_number
-from .rules import Rules
+from .formats.eval_score import PROVENANCE_FIELDS, EvalScore, parse_iso8601, read_eval_score
+from .formats.leaderboard_csv import FIXED_COLUMNS, TEST_PREFIX, parse_leaderboard, render_leaderboard
 from .jsonio import MAX_JSON_BYTES, JsonProblems, parse_json_text
-from .scores import PROVENANCE_FIELDS, EvalScore, parse_iso8601, read_eval_score
+from .layout import BEST_CKPT, EVAL_SCORE, Project, version_number
+from .rules import Rules
 
-FIXED_COLUMNS = ("version_id", "dataset_id", "created_at", "latency_ms", "artifact_relpath")
 VERSION, EXTERNAL = "version", "external"
 
 
@@ -38,7 +36,7 @@ class Row:
 
     @property
     def checkpoint(self) -> Path:
-        return self.folder / "best.ckpt"
+        return self.folder / BEST_CKPT
 
 
 @dataclass
@@ -157,7 +155,7 @@ def load_versions(project: Project, rules: Rules, dataset_id: str | None,
     for n, name in sorted(e for e in entries if e[0] is not None):
         if name in exclude:
             continue
-        path = os.path.join(root, name, "eval_score.json")
+        path = os.path.join(root, name, EVAL_SCORE)
         if not os.path.isfile(path):
             continue
         score = _fast_score(path, name, primary, dataset_id) or read_eval_score(
@@ -246,12 +244,8 @@ def leaderboard_csv(ranking: Ranking, report_dir: Path, best: str | None) -> str
                   "latency_ms": doc.get("latency_ms"), "artifact_relpath": artifact_relpath(row, report_dir, best, prefix)}
         record.update(cells)
         records.append(record)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
     header = list(FIXED_COLUMNS) + columns
-    writer.writerow(header)
-    writer.writerows([_cell(record.get(col)) for col in header] for record in records)
-    return out.getvalue()
+    return render_leaderboard(header, [[_cell(record.get(col)) for col in header] for record in records])
 
 
 def build_leaderboard(project: Project, rules: Rules, dataset_id: str | None, report_dir: Path,
@@ -270,13 +264,12 @@ def with_test_columns(csv_text: str, held, primary: str) -> str:
     its top 3). Unchanged when the loop has no test split."""
     if held is None or not held.used:
         return csv_text
-    rows = list(csv.reader(io.StringIO(csv_text)))
-    columns = [f"test__{primary}", f"test__{primary}__low", f"test__{primary}__high"]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(rows[0] + columns)
-    for cells in rows[1:]:
-        test = held.scores.get(cells[0])
+    board, _ = parse_leaderboard(csv_text)  # our own text: never has gaps
+    columns = [f"{TEST_PREFIX}{primary}", f"{TEST_PREFIX}{primary}__low", f"{TEST_PREFIX}{primary}__high"]
+    rows = []
+    for record in board.records():
+        test = held.scores.get(record["version_id"])
         low, high = test.interval(primary) if test else (None, None)
-        writer.writerow(cells + [_cell(test.value(primary) if test else None), _cell(low), _cell(high)])
-    return out.getvalue()
+        rows.append([record[c] for c in board.header] + [_cell(test.value(primary) if test else None), _cell(low),
+                                                         _cell(high)])
+    return render_leaderboard(board.header + columns, rows)

@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from .errors import MlloopError
 from .formats import profiling
 from .layout import PIPELINE_SCRIPT, Project
+from .rules import resolve
+from .runtime import data
+from .runtime.checkpoint import import_script
+from .taskformat import load_task_format
 
 DEFAULT_SAMPLES = 10
 
@@ -49,11 +53,6 @@ class LoadTestResult:
 
 
 def run_load_test(project: Project, samples: int = DEFAULT_SAMPLES, allow: tuple[str, ...] = ()) -> LoadTestResult:
-    from .rules import resolve
-    from .runtime import data
-    from .runtime.checkpoint import import_script
-    from .taskformat import load_task_format
-
     if samples < 1:
         raise MlloopError(f"--samples must be at least 1, not {samples}.")
     rules = resolve(project)

@@ -2,7 +2,7 @@
 schema): label spellings that differ only by case or spaces, table rows that name a file the
 source does not have, and sources whose only files are tables keyed by another source (they add
 columns to its samples through a join, not samples of their own). Counted from what
-``mlloop.profile`` inventoried; nothing is opened again.
+``mlloop.profiling_draft`` inventoried; nothing is opened again.
 """
 
 from __future__ import annotations
@@ -11,8 +11,15 @@ import posixpath
 import re
 from pathlib import Path
 
+TABLE_EXTS = {".csv", ".tsv", ".jsonl", ".ndjson", ".json"}
+JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 MAX_LABEL_VALUES = 200     # a column with more distinct values is not a label
 FILE_VALUE_RE = re.compile(r"^[^\s/][^\n]*\.[A-Za-z0-9]{2,5}$")
+
+
+def is_junk(name: str) -> bool:
+    """Files an OS or an archiver leaves behind, never data."""
+    return name.lower() in JUNK_NAMES or name.startswith("._") or name.startswith("__MACOSX")
 
 
 def source_hints(inv) -> list[str]:
@@ -64,10 +71,9 @@ def _missing_file_looks(inv, t) -> list[str]:
 def join_hints(sources: list) -> None:
     """A source with tables and no sample files of its own, whose key column matches another
     source's file names or column values, adds columns to that source's samples (a join)."""
-    from .profile import TABLE_EXTS, _is_junk
     for s in sources:
         if s.images or s.zips or not s.tables or any(Path(n).suffix.lower() not in TABLE_EXTS
-                                                        and not _is_junk(Path(n).name) for n in s.names):
+                                                        and not is_junk(Path(n).name) for n in s.names):
             continue
         for t in s.tables:
             for col, values in t.values.items():

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import BASELINE_SCRIPT, EVAL_SCRIPT, SCRIPT_RE, SKILLS, Project
+from .layout import (BASELINE_SCRIPT, EVAL_FILES, EVAL_SCORE, EVAL_SCRIPT, HOOK_STATE_FILE, INFER_SAMPLES,
+                     SCRIPT_RE, SKILLS, Project)
 
-EVAL_OUTPUTS = {"eval_score.json", "trivial_baselines.json", "eval_samples.jsonl"}
-STATE_FILE = ".mlloop-hook-state.json"     # in .claude/: the Stop hook's block counter per session
 SETTINGS_FILES = (".claude/settings.json", ".claude/settings.local.json")
 
 
@@ -46,7 +45,7 @@ def _task_format(project: Project, rel: str, parts: list[str]) -> str | None:
 
 
 def _eval_outputs(project: Project, rel: str, parts: list[str]) -> str | None:
-    if not (parts[-1] in EVAL_OUTPUTS or "infer_samples" in parts[:-1]):
+    if not (parts[-1] in EVAL_FILES or INFER_SAMPLES in parts[:-1]):
         return None
     if len(parts) >= 4 and parts[:2] == ["Models", "Artifacts"]:
         return (f"{rel} is an evaluation output; only the frozen evaluation writes it. Run "
@@ -67,7 +66,7 @@ def _rawdata(project: Project, rel: str, parts: list[str]) -> str | None:
 def _version_script(project: Project, rel: str, parts: list[str]) -> str | None:
     """A version's script is frozen once it was evaluated (its score describes that code)."""
     m = SCRIPT_RE.match(rel)
-    if m and (project.artifact_dir(f"v{m.group(1)}") / "eval_score.json").exists():
+    if m and (project.artifact_dir(f"v{m.group(1)}") / EVAL_SCORE).exists():
         return (f"{rel} was trained and evaluated; its eval_score.json describes exactly this code, so it is "
                 "frozen. Make the change in the next version (`mlloop new-version`, then edit the new script).")
     return None
@@ -84,7 +83,7 @@ def _baseline_script(project: Project, rel: str, parts: list[str]) -> str | None
 def _eval_script(project: Project, rel: str, parts: list[str]) -> str | None:
     if rel != EVAL_SCRIPT:
         return None
-    evaluated = [p.name for _, p in project.version_dirs() if (p / "eval_score.json").exists()]
+    evaluated = [p.name for _, p in project.version_dirs() if (p / EVAL_SCORE).exists()]
     if evaluated:
         return (f"{EVAL_SCRIPT} is the frozen evaluation protocol and {evaluated[0]} was already evaluated "
                 "with it; changing it would make scores incomparable (`mlloop report` re-evaluates every "
@@ -94,7 +93,7 @@ def _eval_script(project: Project, rel: str, parts: list[str]) -> str | None:
 
 
 def _hook_state(project: Project, rel: str, parts: list[str]) -> str | None:
-    if rel == f".claude/{STATE_FILE}":
+    if rel == f".claude/{HOOK_STATE_FILE}":
         return (f"{rel} is the Stop hook's own block counter; only `mlloop hook stop` writes it. If the Stop "
                 "hook blocks you, fix what `mlloop check` reports, or tell the user why you cannot.")
     return None
@@ -124,7 +123,7 @@ PROTECTED: tuple[Protected, ...] = (
               "`trivial_baselines.json`, `eval_samples.jsonl`, `infer_samples/`",
               "평가 출력(위치 무관): `eval_score.json`, `trivial_baselines.json`, `eval_samples.jsonl`, "
               "`infer_samples/`",
-              "Models/Artifacts/v001/eval_score.json", (*sorted(EVAL_OUTPUTS), "infer_samples"), _eval_outputs),
+              f"Models/Artifacts/v001/{EVAL_SCORE}", (*sorted(EVAL_FILES), INFER_SAMPLES), _eval_outputs),
     Protected("rawdata", "anything under `dataset/rawdata/` except `profiling.md`",
               "`dataset/rawdata/` 아래 전부(`profiling.md` 제외)",
               "dataset/rawdata/src_a/0.txt", ("rawdata",), _rawdata),
@@ -134,7 +133,7 @@ PROTECTED: tuple[Protected, ...] = (
               "`02_train_v001.py` 이후의 `02_train_baseline.py`", BASELINE_SCRIPT, (), _baseline_script),
     Protected("eval_script", "`03_eval.py` once any version has an `eval_score.json`",
               "`eval_score.json` 이 하나라도 생긴 뒤의 `03_eval.py`", EVAL_SCRIPT, (), _eval_script),
-    Protected("hook_state", "`.claude/.mlloop-hook-state.json`", "`.claude/.mlloop-hook-state.json`", f".claude/{STATE_FILE}", (STATE_FILE,),
+    Protected("hook_state", "`.claude/.mlloop-hook-state.json`", "`.claude/.mlloop-hook-state.json`", f".claude/{HOOK_STATE_FILE}", (HOOK_STATE_FILE,),
               _hook_state),
     Protected("hook_settings", "mlloop's hook entries in `.claude/settings.json`, `.claude/settings.local.json`",
               "`.claude/settings.json`, `.claude/settings.local.json` 의 mlloop 훅 항목",

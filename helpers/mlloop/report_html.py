@@ -11,6 +11,7 @@ import base64
 from html import escape
 from pathlib import Path
 
+from .heldout import few_samples_note
 from .leaderboard import EXTERNAL, Ranking, fmt
 
 STYLE = """
@@ -63,8 +64,6 @@ def render_html(*, name: str, dataset_id: str, ranking: Ranking, floors: dict, b
         out.append(f"<tr{cls}>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</tbody></table>")
     if used:
-        from .heldout import few_samples_note
-
         note = few_samples_note(held)
         if note:
             out.append(f'<p class="note">{escape(note)}</p>')

@@ -21,6 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .analysis import read_training_log
+from .bootstrap import bootstrap_intervals
+from .formats.eval_samples import read_eval_samples
+from .formats.sample_meta import read_sample_meta_quiet
+from .formats.spec import read_spec_quiet
+from .jsonio import JsonProblems
+from .layout import EVAL_SAMPLES, INFER_SAMPLES, SPEC
 from .leaderboard import EXTERNAL, Ranking, Row, fmt
 
 PICTURES_DIR = "pictures"
@@ -41,8 +47,6 @@ def primary_interval(rows: list[dict], name: str, higher_is_better: bool, value:
     """Seeded 95% percentile bootstrap interval of ``name`` over a version's eval_samples.jsonl rows
     (``mlloop.bootstrap``, the statistic of `mlloop compare`), when its vectorised form gives the
     recorded ``value``; None otherwise (no records, or it would need torch per resample)."""
-    from .bootstrap import bootstrap_intervals
-
     if len(rows) < 2:
         return None
     (iv,) = bootstrap_intervals(rows, [{"name": name, "higher_is_better": higher_is_better}], seed=seed,
@@ -50,19 +54,15 @@ def primary_interval(rows: list[dict], name: str, higher_is_better: bool, value:
     return None if iv.low is None else (iv.low, iv.high)
 
 
-def read_eval_samples(folder: Path) -> list[dict]:
-    path = folder / "eval_samples.jsonl"
+def eval_records(folder: Path) -> list[dict]:
+    """A version's eval_samples.jsonl records; broken lines are `mlloop check`'s to report."""
+    path = folder / EVAL_SAMPLES
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    try:
+        return read_eval_samples(path)[0]
+    except (OSError, JsonProblems):
+        return []
 
 
 def render_pictures(project, rules, ranking: Ranking, floors: dict, best: Row, held, report_dir: Path) -> list[Picture]:
@@ -81,7 +81,7 @@ def render_pictures(project, rules, ranking: Ranking, floors: dict, best: Row, h
         pic = fn(plt, project, versions, out)
         if pic is not None:
             pictures.append(pic)
-    samples = read_eval_samples(best.folder)
+    samples = eval_records(best.folder)
     pic = _gallery(plt, best, out)
     if pic is not None:
         pictures.append(pic)
@@ -115,7 +115,7 @@ def _metric_by_version(plt, ranking: Ranking, floors: dict, held, seed: int, out
         ax.bar(x, value, width=0.55, color="#9ecae1" if row.kind != EXTERNAL else "#d9d9d9",
                label=None if "valid" in labelled else "validation")
         labelled.add("valid")
-        ci = primary_interval(read_eval_samples(row.folder), primary, ranking.higher_is_better, value, seed)
+        ci = primary_interval(eval_records(row.folder), primary, ranking.higher_is_better, value, seed)
         if ci is not None:
             labelled.add("interval")
             ax.errorbar(x, value, yerr=[[max(value - ci[0], 0)], [max(ci[1] - value, 0)]], fmt="none",
@@ -189,11 +189,7 @@ def _training_curves(plt, project, versions: list[Row], out: Path) -> Picture | 
 # ---- cost --------------------------------------------------------------------------------------
 
 def read_spec(folder: Path) -> dict:
-    try:
-        doc = json.loads((folder / "spec.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
+    return read_spec_quiet(folder / SPEC) or {}
 
 
 def _cost(plt, project, versions: list[Row], out: Path) -> Picture | None:
@@ -234,7 +230,7 @@ def _short(value, width: int = 28) -> str:
 
 
 def _gallery(plt, best: Row, out: Path) -> Picture | None:
-    folders = sorted(p for p in (best.folder / "infer_samples").glob("[0-9]*") if p.is_dir())[:GALLERY_MAX]
+    folders = sorted(p for p in (best.folder / INFER_SAMPLES).glob("[0-9]*") if p.is_dir())[:GALLERY_MAX]
     if not folders:
         return None
     cols = min(4, len(folders))
@@ -244,10 +240,7 @@ def _gallery(plt, best: Row, out: Path) -> Picture | None:
     for ax in axes.flat:
         ax.axis("off")
     for ax, folder in zip(axes.flat, folders):
-        try:
-            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
+        meta = read_sample_meta_quiet(folder)
         # a segmentation sample's overlay (the predicted mask over the input) shows what the masks say
         image = next((p for pattern in ("overlay.*", "input.*") for p in sorted(folder.glob(pattern))
                       if p.suffix.lower() in IMAGE_SUFFIXES), None)

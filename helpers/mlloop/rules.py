@@ -20,6 +20,7 @@ from . import metrics as metric_registry
 from .errors import Findings
 from .jsonio import JsonProblems, json_path, read_json
 from .layout import BUILD_BASELINE, PROGRESSIVE_TRAINING, SKILLS, Project
+from .taskformat import known_task_types
 
 # Task types whose samples are windows of a series: only a split by time keeps the future out of train.
 TIME_ORDERED_TASKS = frozenset({"time-series-forecasting"})
@@ -427,7 +428,6 @@ def resolve(project: Project, task_types: set[str] | None = None) -> Rules:
         # Do not reason about values of the wrong type; put back defaults where the schema failed.
         values = _restore_defaults(values, DEFAULTS)
     if task_types is None:
-        from .taskformat import known_task_types
         task_types = known_task_types(project)
     _semantic(values, files, findings, task_types)
     _normalise_metrics(values, [files[s] for s in SKILLS], findings)

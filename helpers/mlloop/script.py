@@ -12,9 +12,9 @@ Nothing here imports torch, lightning, timm or pandas: the runtime imports them 
 from __future__ import annotations
 
 from .errors import MlloopError
+from .final_report import build_report
 from .formats import boxes
 from .layout import Project
-from .report import build_report
 from .rules import resolve as resolve_rules
 from .runtime import data, prepdata
 from .runtime.artifacts import read_index

@@ -10,16 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .formats.spec import dataset_id_of, read_spec_quiet
 from .jsonio import JsonProblems, read_json
-from .layout import BASELINE, Project
+from .layout import BASELINE, EVAL_OUTPUTS, TRAIN_ARTIFACTS, Project
 
 AUTHORED, TRAINED, EVALUATED, ANALYSED, ACTION = "authored", "trained", "evaluated", "analysed", "action"
 STAGES = (AUTHORED, TRAINED, EVALUATED, ANALYSED, ACTION)
 STEP_OF_STAGE = {AUTHORED: 0, TRAINED: 1, EVALUATED: 2, ANALYSED: 3, ACTION: 4}
 
-# Files (or folders) whose presence claims a step, relative to Models/Artifacts/<vid>/.
-TRAIN_ARTIFACTS = ("best.ckpt", "last.ckpt", "spec.json", "logs")
-EVAL_ARTIFACTS = ("eval_score.json", "infer_samples", "eval_samples.jsonl", "trivial_baselines.json")
+# Files (or folders) whose presence claims a step, relative to Models/Artifacts/<vid>/: layout's
+# TRAIN_ARTIFACTS, and EVAL_ARTIFACTS (what 03_eval.py writes).
+EVAL_ARTIFACTS = EVAL_OUTPUTS
 ANALYSIS_DOC = "result-analysis.md"
 ACTION_DOC = "action-extract.md"
 SMOKE_REPORT = "_tests/baseline_smoke_test_report.md"
@@ -78,9 +79,9 @@ def locked_dataset_id(project: Project, rules_dataset_id: str | None) -> tuple[s
     baseline's spec.json), else the rules. Once the loop has started it never changes; a rules
     file that later disagrees is a problem reported by the checks.
     """
-    spec = read_json_quiet(project.artifact_dir(BASELINE) / "spec.json")
-    if isinstance(spec, dict) and isinstance(spec.get("dataset_id"), str):
-        return spec["dataset_id"], project.rel(project.artifact_dir(BASELINE) / "spec.json")
+    locked = dataset_id_of(read_spec_quiet(project.spec_path(BASELINE)))
+    if locked:
+        return locked, project.rel(project.spec_path(BASELINE))
     if rules_dataset_id:
         return rules_dataset_id, "rules"
     return None, "unset"

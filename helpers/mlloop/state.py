@@ -15,17 +15,22 @@ hashed once (its check and the score's provenance share the hash).
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checks
 from .errors import Findings, MlloopError, Problem
 from .formats import final_analysis
+from .formats.leaderboard_csv import parse_leaderboard
+from .formats.spec import too_few_steps
+from .formats.trivial_baselines import Floor, read_floor
 from .jsonio import JsonProblems, read_text_file
-from .layout import BASELINE, BUILD_BASELINE, PROGRESSIVE_TRAINING, Project, version_id, version_number
-from .scores import FRESH, Floor, provenance, read_floor
+from .layout import (ASSETS, BASELINE, BEST_CKPT, BUILD_BASELINE, LAST_CKPT, LEADERBOARD_CSV, LOGS,
+                     PREPDATA_STATS, PROGRESSIVE_TRAINING, SPEC, Project, version_id, version_number)
+from .leaderboard import load_versions
+from .parent_choice import choose_parent
+from .rules import resolve
+from .scores import FRESH, provenance
 from .stages import (ACTION, ACTION_DOC, ANALYSED, ANALYSIS_DOC, EVAL_ARTIFACTS, EVALUATED, SMOKE_REPORT,
                      TRAINED, locked_dataset_id, read_json_quiet, version_stage)
 
@@ -137,8 +142,6 @@ def _fmt(value) -> str:
 
 
 def loop_status(project: Project) -> Status:
-    from .rules import resolve
-
     rules = resolve(project)
     st = Status(project=str(project.root), max_versions=rules.max_versions, branch_from=rules.branch_from,
                 primary_metric=rules.primary_metric)
@@ -220,9 +223,9 @@ def _build_baseline(project: Project, rules, st: Status) -> bool:
     if missing:
         _set(st, 2, "python 02_train_baseline.py", missing=missing)
         return False
-    too_few = _too_few(read_json_quiet(base / "spec.json"))
+    too_few = too_few_steps(read_json_quiet(base / SPEC))
     if too_few:
-        st.warnings.append(Problem("status.too_few_steps", project.rel(base / "spec.json"), too_few))
+        st.warnings.append(Problem("status.too_few_steps", project.rel(base / SPEC), too_few))
     problems = _step_check(st, lambda: checks.run_check(project, "baseline"))
     if any(p.code.startswith("smoke.") for p in problems):
         st.problems = _dedupe(st.problems + problems)
@@ -264,8 +267,8 @@ def _step_check(st: Status, run, missing=()) -> list[Problem]:
 
 def _prepdata_missing(prep: Path) -> list[Path]:
     missing = []
-    if not (prep / "stats.json").is_file():
-        missing.append(prep / "stats.json")
+    if not (prep / PREPDATA_STATS).is_file():
+        missing.append(prep / PREPDATA_STATS)
     for split in ("train", "valid"):
         if not any((prep / split / f"{split}.{ext}").is_file() for ext in ("jsonl", "parquet")):
             missing.append(prep / split / f"{split}.jsonl")
@@ -276,30 +279,22 @@ def _prepdata_missing(prep: Path) -> list[Path]:
 
 
 def _train_missing(folder: Path) -> list[Path]:
-    missing = [folder / name for name in ("best.ckpt", "last.ckpt", "spec.json") if not (folder / name).is_file()]
-    logs = list((folder / "logs").glob("version_*/metrics.csv"))
+    missing = [folder / name for name in (BEST_CKPT, LAST_CKPT, SPEC) if not (folder / name).is_file()]
+    logs = list((folder / LOGS).glob("version_*/metrics.csv"))
     if not logs:
-        missing.append(folder / "logs" / "version_N" / "metrics.csv")
+        missing.append(folder / LOGS / "version_N" / "metrics.csv")
     elif not any((p.parent / "hparams.yaml").is_file() for p in logs):
         missing.append(logs[0].parent / "hparams.yaml")
-    spec = read_json_quiet(folder / "spec.json")
+    spec = read_json_quiet(folder / SPEC)
     if isinstance(spec, dict) and isinstance(spec.get("additional_assets"), list) \
-            and not (folder / "additional_assets").is_dir():
-        missing.append(folder / "additional_assets")
+            and not (folder / ASSETS).is_dir():
+        missing.append(folder / ASSETS)
     return missing
-
-
-def _too_few(spec) -> str | None:
-    from .analysis import too_few_steps
-
-    return too_few_steps(spec)
 
 
 # ---- progressive-training -----------------------------------------------------------------
 
 def _versions(project: Project, rules, st: Status):
-    from .leaderboard import load_versions
-
     findings = Findings()
     rows = load_versions(project, rules, st.dataset_id, findings)
     by_name = {r.name: r for r in rows}
@@ -313,15 +308,13 @@ def _versions(project: Project, rules, st: Status):
             if info.floor is not None:
                 info.floor_value = row.score.value(info.floor.metric)
                 info.beats_floor = info.floor.beaten_by(info.floor_value)
-        spec_path = project.artifact_dir(vid) / "spec.json"
-        info.too_few = _too_few(read_json_quiet(spec_path)) if spec_path.is_file() else None
+        spec_path = project.spec_path(vid)
+        info.too_few = too_few_steps(read_json_quiet(spec_path)) if spec_path.is_file() else None
         infos.append(info)
     return rows, infos, findings
 
 
 def _progressive(project: Project, rules, st: Status) -> None:
-    from .authoring import choose_parent
-
     st.phase = PROGRESSIVE_TRAINING
     rows, st.versions, findings = _versions(project, rules, st)
     st.problems += findings.problems
@@ -331,7 +324,7 @@ def _progressive(project: Project, rules, st: Status) -> None:
                                        f"{info.vid} does not beat the trivial baseline: {info.floor.metric} "
                                        f"{_fmt(info.floor_value)} vs {info.floor.predictor} {_fmt(info.floor.value)}"))
         if info.too_few:
-            st.warnings.append(Problem("status.too_few_steps", f"Models/Artifacts/{info.vid}/spec.json", info.too_few))
+            st.warnings.append(Problem("status.too_few_steps", project.rel(project.spec_path(info.vid)), info.too_few))
     verdicts = [v.beats_floor for v in st.versions if v.floor is not None]
     if verdicts and not any(v is True for v in verdicts):
         st.warnings.insert(0, Problem("status.no_version_beats_floor", "",
@@ -478,9 +471,10 @@ def _latest_report_with(project: Project, vid: str) -> Path | None:
     """The newest report whose leaderboard includes ``vid`` (an older one predates the loop's end)."""
     for report in sorted(project.reports(), key=_report_order, reverse=True):
         try:
-            text = read_text_file(report / "leaderboard.csv")  # never a FIFO: status runs at session start
-            if any(row and row[0] == vid for row in csv.reader(io.StringIO(text, newline=""))):
-                return report
-        except (OSError, UnicodeDecodeError, csv.Error, JsonProblems):
+            text = read_text_file(report / LEADERBOARD_CSV)  # never a FIFO: status runs at session start
+        except (OSError, UnicodeDecodeError, JsonProblems):
             continue
+        table, _ = parse_leaderboard(text)
+        if table and any(record["version_id"] == vid for record in table.records()):
+            return report
     return None

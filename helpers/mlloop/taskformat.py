@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bundle import skills_dir
 from .errors import MlloopError
 from .layout import Project
 
@@ -75,7 +76,6 @@ class TaskFormat:
 def task_format_path(project: Project | None) -> Path | None:
     if project is not None and project.task_format_path.is_file():
         return project.task_format_path
-    from .bundle import skills_dir
 
     try:
         bundled = skills_dir() / "build-baseline" / "task_format.yaml"

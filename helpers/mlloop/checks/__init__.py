@@ -15,8 +15,9 @@ import os
 from ..errors import Findings, MlloopError
 from ..layout import Project, version_number
 from ..stages import version_stage
+from . import evaluation, final_report, heldout, prepdata, profiling, rulefiles, versions
 from .context import Context
-from .versions import check_version_step
+from .versions import check_version_step, misspelled_version
 
 TARGETS = ("all", "rules", "profiling", "prepdata", "baseline", "report")
 
@@ -28,8 +29,6 @@ class UnknownTarget(MlloopError):
 
 
 def _target_error(target: str) -> UnknownTarget:
-    from .versions import misspelled_version
-
     meant = misspelled_version(target)
     close = [meant] if meant else difflib.get_close_matches(target, TARGETS, n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -42,7 +41,6 @@ def run_check(project: Project, target: str = "all") -> Findings:
     target = target or "all"
     if target not in TARGETS and version_number(target) is None:
         raise _target_error(target)
-    from . import evaluation, heldout, prepdata, profiling, report, rulefiles, versions
 
     ctx = Context(project)
     steps = {
@@ -51,7 +49,7 @@ def run_check(project: Project, target: str = "all") -> Findings:
         "prepdata": [lambda c: prepdata.check_prepdata(c, required=True), heldout.check_prepdata_test],
         "baseline": [lambda c: versions.check_baseline(c, required=True),
                      lambda c: heldout.check_version_test(c, "baseline")],
-        "report": [lambda c: report.check_reports(c, required=True), heldout.check_newest_report_test],
+        "report": [lambda c: final_report.check_reports(c, required=True), heldout.check_newest_report_test],
         "all": [rulefiles.check_rules,
                 lambda c: profiling.check_profiling(c, required=False),
                 lambda c: prepdata.check_prepdata(c, required=False),
@@ -60,7 +58,7 @@ def run_check(project: Project, target: str = "all") -> Findings:
                 versions.check_all_versions,
                 heldout.check_all_versions_test,
                 evaluation.check_externals,
-                lambda c: report.check_reports(c, required=False),
+                lambda c: final_report.check_reports(c, required=False),
                 heldout.check_newest_report_test],
     }.get(target) or [lambda c: versions.check_one_version(c, target), lambda c: heldout.check_version_test(c, target)]
     if target not in ("all", "rules") and ctx.rules.findings.problems:

@@ -8,19 +8,18 @@ leaves it is reported once, as ``path.symlink_escape``, and then treated as abse
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 from typing import Any
 
 from ..errors import Findings, MlloopError
-from ..jsonio import JsonProblems, read_file_bytes, read_json
-from ..layout import Project
+from ..formats.eval_score import EvalScore, read_eval_score
+from ..jsonio import JsonProblems, read_file_bytes, read_json, sha256_file
+from ..layout import EVAL_SCORE, Project
 from ..rules import Rules, resolve
-from ..scores import EvalScore, read_eval_score, sha256_file
 from ..stages import locked_dataset_id
 from ..taskformat import TaskFormat, load_task_format
 
-_UNSET = object()
+UNSET = object()   # a cache slot not filled yet (None is a valid answer)
 
 
 class Context:
@@ -40,7 +39,7 @@ class Context:
         self._dir_ok: dict[str, bool] = {self.root: True}
         self._escapes: set[str] = set()
         self._scores: dict[str, tuple[EvalScore | None, Findings]] = {}
-        self._valid_ids: Any = _UNSET
+        self._valid_ids: Any = UNSET
         self._draw: dict[tuple[int, int], list] = {}
         self._prep_index: dict[str, tuple] = {}   # split -> (index path, records, problems)
 
@@ -170,7 +169,7 @@ class Context:
         """A version's eval_score.json, parsed and validated once (problems in the Findings)."""
         if vid not in self._scores:
             f = Findings()
-            path = self.project.artifact_dir(vid) / "eval_score.json"
+            path = self.project.artifact_dir(vid) / EVAL_SCORE
             score = None
             # Anything at the path is read through the one reader, so a folder or a FIFO named
             # eval_score.json is a problem rather than a version silently without a score.
@@ -179,31 +178,3 @@ class Context:
                                         dataset_id=self.dataset_id, findings=f)
             self._scores[vid] = (score, f)
         return self._scores[vid]
-
-    # ---- the validation split ---------------------------------------------------------------
-    def valid_ids(self) -> list | None:
-        """The ids of the prepdata valid index (None when it cannot be read; prepdata reports why)."""
-        if self._valid_ids is _UNSET:
-            from .prepdata import read_index_quiet
-
-            records = read_index_quiet(self, "valid")
-            self._valid_ids = None
-            if records is not None:
-                ids = [r.get("id") for r in records if isinstance(r, dict)]
-                if all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids):
-                    try:
-                        self._valid_ids = sorted(ids)
-                    except TypeError:  # a mix of str and int ids: compare as text
-                        self._valid_ids = sorted(ids, key=str)
-        return self._valid_ids
-
-    def seeded_draw(self, seed: int, k: int) -> list | None:
-        """``random.Random(seed).sample(sorted(valid_ids), k)``: the infer_samples ids, in order."""
-        ids = self.valid_ids()
-        if ids is None:
-            return None
-        k = min(k, len(ids))
-        key = (seed, k)
-        if key not in self._draw:
-            self._draw[key] = random.Random(seed).sample(ids, k)
-        return self._draw[key]

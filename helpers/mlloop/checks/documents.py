@@ -13,12 +13,12 @@ import re
 from pathlib import Path
 
 from ..formats import action_extract, change_summary, patch_report, result_analysis, retry_report, smoke_report
-from ..layout import BASELINE, version_id, version_number
+from ..layout import BASELINE, EVAL_OUTPUTS, version_id, version_number
 from ..stages import ACTION_DOC, ANALYSIS_DOC, RETRY_REPORT, SMOKE_REPORT
 from .context import Context
 
 PATCH_REPORT = "_tests/baseline_patch_report.md"
-EVAL_OUTPUT_NAMES = ("eval_score.json", "infer_samples", "eval_samples.jsonl", "trivial_baselines.json")
+EVAL_OUTPUT_NAMES = EVAL_OUTPUTS
 _EVAL_NAME_RE = re.compile("|".join(re.escape(n.split(".")[0]) for n in EVAL_OUTPUT_NAMES), re.IGNORECASE)
 
 

@@ -9,10 +9,16 @@ import os
 import re
 from pathlib import Path
 
-from ..jsonio import JsonProblems, parse_json_text
-from ..scores import (INPUT_HASHES, OUTPUT_HASHES, RECOMPUTABLE, REQUIRED, STALE, TAMPERED, UNKNOWN, Floor,
-                      provenance, recompute_metric, recompute_with_tolerance)
+from ..errors import Findings
+from ..formats.eval_samples import parse_eval_samples
+from ..formats.eval_score import INPUT_HASHES, OUTPUT_HASHES, read_eval_score
+from ..formats.sample_meta import parse_sample_meta
+from ..formats.trivial_baselines import Floor
+from ..layout import BEST_CKPT, EVAL_SAMPLES, EVAL_SCORE, INFER_SAMPLES, SAMPLE_META, TRIVIAL_BASELINES
+from ..scores import (RECOMPUTABLE, REQUIRED, STALE, TAMPERED, UNKNOWN, provenance, recompute_metric,
+                      recompute_with_tolerance)
 from .context import Context
+from .prepdata import seeded_draw, valid_ids
 
 SAMPLE_DIR_RE = re.compile(r"[0-9]{4,}")
 MAX_LISTED = 10
@@ -31,7 +37,7 @@ def check_evaluation(ctx: Context, vid: str) -> None:
 
 
 def _check_score(ctx: Context, vid: str, folder: Path):
-    path = folder / "eval_score.json"
+    path = folder / EVAL_SCORE
     if not ctx.exists(path):
         ctx.problem("eval.missing", path, f"eval_score.json is missing; evaluation writes it with infer_samples/, "
                     f"eval_samples.jsonl and trivial_baselines.json (run {_rerun(vid)})")
@@ -46,12 +52,12 @@ def _check_score(ctx: Context, vid: str, folder: Path):
     if "seed" in doc and doc["seed"] != ctx.rules.seed and not ctx.rules_unreadable:
         ctx.problem("eval.seed", path, f"seed is {json.dumps(doc['seed'])} but the rules' seed is {ctx.rules.seed}; "
                     f"re-run {_rerun(vid)}", "$.seed")
-    ids = ctx.valid_ids()
+    ids = valid_ids(ctx)
     ns = doc.get("num_samples")
     if ids is not None and isinstance(ns, int) and not isinstance(ns, bool) and ns >= 1 and ns != len(ids):
         ctx.problem("eval.num_samples", path, f"num_samples is {ns} but the validation split has {len(ids)} samples; "
                     "evaluation covers the whole validation split", "$.num_samples")
-    ckpt = folder / "best.ckpt"
+    ckpt = folder / BEST_CKPT
     if ctx.safe(ckpt) and ckpt.is_file() and not os.path.islink(ckpt) and ctx.safe(ctx.project.eval_script):
         # recompute=False: _check_recomputed below names the metric and the line itself.
         state, reason = provenance(ctx.project, vid, score, sha256=ctx.sha256, recompute=False)
@@ -69,7 +75,7 @@ def _check_score(ctx: Context, vid: str, folder: Path):
 
 
 def _check_infer_samples(ctx: Context, vid: str, folder: Path) -> None:
-    root = folder / "infer_samples"
+    root = folder / INFER_SAMPLES
     if not ctx.exists(root):
         ctx.problem("eval.missing", root, f"infer_samples/ is missing (run {_rerun(vid)})")
         return
@@ -95,12 +101,12 @@ def _check_infer_samples(ctx: Context, vid: str, folder: Path) -> None:
     if ctx.rules_unreadable:  # infer_samples and seed are unknown; the rules problem says why
         limit, draw = max(limit, count), None
     else:
-        draw = ctx.seeded_draw(seed, limit)
+        draw = seeded_draw(ctx, seed, limit)
     if count > limit:
         ctx.problem("infer.count", root, f"{count} sample folders, but eval_config.infer_samples allows at most {limit}")
     elif draw is not None and count != len(draw):
         ctx.problem("infer.count", root, f"{count} sample folders; the seeded draw has k = min(infer_samples={limit}, "
-                    f"{len(ctx.valid_ids())} validation samples) = {len(draw)}")
+                    f"{len(valid_ids(ctx))} validation samples) = {len(draw)}")
     gaps = [n for n in range(1, count + 1) if n not in numbered]
     if gaps:
         ctx.problem("infer.count", root, f"sample folders are numbered 0001…{count:04d} without gaps; missing {gaps[0]:04d}")
@@ -111,61 +117,36 @@ def _check_infer_samples(ctx: Context, vid: str, folder: Path) -> None:
         for stem in ("input", "output"):
             if not any(name.startswith(stem + ".") for name in names):
                 ctx.problem("infer.file_missing", sample, f"no {stem}.* file (each sample has input.*, output.* and meta.json)")
-        meta = sample / "meta.json"
+        meta = sample / SAMPLE_META
         if "meta.json" not in names:
             ctx.problem("infer.file_missing", meta, "meta.json is missing")
             continue
         ok, doc = ctx.read_json(meta)
         if not ok:
             continue
-        if not isinstance(doc, dict):
-            kind = "a list" if isinstance(doc, list) else type(doc).__name__
-            ctx.problem("infer.meta", meta, f"meta.json must be one JSON object, found {kind}", "$")
-            continue
         _check_meta(ctx, vid, meta, doc, n, draw, seed)
 
 
-def _check_meta(ctx: Context, vid: str, meta: Path, doc: dict, n: int, draw, seed: int) -> None:
-    if "sample_id" not in doc:
-        ctx.problem("infer.meta", meta, "sample_id is missing; it names the validation sample shown", "$")
-    elif draw is not None and n <= len(draw) and doc["sample_id"] != draw[n - 1]:
+def _check_meta(ctx: Context, vid: str, meta: Path, doc, n: int, draw, seed: int) -> None:
+    expected = {"version_id": vid, "dataset_id": ctx.dataset_id, "split": "valid",
+                "seed": None if ctx.rules_unreadable else seed}
+    doc = parse_sample_meta(doc, ctx.rel(meta), ctx.out, expected=expected)
+    if doc is not None and "sample_id" in doc and draw is not None and n <= len(draw) and doc["sample_id"] != draw[n - 1]:
         ctx.problem("infer.sample_id", meta,
                     f"sample_id is {json.dumps(doc['sample_id'])} but the seeded draw random.Random({seed}).sample(sorted(valid ids), "
                     f"{len(draw)}) puts {json.dumps(draw[n - 1])} at position {n}", "$.sample_id")
-    for key, want in (("version_id", vid), ("dataset_id", ctx.dataset_id), ("split", "valid"), ("seed", seed)):
-        if key == "seed" and ctx.rules_unreadable:
-            continue
-        if key in doc and want is not None and doc[key] != want:
-            ctx.problem("infer.meta", meta, f"{key} is {json.dumps(doc[key])}, expected {json.dumps(want)}", f"$.{key}")
 
 
 def _check_eval_samples(ctx: Context, vid: str, folder: Path, score) -> None:
-    path = folder / "eval_samples.jsonl"
-    text = ctx.document(path, "eval", f"eval_samples.jsonl is missing (run {_rerun(vid)})")
+    path = folder / EVAL_SAMPLES
+    text = ctx.document(path, "eval", f"{EVAL_SAMPLES} is missing (run {_rerun(vid)})")
     if text is None:
         return
     rel = ctx.rel(path)
-    ids, bad, rows = [], 0, []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        reason = None
-        try:
-            value = parse_json_text(line, rel)
-        except JsonProblems as exc:
-            reason = exc.problems[0].message
-        else:
-            if not isinstance(value, dict):
-                reason = "expected one JSON object per line"
-            elif "id" not in value:
-                reason = "the record has no id"
-            else:
-                ids.append(value["id"])
-                rows.append(value)
-        if reason:
-            bad += 1
-            if bad <= MAX_LISTED:
-                ctx.problem("eval.samples", rel, f"line {n}: {reason}")
+    rows, gaps = parse_eval_samples(text, rel)
+    ids, bad = [r["id"] for r in rows], len(gaps)
+    for n, reason in gaps[:MAX_LISTED]:
+        ctx.problem("eval.samples", rel, f"line {n}: {reason}")
     if bad > MAX_LISTED:
         ctx.problem("eval.samples", rel, f"{bad - MAX_LISTED} more broken lines")
     ns = score.doc.get("num_samples") if score is not None else None
@@ -176,7 +157,7 @@ def _check_eval_samples(ctx: Context, vid: str, folder: Path, score) -> None:
     hashable = [json.dumps(i, sort_keys=True) if isinstance(i, (dict, list)) else i for i in ids]
     if len(set(hashable)) != len(hashable):
         ctx.problem("eval.samples", rel, "ids repeat; one record per validation sample")
-    valid = ctx.valid_ids()
+    valid = valid_ids(ctx)
     if valid is not None and not bad:
         absent = set(valid) - set(hashable)
         extra = set(hashable) - set(valid)
@@ -210,7 +191,7 @@ def _check_recomputed(ctx: Context, vid: str, rel: str, score, rows: list[dict])
 
 
 def _check_trivial(ctx: Context, vid: str, folder: Path, score) -> None:
-    path = folder / "trivial_baselines.json"
+    path = folder / TRIVIAL_BASELINES
     if not ctx.exists(path):
         ctx.problem("eval.missing", path, f"trivial_baselines.json is missing (run {_rerun(vid)})")
         return
@@ -241,7 +222,7 @@ def _check_trivial(ctx: Context, vid: str, folder: Path, score) -> None:
         ctx.problem("eval.floor_metric", path, f"the floor is on {f.metric!r}, which eval_score.json does not report", "$.floor.metric")
         return
     if not f.beaten_by(value):
-        ctx.warn("eval.below_floor", ctx.project.artifact_dir(vid) / "eval_score.json",
+        ctx.warn("eval.below_floor", ctx.project.artifact_dir(vid) / EVAL_SCORE,
                  f"{vid} does not beat the trivial baseline: {f.metric} {value:g} vs {f.value:g} for "
                  f"{f.predictor or 'a trivial predictor'}; the model may have learnt nothing")
 
@@ -281,12 +262,10 @@ def check_externals(ctx: Context) -> None:
     for folder in ctx.project.external_models():
         if not ctx.dir_ok(folder):
             continue
-        path = folder / "eval_score.json"
+        path = folder / EVAL_SCORE
         if ctx.exists(path):
             if not ctx.safe(path):
                 continue
-            from ..errors import Findings
-            from ..scores import read_eval_score
 
             found = Findings()
             score = read_eval_score(ctx.project, path, folder.name, primary_metric=ctx.rules.primary_metric,

@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import json
 
-from ..layout import BASELINE
+from ..formats.eval_samples import parse_eval_samples
+from ..formats.leaderboard_csv import parse_leaderboard
+from ..formats.prepdata_stats import counts_of
+from ..layout import BASELINE, EVAL_SAMPLES, EVAL_SCORE, LEADERBOARD_CSV, PREPDATA_STATS, SPEC
 from .context import Context
+from .final_report import REPORT_NAME_RE
+from .prepdata import base_dir, read_index
 
 TEST = "test"
 
 
 def check_prepdata_test(ctx: Context) -> None:
     """test/ exists when, and only when, the rules set test_ratio; stats.json agrees."""
-    from .prepdata import base_dir, read_index
-
     base = base_dir(ctx)
-    if base is None or not (base / "stats.json").is_file() or not ctx.safe(base / "stats.json"):
+    if base is None or not (base / PREPDATA_STATS).is_file() or not ctx.safe(base / PREPDATA_STATS):
         return  # no prepdata yet (or prepdata's own check says what is wrong)
-    ok, stats = ctx.read_json(base / "stats.json")
+    ok, stats = ctx.read_json(base / PREPDATA_STATS)
     if not ok or not isinstance(stats, dict):
         return
     want = ctx.rules.values["dataset_config"].get("test_ratio")
-    stats_path = base / "stats.json"
+    stats_path = base / PREPDATA_STATS
     has_dir = (base / TEST).exists() or (base / TEST).is_symlink()
     if "test_ratio" in stats and stats["test_ratio"] != want:
         ctx.problem("prepdata.test_ratio", stats_path,
@@ -49,7 +52,7 @@ def check_prepdata_test(ctx: Context) -> None:
         ctx.problem(code, where, message)
     if records is None:
         return
-    counts = stats.get("counts") if isinstance(stats.get("counts"), dict) else {}
+    counts = counts_of(stats)
     if counts.get(TEST) != len(records):
         ctx.problem("prepdata.counts", stats_path,
                     f"counts.test is {json.dumps(counts.get(TEST))} but the test index has {len(records)} records",
@@ -62,32 +65,24 @@ def check_prepdata_test(ctx: Context) -> None:
 
 def check_version_test(ctx: Context, vid: str) -> None:
     """The version never read test/: not in training, not in its smoke test, not in evaluation."""
-    from .prepdata import read_index
-
     folder = ctx.project.artifact_dir(vid)
-    for path in (folder / "spec.json", folder / "eval_score.json"):  # the smoke test writes spec.json too
+    for path in (folder / SPEC, folder / EVAL_SCORE):  # the smoke test writes spec.json too
         if not path.is_file() or not ctx.safe(path):
             continue
         ok, doc = ctx.read_json(path)
         read = doc.get("splits_read") if ok and isinstance(doc, dict) else None
         if isinstance(read, list) and TEST in read:
-            what = "its evaluation" if path.name == "eval_score.json" else "its training run"
+            what = "its evaluation" if path.name == EVAL_SCORE else "its training run"
             ctx.problem("heldout.touched", path,
                         f"{what} read the held-out test split (splits_read {json.dumps(read)}); only `mlloop report` "
                         f"may read test/: retrain or re-evaluate {vid} on train and valid only", "$.splits_read")
-    samples = folder / "eval_samples.jsonl"
+    samples = folder / EVAL_SAMPLES
     test_ids = set(map(str, _ids(read_index(ctx, TEST)[1]))) if ctx.dataset_id else set()
     if not test_ids or not samples.is_file() or not ctx.safe(samples):
         return
     text = ctx.read_text(samples, "heldout")
-    scored = set()
-    for line in (text or "").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # the evaluation check reports broken lines
-        if isinstance(row, dict) and "id" in row:
-            scored.add(str(row["id"]))
+    # Broken lines are the evaluation check's to report; the records that parse are enough here.
+    scored = {str(row["id"]) for row in parse_eval_samples(text or "", ctx.rel(samples))[0]}
     touched = scored & test_ids
     if touched:
         ctx.problem("heldout.touched", samples,
@@ -109,11 +104,6 @@ def check_newest_report_test(ctx: Context) -> None:
     """The newest report: report.html exists; with a test split, its test__ cells are the scores
     in test/<version>/ and were scored on the test split; without one, final-analysis.md says that
     the winner's score is optimistic."""
-    import csv
-    import io
-
-    from .report import REPORT_NAME_RE
-
     named = [p for p in ctx.project.reports() if REPORT_NAME_RE.fullmatch(p.name)]
     if not named:
         return
@@ -124,7 +114,7 @@ def check_newest_report_test(ctx: Context) -> None:
         ctx.problem("report.html_missing", folder / "report.html",
                     "the report has no report.html (its pictures); re-run `mlloop report`")
     want = ctx.rules.values["dataset_config"].get("test_ratio")
-    board = folder / "leaderboard.csv"
+    board = folder / LEADERBOARD_CSV
     if not want:
         text = ctx.read_text(folder / "final-analysis.md", "report") if (folder / "final-analysis.md").is_file() else None
         if text is not None and "optimistic" not in text:
@@ -135,7 +125,8 @@ def check_newest_report_test(ctx: Context) -> None:
     text = ctx.read_text(board, "report") if board.is_file() and ctx.safe(board) else None
     if text is None:
         return
-    rows = list(csv.DictReader(io.StringIO(text)))
+    table, _ = parse_leaderboard(text)  # the report check lists its problems
+    rows = table.records() if table else []
     primary = ctx.rules.primary_metric
     col = f"test__{primary}"
     if rows and col not in rows[0]:
@@ -147,7 +138,7 @@ def check_newest_report_test(ctx: Context) -> None:
         ctx.problem("report.test_missing", board, f"no version has a {col} value; `mlloop report` scores the top 3 on test")
     for r in scored:
         vid = r.get("version_id")
-        path = folder / TEST / str(vid) / "eval_score.json"
+        path = folder / TEST / str(vid) / EVAL_SCORE
         if not path.is_file() or not ctx.safe(path):
             ctx.problem("report.test_missing", path, f"{vid} has a {col} cell but no {TEST}/{vid}/eval_score.json")
             continue

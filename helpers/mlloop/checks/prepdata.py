@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import stat
 from pathlib import Path
 
 from ..formats import pipeline_report
+from ..formats.prepdata_stats import SPLIT_STRATEGIES, parse_stats
 from ..jsonio import JsonProblems, parse_json_text
-from ..scores import parse_iso8601
+from ..layout import PREPDATA_STATS, TESTS
 from ..taskformat import TYPE_CHECKS
 from . import data_intent
-from .context import Context
+from .context import UNSET, Context
 from .parquet_footer import ParquetError, read_parquet_info
 
 SPLITS = ("train", "valid")
 DEFAULT_CANDIDATES = {s: [f"{s}/{s}.jsonl", f"{s}/{s}.parquet"] for s in SPLITS}
-SPLIT_STRATEGIES = ("random", "stratified", "group", "time")
 MAX_LISTED = 10  # per kind of problem and file; the rest are counted
 
 
@@ -68,6 +69,35 @@ def read_index(ctx: Context, split: str) -> tuple[Path | None, list | None, list
 
 def read_index_quiet(ctx: Context, split: str) -> list | None:
     return read_index(ctx, split)[1]
+
+
+# ---- the validation split (evaluation checks its ids and infer_samples draw against it) ------
+
+def valid_ids(ctx: Context) -> list | None:
+    """The ids of the prepdata valid index (None when it cannot be read; prepdata reports why)."""
+    if ctx._valid_ids is UNSET:
+        records = read_index_quiet(ctx, "valid")
+        ctx._valid_ids = None
+        if records is not None:
+            ids = [r.get("id") for r in records if isinstance(r, dict)]
+            if all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids):
+                try:
+                    ctx._valid_ids = sorted(ids)
+                except TypeError:  # a mix of str and int ids: compare as text
+                    ctx._valid_ids = sorted(ids, key=str)
+    return ctx._valid_ids
+
+
+def seeded_draw(ctx: Context, seed: int, k: int) -> list | None:
+    """``random.Random(seed).sample(sorted(valid_ids), k)``: the infer_samples ids, in order."""
+    ids = valid_ids(ctx)
+    if ids is None:
+        return None
+    k = min(k, len(ids))
+    key = (seed, k)
+    if key not in ctx._draw:
+        ctx._draw[key] = random.Random(seed).sample(ids, k)
+    return ctx._draw[key]
 
 
 def _read_jsonl(ctx: Context, path: Path, problems: list) -> list | None:
@@ -136,7 +166,7 @@ def check_prepdata(ctx: Context, required: bool) -> None:
         d = str(d).rstrip("/")
         if not (base / d).is_dir():
             ctx.problem("prepdata.missing", base / d, f"the required folder {d}/ is missing")
-    for f in meta.get("required_files") or ["stats.json"]:
+    for f in meta.get("required_files") or [PREPDATA_STATS]:
         if not ctx.exists(base / f):
             ctx.problem("prepdata.missing", base / f, f"the required file {f} is missing")
 
@@ -192,7 +222,7 @@ def check_prepdata(ctx: Context, required: bool) -> None:
         for split in SPLITS:
             want = stats["counts"].get(split)
             if split in counts and isinstance(want, int) and want != counts[split]:
-                ctx.problem("prepdata.counts", base / "stats.json",
+                ctx.problem("prepdata.counts", base / PREPDATA_STATS,
                             f"counts.{split} is {want} but the {split} index has {counts[split]} records", f"$.counts.{split}")
     _check_intent(ctx, base, stats, task, split_strategy, group_key, counts)
     _check_common(ctx, base)
@@ -213,7 +243,7 @@ def _check_intent(ctx: Context, base: Path, stats, task: dict | None, split_stra
     if isinstance(stats, dict) and data_intent.drop_shares(stats, dc.get("max_drop_share"), None):
         text = ctx.document(ctx.project.profiling_md, "profiling")
         for line in data_intent.drop_shares(stats, dc.get("max_drop_share"), text):
-            ctx.problem("prepdata.drop_share", base / "stats.json", line, "$.dropped")
+            ctx.problem("prepdata.drop_share", base / PREPDATA_STATS, line, "$.dropped")
     required = ((task or {}).get("index_schema") or {}).get("required") or []
     if "label" in required and len(rows) == 2 and all(rows.values()):
         for split, line in data_intent.class_counts(rows, "label", dc.get("min_samples_per_class")).items():
@@ -221,47 +251,15 @@ def _check_intent(ctx: Context, base: Path, stats, task: dict | None, split_stra
 
 
 def _check_stats(ctx: Context, base: Path):
-    path = base / "stats.json"
+    path = base / PREPDATA_STATS
     if not ctx.exists(path):
         return None
-    ok, stats = ctx.read_json(path)
+    ok, doc = ctx.read_json(path)
     if not ok:
         return None
-    if not isinstance(stats, dict):
-        ctx.problem("prepdata.stats", path, "stats.json must be one JSON object", "$")
-        return None
-    for key in ("dataset_id", "task_type", "seed", "split_strategy", "valid_ratio", "counts", "sources", "created_at"):
-        if key not in stats:
-            ctx.problem("prepdata.stats", path, f"required field {key!r} is missing", "$")
-    if "dataset_id" in stats and stats["dataset_id"] != ctx.dataset_id:
-        ctx.problem("prepdata.stats", path, f"dataset_id is {stats['dataset_id']!r} but this folder is {ctx.dataset_id!r}", "$.dataset_id")
-    rules_task = ctx.rules.task_type
-    if isinstance(stats.get("task_type"), str) and rules_task:
-        canon = ctx.task_format.canonical if ctx.task_format else (lambda n: n)
-        if canon(stats["task_type"]) != canon(rules_task):
-            ctx.problem("prepdata.task_type", path,
-                        f"task_type is {stats['task_type']!r} but the rules say {rules_task!r}; re-run 01_data_pipeline.py", "$.task_type")
-    if "seed" in stats and not (isinstance(stats["seed"], int) and not isinstance(stats["seed"], bool)):
-        ctx.problem("prepdata.stats", path, "seed must be an integer", "$.seed")
-    if "split_strategy" in stats and stats["split_strategy"] not in SPLIT_STRATEGIES:
-        ctx.problem("prepdata.stats", path,
-                    f"split_strategy {stats['split_strategy']!r} is not one of {', '.join(SPLIT_STRATEGIES)}", "$.split_strategy")
-    vr = stats.get("valid_ratio")
-    if "valid_ratio" in stats and not (isinstance(vr, (int, float)) and not isinstance(vr, bool) and 0 < vr < 1):
-        ctx.problem("prepdata.stats", path, f"valid_ratio must be a number between 0 and 1, found {json.dumps(vr)}", "$.valid_ratio")
-    counts = stats.get("counts")
-    if "counts" in stats:
-        if not isinstance(counts, dict):
-            ctx.problem("prepdata.stats", path, "counts must be an object {\"train\": N, \"valid\": M}", "$.counts")
-        else:
-            for split in SPLITS:
-                v = counts.get(split)
-                if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-                    ctx.problem("prepdata.stats", path, f"counts.{split} must be a non-negative integer, found {json.dumps(v)}",
-                                f"$.counts.{split}")
-    if "created_at" in stats and parse_iso8601(stats["created_at"]) is None:
-        ctx.problem("prepdata.stats", path, f"created_at {stats['created_at']!r} is not an ISO-8601 time", "$.created_at")
-    return stats
+    canonical = ctx.task_format.canonical if ctx.task_format else (lambda n: n)
+    return parse_stats(doc, ctx.rel(path), ctx.out, dataset_id=ctx.dataset_id, task_type=ctx.rules.task_type,
+                       canonical=canonical)
 
 
 def _path_fields(tf, task_name: str | None, record: dict) -> tuple[list[str], list[str]]:
@@ -425,7 +423,7 @@ def _check_common(ctx: Context, base: Path) -> None:
 
 
 def _check_pipeline_report(ctx: Context, base: Path) -> None:
-    path = base / "_tests" / "pipeline_test_report.md"
+    path = base / TESTS / "pipeline_test_report.md"
     text = ctx.document(path, "prepdata")
     if text is not None:
         for gap in pipeline_report.gaps(text):

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
 from pathlib import Path
 
-from ..ckpt import inspect_checkpoint
-from ..layout import BASELINE
+from ..checkpoint_scan import inspect_checkpoint
+from ..formats.spec import NO_ASSETS, parse_spec
+from ..layout import ASSETS, BASELINE, BEST_CKPT, LAST_CKPT, SPEC
 from .context import Context
 from .prepdata import path_problem
 
-CHECKPOINTS = ("best.ckpt", "last.ckpt")
+CHECKPOINTS = (BEST_CKPT, LAST_CKPT)
 
 
 def _rerun(vid: str) -> str:
@@ -58,66 +58,30 @@ def check_checkpoint(ctx: Context, path: Path, vid: str) -> bool:
 
 
 def check_spec(ctx: Context, vid: str, folder: Path) -> dict | None:
-    path = folder / "spec.json"
+    path = folder / SPEC
     if not ctx.exists(path):
         ctx.problem("train.missing", path, f"spec.json is missing; it records how to reproduce this run ({_rerun(vid)})")
         return None
-    ok, spec = ctx.read_json(path)
+    ok, doc = ctx.read_json(path)
     if not ok:
         return None
-    if not isinstance(spec, dict):
-        kind = "a list" if isinstance(spec, list) else type(spec).__name__
-        ctx.problem("spec.not_object", path, f"spec.json must be one JSON object, found {kind}", "$")
+    spec = parse_spec(doc, ctx.rel(path), ctx.out, vid=vid, dataset_id=ctx.dataset_id,
+                      task_names=ctx.task_format.names if ctx.task_format else None, baseline=vid == BASELINE)
+    if spec is None:
         return None
-    for key in ("version_id", "dataset_id", "seed", "task_type", "best_checkpoint", "additional_assets"):
-        if key not in spec:
-            ctx.problem("spec.missing_field", path, f"required field {key!r} is missing", "$")
-    if "version_id" in spec and spec["version_id"] != vid:
-        ctx.problem("spec.version_id", path, f"version_id is {spec['version_id']!r} but the folder is {vid}; "
-                    "a script takes its version from its own file name", "$.version_id")
-    if "dataset_id" in spec and ctx.dataset_id and spec["dataset_id"] != ctx.dataset_id:
-        ctx.problem("spec.dataset_id", path, f"dataset_id is {json.dumps(spec['dataset_id'])} but the loop's dataset_id is "
-                    f"{ctx.dataset_id!r}", "$.dataset_id")
-    seed = spec.get("seed")
-    if "seed" in spec and not (isinstance(seed, int) and not isinstance(seed, bool)):
-        ctx.problem("spec.field", path, f"seed must be an integer, found {json.dumps(seed)}", "$.seed")
-    task = spec.get("task_type")
-    if "task_type" in spec:
-        if not isinstance(task, str) or not task:
-            ctx.problem("spec.field", path, "task_type must be a task type name", "$.task_type")
-        elif ctx.task_format and task not in ctx.task_format.names:
-            ctx.problem("spec.field", path, f"task_type {task!r} is not in task_format.yaml", "$.task_type")
-    best = spec.get("best_checkpoint")
-    if "best_checkpoint" in spec:
-        if not isinstance(best, dict):
-            ctx.problem("spec.field", path, "best_checkpoint must be an object {monitor, mode, ...}", "$.best_checkpoint")
-        else:
-            if not (isinstance(best.get("monitor"), str) and best["monitor"]):
-                ctx.problem("spec.field", path, "best_checkpoint.monitor must name the metric that chose best.ckpt",
-                            "$.best_checkpoint.monitor")
-            if best.get("mode") not in ("min", "max"):
-                ctx.problem("spec.field", path, f"best_checkpoint.mode must be \"min\" or \"max\", found {json.dumps(best.get('mode'))}",
-                            "$.best_checkpoint.mode")
     script = ctx.project.script(vid)
     recorded = spec.get("script_sha256")
     if isinstance(recorded, str) and ctx.safe(script) and script.is_file() and ctx.sha256(script) != recorded:
         ctx.problem("spec.script_changed", script, f"{script.name} changed after training (spec.json records the sha256 of "
                     f"another file): best.ckpt was not made by this script; restore it or retrain ({_rerun(vid)})")
-    if vid == BASELINE and spec.get("parent") is not None:
-        ctx.problem("spec.parent", path, "the baseline has no parent; parent must be null", "$.parent")
     if "additional_assets" in spec:
         _check_assets(ctx, folder, spec["additional_assets"], path)
-    steps = spec.get("steps")
-    if isinstance(steps, dict) and steps.get("too_few") is True:
-        detail = steps.get("warning") if isinstance(steps.get("warning"), str) and steps.get("warning") else (
-            f"{steps.get('total')} optimizer steps in total ({steps.get('per_epoch')} per epoch)")
-        ctx.warn("train.too_few_steps", path, f"too few optimizer steps: {detail}", "$.steps")
     return spec
 
 
 def _check_assets(ctx: Context, folder: Path, assets, spec_path: Path) -> None:
-    where = folder / "additional_assets"
-    if assets == "not_required":
+    where = folder / ASSETS
+    if assets == NO_ASSETS:
         return
     if not isinstance(assets, list) or not all(isinstance(a, str) for a in assets):
         ctx.problem("spec.assets", spec_path, "additional_assets must be \"not_required\" or a list of file names in "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from ..layout import BASELINE, BASELINE_SCRIPT, PROGRESSIVE_TRAINING, version_id, version_number
+from ..layout import BASELINE, BASELINE_SCRIPT, PROGRESSIVE_TRAINING, SPEC, TESTS, version_id, version_number
 from ..stages import ACTION, ACTION_DOC, ANALYSED, ANALYSIS_DOC, EVALUATED, TRAINED, VersionStage, version_stage
 from . import documents, evaluation, training
 from .context import Context
@@ -85,7 +85,7 @@ def check_version_step(ctx: Context, vid: str, st: VersionStage, step: int) -> N
         if st.reached(TRAINED):
             spec = training.check_training_outputs(ctx, vid)
             if isinstance(spec, dict) and parent is not None and "parent" in spec and spec["parent"] != parent:
-                ctx.problem("spec.parent", ctx.project.artifact_dir(vid) / "spec.json",
+                ctx.problem("spec.parent", ctx.project.artifact_dir(vid) / SPEC,
                             f"parent is {spec['parent']!r} but the script's change summary says {parent!r}", "$.parent")
         documents.check_retry_report(ctx, vid)
     elif not st.reached(STEP_PARTS[step]):
@@ -207,7 +207,7 @@ def check_baseline(ctx: Context, required: bool) -> None:
         return
     text = documents.script_text(ctx, BASELINE)
     st = version_stage(project, BASELINE)
-    smoke = folder / "_tests" / "baseline_smoke_test_report.md"
+    smoke = folder / TESTS / "baseline_smoke_test_report.md"
     if text is None and (required or st.reached(TRAINED)):
         ctx.problem("baseline.no_script", project.script(BASELINE), f"{BASELINE_SCRIPT} is missing")
     documents.check_script(ctx, BASELINE, text)

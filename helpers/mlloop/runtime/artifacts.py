@@ -15,11 +15,11 @@ from typing import Any
 
 from ..errors import MlloopError
 from ..formats import change_summary
-from ..jsonio import to_jsonable, write_json_atomic
-from ..layout import BASELINE, Project, reset_version_dir, version_of_script
+from ..jsonio import JsonProblems, parse_json_text, to_jsonable, write_json_atomic, write_text_atomic
+from ..layout import (ASSETS, BASELINE, BEST_CKPT, EVAL_SCORE, LAST_CKPT, LOGS, SPEC, TESTS, Project,
+                      reset_version_dir, version_of_script)
 from ..stages import RETRY_REPORT, SMOKE_REPORT
 
-BEST, LAST, SPEC, ASSETS, LOGS, TESTS = "best.ckpt", "last.ckpt", "spec.json", "additional_assets", "logs", "_tests"
 VERSION_SMOKE_REPORT = "_tests/smoke_test_report.md"  # a vNNN script run with --SMOKE=True
 
 
@@ -37,11 +37,11 @@ class VersionPaths:
 
     @property
     def best(self) -> Path:
-        return self.dir / BEST
+        return self.dir / BEST_CKPT
 
     @property
     def last(self) -> Path:
-        return self.dir / LAST
+        return self.dir / LAST_CKPT
 
     @property
     def spec(self) -> Path:
@@ -105,7 +105,7 @@ def prepare_version_dir(paths: VersionPaths) -> Path | None:
     (``mlloop.layout.reset_version_dir``). Returns where the old folder went, or None.
     """
     folder = paths.dir
-    if (folder / "eval_score.json").exists():
+    if (folder / EVAL_SCORE).exists():
         raise MlloopError(
             f"{paths.project.rel(folder)}: this version was already evaluated and is never retrained in place; "
             "author a new version with `mlloop new-version` instead.")
@@ -128,8 +128,6 @@ def save_asset(paths: VersionPaths, name: str, content: Any) -> Path:
         tmp.write_bytes(content)
         os.replace(tmp, target)
     else:
-        from ..jsonio import write_text_atomic
-
         write_text_atomic(target, str(content))
     return target
 
@@ -188,8 +186,6 @@ def read_index(prepdata_dir: str | os.PathLike, split: str) -> list[dict]:
     folder = Path(prepdata_dir) / split
     jsonl, parquet = folder / f"{split}.jsonl", folder / f"{split}.parquet"
     if jsonl.is_file():
-        from ..jsonio import JsonProblems, parse_json_text
-
         rows = []
         for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():

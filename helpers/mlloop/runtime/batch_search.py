@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import MlloopError
+from .loader import Batches
 
 OOM_PATTERNS = (
     "out of memory",                              # CUDA, HIP, MPS: "CUDA out of memory. Tried to allocate ..."
@@ -246,16 +247,12 @@ def cycled_batch(dataset, batch_size: int, collate_fn=None):
     """A batch of exactly ``batch_size`` samples, cycling through ``dataset`` when it is smaller:
     the memory a size needs does not depend on which samples fill it. ``dataset`` may be the
     script's DataLoader (its collate_fn builds the batch: ``mlloop.runtime.loader``)."""
-    from .loader import Batches
-
     return Batches(dataset, collate_fn).cycled(batch_size)
 
 
 def module_trainer(module, dataset, device, precision: str = "32-true", collate_fn=None) -> tuple[Callable, StateKeeper]:
     """``train_steps(batch_size, steps)`` for ``search``, starting every trial from the same weights;
     batches come from ``dataset`` (the script's DataLoader, or a dataset and ``collate_fn``)."""
-    from .loader import Batches
-
     keeper = StateKeeper(module)
     batches = Batches(dataset, collate_fn)
 

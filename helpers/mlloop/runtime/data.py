@@ -46,7 +46,8 @@ from ..errors import Findings, MlloopError
 from ..formats import profiling
 from ..jsonio import to_jsonable
 from ..layout import resolve_inside
-from ..taskformat import TYPE_CHECKS  # noqa: F401 - shared with the checks
+from ..taskformat import TYPE_CHECKS
+from .config import parse_overrides, script_settings
 
 ZIP_SEP = "::"
 GENERATED_PREFIX = "generated:"  # json_asset(): built by the parse region, held in memory until written
@@ -72,8 +73,6 @@ class PipelineError(MlloopError):
 def parse_settings(namespace: dict, argv: list[str] | None) -> dict:
     """The script's UPPER_CASE settings with ``--KEY=VALUE`` overrides (the same parser as the
     training scripts: ``mlloop.runtime.config``). Unknown keys and wrong types are errors."""
-    from .config import parse_overrides, script_settings
-
     settings = script_settings(namespace)
     settings.update(parse_overrides(argv, settings))
     return settings

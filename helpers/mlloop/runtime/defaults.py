@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from ..errors import MlloopError
+from .seeding import seeded_sample
 
 TINY_DATASET = 512        # below this many samples worker start-up costs more than it saves
 SAMPLES_PER_WORKER = 1000  # one worker more per this many training samples, up to the CPUs
@@ -196,7 +197,6 @@ def _sizes_from_meta(prepdata_dir: Path) -> list[tuple[int, int]] | None:
 def _sizes_from_index(prepdata_dir: Path, records: list[dict], field: str) -> list[tuple[int, int]]:
     from PIL import Image
 
-    from .seeding import seeded_sample
 
     by_id = {str(r.get("id")): r for r in records if r.get(field)}
     sizes = []

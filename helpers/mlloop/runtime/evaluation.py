@@ -13,7 +13,6 @@ to ``Models/Artifacts/.trash/`` (never deleted) and the new ones moved into plac
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -27,11 +26,16 @@ from types import ModuleType
 from typing import Any, Callable
 
 from ..errors import MlloopError
-from ..jsonio import JsonProblems, read_json, to_jsonable, write_json_atomic, write_text_atomic
-from ..layout import BASELINE, Project, is_inside, version_number
+from ..formats.eval_samples import write_eval_samples
+from ..formats.eval_score import OUTPUT_HASHES, score_digest
+from ..formats.sample_meta import write_sample_meta
+from ..formats.trivial_baselines import Floor
+from ..jsonio import JsonProblems, read_json, sha256_file, to_jsonable, write_json_atomic
+from ..layout import (BASELINE, BEST_CKPT, EVAL_SAMPLES, EVAL_SCORE, INFER_SAMPLES, SPEC,
+                      TRIVIAL_BASELINES, Project, is_inside, valid_index_file, version_number)
 from ..rules import resolve
-from ..scores import OUTPUT_HASHES, Floor, score_digest, sha256_file, valid_index_file
 from ..stages import EVAL_ARTIFACTS, locked_dataset_id
+from ..taskformat import load_task_format
 from . import checkpoint, metrics, trivial
 from .artifacts import HELD_OUT, forget_splits_read, held_out_access, read_index, splits_read
 
@@ -61,7 +65,7 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
     rules, spec, dataset_id, eval_script = _inputs(project, vid, eval_script)
     forget_splits_read()
     script, folder = project.script(vid), project.artifact_dir(vid)
-    ckpt, prepdata = folder / "best.ckpt", project.prepdata(dataset_id)
+    ckpt, prepdata = folder / BEST_CKPT, project.prepdata(dataset_id)
     output_dir = _output_dir(project, split, output_dir)
 
     # The checkpoint is checked before any code of the version runs.
@@ -119,19 +123,19 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
     staging = (output_dir.parent if output_dir else folder) / f".eval-staging-{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}"
     staging.mkdir(parents=True)
     try:
-        _write_infer_samples(call, staging / "infer_samples", drawn, records, results, scored.per_sample, ids,
+        _write_infer_samples(call, staging / INFER_SAMPLES, drawn, records, results, scored.per_sample, ids,
                              str(prepdata), script=script,
                              meta={"seed": seed, "version_id": vid, "dataset_id": dataset_id, "split": split,
                                    "conditions": {"device": device, "checkpoint": project.rel(ckpt), "batch_size": 1,
                                                   "script": script.name, "torch": torch.__version__},
                                    "config": _config_summary(spec, rules)})
-        _write_eval_samples(staging / "eval_samples.jsonl", ids, results, scored.per_sample, rules.metrics)
-        write_json_atomic(staging / "trivial_baselines.json", trivial_doc)
+        _write_eval_samples(staging / EVAL_SAMPLES, ids, results, scored.per_sample, rules.metrics)
+        write_json_atomic(staging / TRIVIAL_BASELINES, trivial_doc)
         # The score signs the outputs written with it: editing either afterwards shows as tampering.
         for key, name in OUTPUT_HASHES.items():
             score[key] = sha256_file(staging / name)
         score["score_sha256"] = score_digest(score)
-        write_json_atomic(staging / "eval_score.json", score)
+        write_json_atomic(staging / EVAL_SCORE, score)
         if output_dir is not None:
             os.rename(staging, output_dir)
             moved = None
@@ -147,7 +151,7 @@ def evaluate_version(project: Project | str | os.PathLike, vid: str, *, eval_scr
         "primary_metric": rules.primary_metric, "latency_ms": latency["p50_ms"], "device": device,
         "floor": floor, "beats_floor": beats, "infer_samples": len(drawn), "moved_aside": moved,
         "metric_warnings": scored.warnings,
-        "eval_score": project.rel((output_dir or folder) / "eval_score.json"), "split": split,
+        "eval_score": project.rel((output_dir or folder) / EVAL_SCORE), "split": split,
     }
 
 
@@ -190,7 +194,7 @@ def _inputs(project: Project, vid: str, running: Path | None):
         raise MlloopError("the loop has no dataset_id (neither the baseline's spec.json nor the rules set one); "
                           "set dataset_config.dataset_id in the rules.")
     if isinstance(spec.get("dataset_id"), str) and spec["dataset_id"] != dataset_id:
-        raise MlloopError(f"{project.rel(folder / 'spec.json')}: the version was trained on dataset "
+        raise MlloopError(f"{project.rel(folder / SPEC)}: the version was trained on dataset "
                           f"{spec['dataset_id']!r} but the loop's dataset is {dataset_id!r}; retrain it on the loop's dataset.")
     if not project.prepdata(dataset_id).is_dir():
         raise MlloopError(f"{project.rel(project.prepdata(dataset_id))} does not exist; run 01_data_pipeline.py first.")
@@ -211,7 +215,7 @@ def _eval_script(project: Project, running: Path | None) -> Path:
 
 
 def _read_spec(project: Project, folder: Path) -> dict:
-    path = folder / "spec.json"
+    path = folder / SPEC
     if not path.exists():
         return {}
     try:
@@ -342,8 +346,6 @@ def _latency(call: _Caller, model, records: list[dict], prepdata: str, device: s
 
 def _trivial(module: ModuleType, project: Project, prepdata: Path, records: list[dict], task_type: str | None,
              rules, seed: int, ids: list, results: list[dict]) -> dict:
-    from ..taskformat import load_task_format
-
     try:
         task_format = load_task_format(project)
     except MlloopError:
@@ -397,12 +399,12 @@ def _box_prior(prepdata: Path, records: list[dict], field: str | None) -> dict:
 
 def _write_eval_samples(path: Path, ids: list, results: list[dict], per_sample: list[dict],
                         configured: list[dict]) -> None:
-    lines = []
+    rows = []
     for sid, r, scores in zip(ids, results, per_sample):
         row = {"id": sid, **metrics.sample_fields(r, configured)}
         row.update({k: v for k, v in scores.items() if k != "loss"})
-        lines.append(json.dumps(to_jsonable(row), ensure_ascii=False, allow_nan=False))
-    write_text_atomic(path, "".join(line + "\n" for line in lines))
+        rows.append(row)
+    write_eval_samples(path, rows)
 
 
 def _write_infer_samples(call: _Caller, root: Path, drawn: list, records: list[dict], results: list[dict],
@@ -419,10 +421,10 @@ def _write_infer_samples(call: _Caller, root: Path, drawn: list, records: list[d
             if not any(name.startswith(stem + ".") for name in names):
                 raise MlloopError(f"{script.name}: write_sample() wrote no {stem}.* for sample {sid!r}; "
                                   "it must write input.*, output.* and optionally gt.*.")
-        write_json_atomic(sample / "meta.json", to_jsonable({
+        write_sample_meta(sample, {
             "sample_id": sid, "index": index, **meta,
             "prediction": results[n]["prediction"], "target": results[n]["target"],
-            "scores": {"loss": results[n].get("loss"), **per_sample[n]}}))
+            "scores": {"loss": results[n].get("loss"), **per_sample[n]}})
 
 
 def _replace_outputs(project: Project, folder: Path, staging: Path, vid: str) -> str | None:
@@ -434,7 +436,7 @@ def _replace_outputs(project: Project, folder: Path, staging: Path, vid: str) ->
         aside.mkdir(parents=True)
         for name in existing:
             os.replace(folder / name, aside / name)
-    for name in ("infer_samples", "eval_samples.jsonl", "trivial_baselines.json", "eval_score.json"):
+    for name in (INFER_SAMPLES, EVAL_SAMPLES, TRIVIAL_BASELINES, EVAL_SCORE):
         os.replace(staging / name, folder / name)
     staging.rmdir()
     return project.rel(aside) if aside else None

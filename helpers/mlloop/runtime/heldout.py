@@ -23,13 +23,16 @@ import os
 import sys
 from pathlib import Path
 
+from ..bootstrap import LEVEL, bootstrap_intervals
 from ..errors import MlloopError
-from ..jsonio import read_json, to_jsonable, write_json_atomic
-from ..layout import Project
+from ..formats.eval_samples import read_eval_samples
+from ..formats.intervals import write_intervals
+from ..jsonio import read_json, to_jsonable
+from ..layout import EVAL_SAMPLES, EVAL_SCORE, Project
 from ..rules import resolve
+from .evaluation import evaluate_version
 
 RESAMPLES = 2000
-INTERVALS = "intervals.json"
 
 
 def bootstrap_interval(results: list[dict], metric: dict, resamples: int = RESAMPLES, seed: int = 0,
@@ -38,8 +41,6 @@ def bootstrap_interval(results: list[dict], metric: dict, resamples: int = RESAM
     eval_samples.jsonl rows); low/high are None when over 5% of the resamples cannot be scored (e.g.
     one class only for a metric that needs two). ``value``: the recorded score the vectorised form
     must reproduce on all samples, else the metric is recomputed per resample."""
-    from ..bootstrap import LEVEL, bootstrap_intervals
-
     recorded = {metric["name"]: value} if value is not None else None
     (iv,) = bootstrap_intervals(results, [metric], seed=seed, resamples=resamples, recorded=recorded)
     scored = resamples - iv.undefined_resamples if iv.low is not None else 0
@@ -54,25 +55,25 @@ def bootstrap_interval(results: list[dict], metric: dict, resamples: int = RESAM
 
 def read_results(path: Path) -> list[dict]:
     """eval_samples.jsonl's rows: id, prediction, target and the per-sample values (loss, cer, ...)."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows, gaps = read_eval_samples(path)
+    if gaps:
+        raise MlloopError(f"{path}: line {gaps[0][0]}: {gaps[0][1]}; the evaluation wrote a broken record.")
+    return rows
 
 
 def evaluate_held_out(project: Project, vid: str, output_dir: Path, resamples: int = RESAMPLES,
                       device: str | None = None) -> dict:
     """Score ``vid`` on the test split into ``output_dir`` (new), with intervals; the summary."""
-    from .evaluation import evaluate_version
-
     rules = resolve(project)
     summary = evaluate_version(project, vid, split="test", output_dir=output_dir, device=device,
                                latency_warmup=1, latency_runs=3)
-    results = read_results(output_dir / "eval_samples.jsonl")
-    score = read_json(output_dir / "eval_score.json")
+    results = read_results(output_dir / EVAL_SAMPLES)
+    score = read_json(output_dir / EVAL_SCORE)
     intervals = {m["name"]: {"value": m["value"],
                              **bootstrap_interval(results, {"name": m["name"], "higher_is_better": m["higher_is_better"]},
                                                   resamples, rules.seed, m["value"])}
                  for m in score["metrics"]}
-    doc = to_jsonable({"version_id": vid, "split": "test", "num_samples": len(results), "intervals": intervals})
-    write_json_atomic(output_dir / INTERVALS, doc)
+    write_intervals(output_dir, vid, len(results), intervals)
     return {**summary, "intervals": intervals}
 
 

@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..checks import data_intent
+from ..errors import Findings
 from ..formats import pipeline_report
-from ..jsonio import to_jsonable, write_json_atomic, write_text_atomic
-from ..layout import is_inside, resolve_inside
+from ..formats.prepdata_stats import counts_of, parse_stats, write_stats
+from ..jsonio import JsonProblems, read_json, to_jsonable, write_json_atomic, write_text_atomic
+from ..layout import PREPDATA_STATS, TESTS, is_inside, resolve_inside
+from .artifacts import held_out_access, read_index as read_split_index
 from .data import (AUDIO_EXTS, IMAGE_EXTS, META_COLUMNS, TYPE_CHECKS, AssetReader, PipelineError, TaskSpec, asset_map,
-                   audio_duration, distribution, drop_counts, image_size, leakage_findings, split_composition, suffix_of,
-                   unknown_field_warnings)
+                   audio_duration, distribution, drop_counts, image_size, leakage_findings, make_id, split_composition,
+                   suffix_of, test_leakage_findings, unknown_field_warnings)
 
 
 # ---- writers ---------------------------------------------------------------------------------
@@ -131,7 +134,6 @@ def shared_name(ref: str) -> str:
     """The file name of a shared asset: readable, from its raw reference, and unique per reference."""
     import hashlib
 
-    from .data import make_id
 
     stem = ref[: -len(suffix_of(ref))] if ref.lower().endswith(suffix_of(ref)) else ref
     return f"{make_id(stem)[:80]}-{hashlib.sha1(ref.encode()).hexdigest()[:8]}{suffix_of(ref)}"
@@ -274,7 +276,7 @@ def write_prepdata(out_dir: Path, *, records: list[dict], train: list[dict], val
             "counts": counts, "sources": dict(sorted(sources.items())), "shared_assets": len(shared),
             **split_composition(train, valid, stats.get("split_strategy"), stats.get("stratify_key"), group_key),
             "created_at": now_iso()}
-    write_json_atomic(out_dir / "stats.json", to_jsonable(full))
+    write_stats(out_dir, full)
     return full
 
 
@@ -321,15 +323,13 @@ def write_report(out_dir: Path, report: PipelineReport, stats: dict, leaks=None)
     warnings += unknown_field_warnings(stats.get("moved_to_meta") or {}, str(stats.get("task_type")))
     if warnings:
         report.sections["Warnings"] = "\n".join(f"- {w}" for w in warnings)
-    path = out_dir / "_tests" / "pipeline_test_report.md"
+    path = out_dir / TESTS / "pipeline_test_report.md"
     write_text_atomic(path, report.markdown())
     return path
 
 
 def read_index(split_dir: Path, split: str) -> list[dict] | None:
     """The split's index records, or None when it has no index (the test reports that)."""
-    from .artifacts import read_index as read_split_index
-
     if not any((split_dir / f"{split}.{ext}").is_file() for ext in ("jsonl", "parquet")):
         return None
     return read_split_index(split_dir.parent, split)
@@ -340,12 +340,12 @@ def verify_prepdata(out_dir: Path, spec: TaskSpec, *, split_strategy: str, group
                   min_samples_per_class: int | None = None, profiling_text: str | None = None) -> PipelineReport:
     """The checks of task_format.yaml and the seed, run on the written folder, and the effects
     against the rules' intent (``mlloop.checks.data_intent``: groups, drop shares, classes)."""
-    from ..jsonio import JsonProblems, read_json
-
     rep = PipelineReport()
     try:
-        stats = read_json(out_dir / "stats.json", "stats.json")
-        rep.add("stats_json_valid", isinstance(stats, dict), "stats.json is one strict JSON object")
+        found = Findings()
+        stats = parse_stats(read_json(out_dir / PREPDATA_STATS, PREPDATA_STATS), PREPDATA_STATS, found) or {}
+        rep.add("stats_json_valid", found.ok, found.problems[0].line() if found.problems
+                else "stats.json is one strict JSON object with every required field")
     except JsonProblems as exc:
         stats = {}
         rep.add("stats_json_valid", False, exc.problems[0].message)
@@ -449,8 +449,6 @@ def _mask_checks(rep: PipelineReport, out_dir: Path, idx: dict) -> None:
     import numpy as np
     from PIL import Image
 
-    from ..jsonio import JsonProblems, read_json
-
     try:
         ids = set(checked_label_map(read_json(out_dir / "common" / "label_map.json", "common/label_map.json")).values())
         rep.add("label_map_names_mask_ids", True, f"{len(ids)} classes")
@@ -517,9 +515,6 @@ def verify_test_split(out_dir: Path, report: PipelineReport, spec: TaskSpec, *, 
     """The held-out test split's lines in the pipeline report: present exactly when the rules ask
     for it, counted in stats.json, and sharing no id, content or (group split) group with train
     or valid."""
-    from ..jsonio import JsonProblems, read_json
-    from .data import test_leakage_findings
-
     has_dir = (out_dir / "test").exists()
     if not test_ratio:
         rep_ok = not has_dir
@@ -527,7 +522,6 @@ def verify_test_split(out_dir: Path, report: PipelineReport, spec: TaskSpec, *, 
                    "" if rep_ok else "test/ exists but dataset_config.test_ratio is not set")
         return
     report.add("test_dir_exists", has_dir, f"test_ratio {test_ratio}")
-    from .artifacts import held_out_access
 
     try:
         with held_out_access():  # the pipeline wrote it and may read it back; versions may not
@@ -537,8 +531,8 @@ def verify_test_split(out_dir: Path, report: PipelineReport, spec: TaskSpec, *, 
         report.add("test_index_readable", False, f"{type(exc).__name__}: {exc}")
     report.add("test_index_exists", bool(index), "test.jsonl or test.parquet, not empty")
     try:
-        counts = read_json(out_dir / "stats.json", "stats.json").get("counts", {})
-    except (JsonProblems, AttributeError):
+        counts = counts_of(read_json(out_dir / PREPDATA_STATS, PREPDATA_STATS))
+    except JsonProblems:
         counts = {}
     n = len(index or [])
     report.add("stats_counts_match_test_index", counts.get("test") == n, f"stats {counts.get('test')}, index {n}")

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import MlloopError
+from ..rules import KNOWN_METRICS
 from .batch_search import StateKeeper, autocast_for, optimizer_of, run_steps, to_device
 from .loader import Batches
 
@@ -115,8 +116,6 @@ def _fmt(v: float | None) -> str:
 
 
 def level_for(metric: str, threshold: float | None) -> tuple[float | None, bool | None]:
-    from ..rules import KNOWN_METRICS
-
     default = DEFAULT_LEVELS.get(metric)
     higher = default[1] if default else KNOWN_METRICS.get(metric)
     if threshold is not None:

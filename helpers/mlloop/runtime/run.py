@@ -31,15 +31,20 @@ from typing import Any, Callable
 
 from ..errors import MlloopError
 from ..formats import smoke_report
-from ..layout import BASELINE
-from . import defaults, reports
-from .artifacts import (VersionPaths, assets_listing, forget_splits_read, is_rank_zero, parent_of, paths_for_script,
-                        prepare_version_dir, save_asset, splits_read)
+from ..formats.spec import write_spec
+from ..layout import BASELINE, BEST_CKPT, LAST_CKPT
+from ..rules import resolve
+from ..stages import locked_dataset_id
+from . import defaults, smoke_retry_reports
+from .artifacts import (VersionPaths, assets_listing, forget_splits_read, is_rank_zero, parent_of,
+                        paths_for_script, prepare_version_dir, read_index, save_asset, splits_read)
 from .config import resolve_settings, script_settings
 from .seeding import seed_everything, seeded_sample
-from .training import (Devices, count_steps, derive_train_batch_size, device_name, file_sizes, fit as fit_once,
-                       libraries, peak_memory_mb, quiet_lightning, resolve_devices, resolve_precision)
+from .smoke import run_smoke, write_failed_report
 from .trainer_options import TrainerOptions, from_script as trainer_options_from_script
+from .training import (Devices, count_steps, derive_train_batch_size, device_name, file_sizes,
+                       fit as fit_once, libraries, peak_memory_mb, quiet_lightning, resolve_devices,
+                       resolve_precision)
 
 _ACTIVE: "Run | None" = None
 defaults.remember_torch_threads()  # torch's own thread count, before the script's code can change it
@@ -103,8 +108,6 @@ class Run:
     def full_index(self, split: str) -> list[dict]:
         """Every record of ``split`` in prepdata (the smoke test's subset is ``records``)."""
         if split not in self._index:
-            from .artifacts import read_index
-
             folder = self.prepdata_dir / split
             rows = read_index(self.prepdata_dir, split)
             if any(not isinstance(r, dict) or "id" not in r for r in rows):
@@ -137,8 +140,6 @@ class Run:
     def fit(self, module, datamodule, observe: Callable | None = None, monitor: str = "val_loss",
             mode: str = "min") -> dict:
         if self.is_smoke:
-            from .smoke import run_smoke
-
             return run_smoke(self, module, datamodule, observe=observe, monitor=monitor, mode=mode)
         return run_training(self, module, datamodule, monitor=monitor, mode=mode)
 
@@ -171,12 +172,12 @@ class Run:
 
     def spec(self, *, module, outcome, training: dict, steps: dict, extra: dict | None = None) -> dict:
         peak, peak_source = peak_memory_mb(self.devices)
-        names = ["best.ckpt", "last.ckpt"]
+        names = [BEST_CKPT, LAST_CKPT]
         sizes = file_sizes(self.paths.dir, names)
         if self.paths.assets.is_dir():
             sizes["additional_assets"] = sum(p.stat().st_size for p in self.paths.assets.rglob("*") if p.is_file())
         hparams = dict(getattr(module, "hparams", {}) or {})
-        return reports.write_spec(
+        return write_spec(
             self.paths.spec, version_id=self.vid, dataset_id=self.dataset_id, parent=parent_of(self.paths),
             seed=self.seed, task_type=self.task_type, mode=self.mode, script=self.paths.script, model=hparams,
             training=training, best_checkpoint=outcome.best, additional_assets=assets_listing(self.paths),
@@ -208,29 +209,29 @@ class Run:
             return
         self.failure_recorded = True
         if self.is_smoke:
-            from .smoke import write_failed_report
-
             write_failed_report(self, exc, stage="script set-up (before fit)")
             return
-        if reports.finish_retry_attempt(self.paths.retry_report, "FAIL", exc):
+        if smoke_retry_reports.finish_retry_attempt(self.paths.retry_report, "FAIL", exc):
             return
-        previous = reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8")) \
+        previous = smoke_retry_reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8")) \
             if self.paths.retry_report.is_file() else []
-        attempt = reports.next_attempt(previous, status="FAIL", error=exc, cause=self.switches.get("RETRY_CAUSE"),
-                                       change=self.switches.get("RETRY_CHANGE"))
-        reports.append_retry_report(self.paths.retry_report, attempt, self.vid)
+        attempt = smoke_retry_reports.next_attempt(previous, status="FAIL", error=exc,
+                                                   cause=self.switches.get("RETRY_CAUSE"),
+                                                   change=self.switches.get("RETRY_CHANGE"))
+        smoke_retry_reports.append_retry_report(self.paths.retry_report, attempt, self.vid)
 
     def record_success(self) -> None:
         """After a retry passes, the retry report gets its PASS attempt (versions)."""
         if not self.rank_zero or not self.paths.retry_report.is_file():
             return
-        if reports.finish_retry_attempt(self.paths.retry_report, "PASS", None):
+        if smoke_retry_reports.finish_retry_attempt(self.paths.retry_report, "PASS", None):
             return
-        previous = reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8"))
+        previous = smoke_retry_reports.read_attempts(self.paths.retry_report.read_text(encoding="utf-8"))
         if previous:
-            attempt = reports.next_attempt(previous, status="PASS", error=None, cause=self.switches.get("RETRY_CAUSE"),
-                                           change=self.switches.get("RETRY_CHANGE"))
-            reports.append_retry_report(self.paths.retry_report, attempt, self.vid)
+            attempt = smoke_retry_reports.next_attempt(previous, status="PASS", error=None,
+                                                       cause=self.switches.get("RETRY_CAUSE"),
+                                                       change=self.switches.get("RETRY_CHANGE"))
+            smoke_retry_reports.append_retry_report(self.paths.retry_report, attempt, self.vid)
 
 
 def parameter_counts(module) -> dict | None:
@@ -258,8 +259,6 @@ def start(script_file: str | os.PathLike, namespace: dict, argv: list[str] | Non
           project_root: str | os.PathLike | None = None) -> Run:
     """Everything a run needs before the model is built; see the module docstring."""
     global _ACTIVE
-    from ..rules import resolve
-    from ..stages import locked_dataset_id
 
     forget_splits_read()
     paths = paths_for_script(script_file, project_root)
@@ -312,7 +311,8 @@ def start(script_file: str | os.PathLike, namespace: dict, argv: list[str] | Non
         run.log(f"Trainer options from the script: {shown}")
     if not smoke and is_rank_zero() and (moved is not None or switches.get("RETRY_CAUSE") or switches.get("RETRY_CHANGE")):
         # A retry: its attempt is on disk before any work, so a kill cannot lose it.
-        reports.begin_retry_attempt(paths.retry_report, run.vid, switches.get("RETRY_CAUSE"), switches.get("RETRY_CHANGE"))
+        smoke_retry_reports.begin_retry_attempt(paths.retry_report, run.vid, switches.get("RETRY_CAUSE"),
+                                                switches.get("RETRY_CHANGE"))
     _ACTIVE = run
     run.runtime_defaults = defaults.apply(run)
     return run

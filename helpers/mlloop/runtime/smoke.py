@@ -17,7 +17,10 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from . import batch_search, contract, probe, reports
+from ..errors import MlloopError
+from ..layout import BEST_CKPT
+from . import batch_search, checkpoint, contract, metrics, probe, smoke_retry_reports
+from .evaluation import _plain_value
 from .loader import train_loader
 from .seeding import seed_everything
 from .training import count_steps, fit as fit_once, resolve_devices, step_timer, torch_device
@@ -27,35 +30,33 @@ from .training import count_steps, fit as fit_once, resolve_devices, step_timer,
 ENV_BATCH = "MLLOOP_SMOKE_BATCH_SIZE"
 
 
-def _new_report(run) -> reports.SmokeReport:
-    report = reports.SmokeReport(run.vid, run.dataset_id, run.task_type, device=run.devices.label,
+def _new_report(run) -> smoke_retry_reports.SmokeReport:
+    report = smoke_retry_reports.SmokeReport(run.vid, run.dataset_id, run.task_type, device=run.devices.label,
                                  precision=run.precision)
-    report.attempts = reports.previous_smoke_attempts(run.paths.smoke_report())
+    report.attempts = smoke_retry_reports.previous_smoke_attempts(run.paths.smoke_report())
     return report
 
 
-def _finish_attempts(run, report: reports.SmokeReport, status: str, exc: BaseException | None) -> None:
+def _finish_attempts(run, report: smoke_retry_reports.SmokeReport, status: str, exc: BaseException | None) -> None:
     if status == "PASS" and not report.attempts:
         return  # passed on the first attempt: nothing to retry
-    report.attempts.append(reports.next_attempt(report.attempts, status=status, error=exc,
+    report.attempts.append(smoke_retry_reports.next_attempt(report.attempts, status=status, error=exc,
                                                 cause=run.switches.get("RETRY_CAUSE"),
                                                 change=run.switches.get("RETRY_CHANGE")))
 
 
-def write_failed_report(run, exc: BaseException, stage: str, report: reports.SmokeReport | None = None) -> None:
+def write_failed_report(run, exc: BaseException, stage: str, report: smoke_retry_reports.SmokeReport | None = None) -> None:
     report = report or _new_report(run)
     report.overall_result = "FAIL"
     report.stopped_at = stage
-    report.error = reports.error_summary(exc)
+    report.error = smoke_retry_reports.error_summary(exc)
     _finish_attempts(run, report, "FAIL", exc)
-    reports.write_smoke_report(run.paths.smoke_report(), report)
+    smoke_retry_reports.write_smoke_report(run.paths.smoke_report(), report)
     run.failure_recorded = True
 
 
 def planned_steps(run, optimal: int):
     """Batch size and steps of the full training the versions will run (not of this subset run)."""
-    from ..errors import MlloopError
-
     tc = run.training_config
     try:
         devices = resolve_devices(tc.get("num_gpus"), tc.get("num_nodes", 1), run.switches["CPU_DEVICES"])
@@ -108,8 +109,6 @@ def check_evaluation(run, device, limit: int = EVAL_CHECK_RECORDS) -> dict:
     on so few records (ROC AUC with one class among them) is noted, not a failure."""
     import torch
 
-    from ..errors import MlloopError
-    from . import checkpoint, metrics
 
     script = run.paths.script
     module = checkpoint.import_script(script)
@@ -117,7 +116,7 @@ def check_evaluation(run, device, limit: int = EVAL_CHECK_RECORDS) -> dict:
     if missing:
         raise MlloopError(f"{script.name} does not define {', '.join(m + '()' for m in missing)}; 03_eval.py needs the "
                           "evaluation interface of docs/contracts.md (copy it from the template).")
-    ckpt = run.paths.dir / "best.ckpt"
+    ckpt = run.paths.dir / BEST_CKPT
     with checkpoint.forced_weights_only():
         model = module.load_for_eval(str(ckpt), str(device))
     if hasattr(model, "eval"):
@@ -130,7 +129,6 @@ def check_evaluation(run, device, limit: int = EVAL_CHECK_RECORDS) -> dict:
         out = module.predict(model, module.make_batch(records, str(run.prepdata_dir), str(device)))
     if not isinstance(out, list) or len(out) != len(records):
         raise MlloopError(f"{script.name}: predict() must return one dict per record ({len(records)}).")
-    from .evaluation import _plain_value
 
     results = [{k: _plain_value(v) for k, v in r.items()} if isinstance(r, dict) else r for r in out]
     ids = [r["id"] for r in records]
@@ -240,7 +238,7 @@ def run_smoke(run, module, datamodule, observe: Callable | None = None, monitor:
             **{f"{split}_samples_{k}": v for split in ("train", "valid") for k, v in (counts.get(split) or {}).items()}}
         report.overall_result = "PASS"
         _finish_attempts(run, report, "PASS", None)
-        reports.write_smoke_report(run.paths.smoke_report(), report)
+        smoke_retry_reports.write_smoke_report(run.paths.smoke_report(), report)
         return run.summary({
             "version_id": run.vid, "mode": "smoke", "overall_result": "PASS",
             "contract": report.contract.overall_result, "probe": report.probe.status,

@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..errors import MlloopError
+from ..layout import BEST_CKPT, LAST_CKPT
+from .checkpoint import CheckpointError, load_checkpoint
 
 MONITOR, MODE = "val_loss", "min"
 
@@ -281,15 +284,13 @@ def quiet_lightning() -> None:
 def best_checkpoint_info(best_cb, monitor: str, mode: str) -> dict:
     """``{monitor, mode, score, epoch, step}`` of best.ckpt (epoch/step read from the file)."""
     info: dict[str, Any] = {"monitor": monitor, "mode": mode, "score": None, "epoch": None, "step": None,
-                            "file": "best.ckpt"}
+                            "file": BEST_CKPT}
     score = best_cb.best_model_score
     if score is not None:
         value = float(score)
         info["score"] = value if math.isfinite(value) else None
     path = best_cb.best_model_path
     if path and os.path.isfile(path):
-        from .checkpoint import CheckpointError, load_checkpoint
-
         try:
             meta = load_checkpoint(path, project_root=os.path.dirname(os.path.abspath(path)), mmap=True)
         except CheckpointError as exc:
@@ -312,8 +313,6 @@ def libraries() -> dict:
         except md.PackageNotFoundError:
             continue
     try:
-        from .. import __version__
-
         out["mlloop"] = __version__
     except ImportError:  # pragma: no cover
         pass
@@ -378,7 +377,7 @@ def fit(version_dir: Path, module, datamodule, *, epochs: int, devices: Devices,
     best = {"monitor": monitor, "mode": mode}
     if trainer.is_global_zero:
         version_dir = Path(version_dir)
-        missing = [n for n in ("best.ckpt", "last.ckpt") if not (version_dir / n).is_file()]
+        missing = [n for n in (BEST_CKPT, LAST_CKPT) if not (version_dir / n).is_file()]
         if missing:
             raise MlloopError(
                 f"{', '.join(missing)} not written after training: validation_step must log {monitor!r} "

@@ -26,7 +26,9 @@ import statistics
 from collections import Counter
 from typing import Any, Callable
 
+from .. import metrics as registry
 from ..errors import MlloopError
+from .metric_compute import pixel_counts
 from .metrics import compute_metrics
 
 CLASSIFICATION, REGRESSION, TEXT = "classification", "regression", "text"
@@ -193,8 +195,6 @@ def results_family(task_type: str | None) -> str | None:
 
 
 def _seasons(metrics: list[dict]) -> list[int]:
-    from .. import metrics as registry
-
     found = {int(p.param or 1) for p in map(registry.parse, (m["name"] for m in metrics))
              if p is not None and p.metric.name == "mase"}
     return sorted(found | {1})
@@ -206,8 +206,6 @@ def _tile(history: list, m: int, horizon: int) -> list[float]:
 
 
 def _majority_mask_counts(result: dict, cls) -> dict:
-    from .metric_compute import pixel_counts
-
     c = pixel_counts(result)
     target = {k: tp + fn for k, tp, fn in zip(c["classes"], c["tp"], c["fn"])}
     pixels = sum(target.values())
@@ -270,8 +268,6 @@ def score_from_results(family: str, results: list[dict], metrics: list[dict], pr
                     "fraction of the image), scored by the class's share of the training boxes",
                     "fitted": {"boxes": box_prior}}, rows, metrics, ids, scored, not_computable)
     elif family == SEGMENTATION:
-        from .metric_compute import pixel_counts
-
         totals: dict = {}
         for r in results:
             c = pixel_counts(r)

@@ -11,7 +11,7 @@ and the external models in Models/external/ by the primary metric, and writes
 Models/Report/YYYY-MM-DD_HH-MM/{leaderboard.csv, final-analysis.md, Artifacts/<best>/}.
 An existing report is never overwritten: a second run in the same minute gets a `_2` suffix.
 
-The work is in the mlloop library (mlloop.report), so this script and `mlloop report`
+The work is in the mlloop library (mlloop.final_report), so this script and `mlloop report`
 produce the same report. What is left to you: the section of final-analysis.md between
 <!-- mlloop:analysis:start --> and <!-- mlloop:analysis:end --> (why the top 3 ranked high).
 """

@@ -28,12 +28,11 @@ from pathlib import Path
 from .errors import MlloopError, printable
 from .formats import profiling
 from .jsonio import write_text_atomic
-from .profilehints import join_hints, source_hints
 from .layout import Project, free_backup_path, is_inside
+from .profilehints import TABLE_EXTS, is_junk, join_hints, source_hints
+from .rules import resolve
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-TABLE_EXTS = {".csv", ".tsv", ".jsonl", ".ndjson", ".json"}
-JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 MAX_TABLE_SCAN = 64 * 1024 * 1024   # a bigger table is described from its head only
 SAMPLE_NAMES = 5
 MAX_VALUE_ROWS = 200_000   # rows of a table kept for the cross-checks (labels, missing files, joins)
@@ -131,10 +130,6 @@ def _ext_summary(counter: Counter, limit: int = 6) -> str:
 
 # ---- inventory -----------------------------------------------------------------------------
 
-def _is_junk(name: str) -> bool:
-    return name.lower() in JUNK_NAMES or name.startswith("._") or name.startswith("__MACOSX")
-
-
 def inventory_source(rawdata: Path, folder: Path) -> SourceInventory:
     inv = SourceInventory(folder.name)
     paths = []
@@ -168,7 +163,7 @@ def inventory_source(rawdata: Path, folder: Path) -> SourceInventory:
         inv.by_ext[ext] += 1
         top = rel_src.split("/")[0] + "/" if "/" in rel_src else "."
         inv.folders[top] += 1
-        if _is_junk(p.name):
+        if is_junk(p.name):
             inv.junk.append(rel_src)
             continue
         if size == 0:
@@ -200,7 +195,7 @@ def _inventory_zip(path: Path, rel_src: str, rel: str, inv: SourceInventory) -> 
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
             dirs = sum(1 for i in infos if i.is_dir())
-            junk = [i.filename for i in infos if not i.is_dir() and any(_is_junk(part) for part in i.filename.split("/"))]
+            junk = [i.filename for i in infos if not i.is_dir() and any(is_junk(part) for part in i.filename.split("/"))]
             for info in infos:
                 if info.is_dir() or info.filename in junk:
                     continue
@@ -428,8 +423,6 @@ def render_draft(sources: list[SourceInventory], loose: list[str], decoded: int,
 
 def draft_profiling(project: Project, force: bool = False) -> ProfileResult:
     """Inventory ``dataset/rawdata/`` and write the profiling.md draft (see the module doc)."""
-    from .rules import resolve
-
     rawdata, target = project.rawdata, project.profiling_md
     rel = project.rel(target)
     if not rawdata.is_dir():
@@ -438,7 +431,7 @@ def draft_profiling(project: Project, force: bool = False) -> ProfileResult:
         raise MlloopError(f"{rel} already exists and is kept; pass --force to rewrite it (the old one is saved as {target.name}.bak).")
     # Every visible folder is a source (as `mlloop check profiling` counts them), junk included.
     folders = sorted(p for p in rawdata.iterdir() if p.is_dir() and not p.name.startswith("."))
-    loose = sorted(p.name for p in rawdata.iterdir() if p.is_file() and not p.name.startswith("profiling.md") and not _is_junk(p.name))
+    loose = sorted(p.name for p in rawdata.iterdir() if p.is_file() and not p.name.startswith("profiling.md") and not is_junk(p.name))
     if not folders:
         raise MlloopError(f"{project.rel(rawdata)}/ has no source folders; put each data source in its own folder "
                           "(dataset/rawdata/<source>/...), then run `mlloop profile` again.")

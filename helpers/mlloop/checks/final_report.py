@@ -5,8 +5,6 @@ project."""
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import re
@@ -14,9 +12,10 @@ import stat
 from pathlib import Path
 
 from ..formats import final_analysis
-from ..layout import version_number
-from ..leaderboard import EXTERNAL, FIXED_COLUMNS, VERSION, Row, metric_cells, rank
-from ..scores import read_eval_score
+from ..formats.eval_score import read_eval_score
+from ..formats.leaderboard_csv import parse_leaderboard
+from ..layout import ASSETS, BEST_CKPT, EVAL_SCORE, LEADERBOARD_CSV, SPEC, version_number
+from ..leaderboard import EXTERNAL, VERSION, Row, metric_cells, rank
 from ..stages import read_json_quiet
 from .context import Context
 
@@ -43,10 +42,10 @@ def check_reports(ctx: Context, required: bool) -> None:
 
 
 def _source(ctx: Context, name: str) -> tuple[str, Path] | None:
-    if version_number(name) is not None and (ctx.project.artifact_dir(name) / "eval_score.json").is_file():
+    if version_number(name) is not None and (ctx.project.artifact_dir(name) / EVAL_SCORE).is_file():
         return VERSION, ctx.project.artifact_dir(name)
     ext = ctx.project.external_root / name
-    if name and "/" not in name and name not in (".", "..") and (ext / "eval_score.json").is_file():
+    if name and "/" not in name and name not in (".", "..") and (ext / EVAL_SCORE).is_file():
         return EXTERNAL, ext
     return None
 
@@ -54,14 +53,14 @@ def _source(ctx: Context, name: str) -> tuple[str, Path] | None:
 def _score(ctx: Context, kind: str, folder: Path):
     if kind == VERSION:
         return ctx.eval_score(folder.name)[0]
-    path = folder / "eval_score.json"
+    path = folder / EVAL_SCORE
     if not ctx.safe(path):
         return None
     return read_eval_score(ctx.project, path, folder.name, primary_metric=ctx.rules.primary_metric)
 
 
 def check_report(ctx: Context, folder: Path, newest: bool = True) -> None:
-    board = folder / "leaderboard.csv"
+    board = folder / LEADERBOARD_CSV
     analysis = folder / "final-analysis.md"
     if not ctx.exists(analysis):
         ctx.problem("report.missing_file", analysis, "final-analysis.md is missing; `mlloop report` writes it")
@@ -73,36 +72,15 @@ def check_report(ctx: Context, folder: Path, newest: bool = True) -> None:
     text = ctx.read_text(board, "report")
     if text is None:
         return
-    try:
-        table = list(csv.reader(io.StringIO(text)))
-    except csv.Error as exc:
-        ctx.problem("report.leaderboard", board, f"not a readable CSV file ({exc})")
+    table, gaps = parse_leaderboard(text)
+    for kind, message in gaps:
+        ctx.problem(f"report.{kind}", board, message)
+    if table is None:
         return
-    table = [row for row in table if row]
-    if not table:
-        ctx.problem("report.leaderboard", board, "leaderboard.csv is empty")
-        return
-    header, body = table[0], table[1:]
-    if tuple(header[:5]) != FIXED_COLUMNS:
-        ctx.problem("report.columns", board, f"the columns must start with {', '.join(FIXED_COLUMNS)}; found {', '.join(header[:5])}")
-        return
-    extra = [c for c in header[5:] if not re.fullmatch(r"(metric|test)__.+", c)]
-    if extra:
-        ctx.problem("report.columns", board, f"column(s) {', '.join(extra)} are not allowed; only {', '.join(FIXED_COLUMNS)}, "
-                    "metric__<name> and (with a test split) test__<name> columns")
-    if len(set(header)) != len(header):
-        ctx.problem("report.columns", board, "a column name repeats; repeated metric names become metric__<name>__2, …")
-    rows, cells_by_name, seen = [], {}, set()
-    for i, cells in enumerate(body, start=2):
-        if len(cells) != len(header):
-            ctx.problem("report.leaderboard", board, f"line {i} has {len(cells)} cells but the header has {len(header)}")
-            continue
-        record = dict(zip(header, cells))
+    header = table.header
+    rows, cells_by_name = [], {}
+    for i, record in table.rows:
         name = record["version_id"]
-        if name in seen:
-            ctx.problem("report.leaderboard", board, f"line {i}: {name!r} appears twice")
-            continue
-        seen.add(name)
         if ctx.dataset_id and record["dataset_id"] != ctx.dataset_id:
             ctx.problem("report.dataset_id", board, f"line {i}: dataset_id is {record['dataset_id']!r}, the loop's is {ctx.dataset_id!r}")
         source = _source(ctx, name)
@@ -203,7 +181,7 @@ def _check_best(ctx: Context, folder: Path, best: Row) -> None:
     where = folder / "Artifacts" / best.name
     if not ctx.dir_ok(where):
         return
-    for name in ("best.ckpt", "spec.json"):
+    for name in (BEST_CKPT, SPEC):
         path = where / name
         try:
             st = os.lstat(path)
@@ -214,12 +192,12 @@ def _check_best(ctx: Context, folder: Path, best: Row) -> None:
             ctx.problem("report.best_missing", path, f"{name} must be a copied file, not a link or a folder")
             continue
         want = best.score.doc.get("checkpoint_sha256")
-        if name == "best.ckpt" and isinstance(want, str) and ctx.sha256(path) != want:
+        if name == BEST_CKPT and isinstance(want, str) and ctx.sha256(path) != want:
             ctx.problem("report.best_mismatch", path, f"this best.ckpt is not the checkpoint {best.name} was evaluated with")
-    src_spec = ctx.project.artifact_dir(best.name) / "spec.json"
+    src_spec = ctx.project.artifact_dir(best.name) / SPEC
     spec = read_json_quiet(src_spec) if ctx.safe(src_spec) else None  # its problems are the version's
     if isinstance(spec, dict) and isinstance(spec.get("additional_assets"), list) and spec["additional_assets"]:
-        assets = where / "additional_assets"
+        assets = where / ASSETS
         if not assets.is_dir() or assets.is_symlink():
             ctx.problem("report.best_missing", assets, f"additional_assets/ of the best version {best.name} is not in the report")
 

@@ -19,14 +19,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from .analysis import read_text_quiet, version_parent
+from .checkpoint_scan import inspect_checkpoint
 from .compare import ranking_noise
 from .errors import Findings, MlloopError
 from .formats import action_extract, change_summary
 from .formats import final_analysis as final_doc  # final_analysis() below writes it
-from .jsonio import write_text_atomic
-from .layout import EVAL_SCRIPT, Project, is_inside, version_id
-from .leaderboard import EXTERNAL, Ranking, Row, build_leaderboard, fmt
-from .scores import FRESH, TAMPERED, UNKNOWN, provenance, read_eval_score, read_floor, sha256_file
+from .formats.eval_score import read_eval_score
+from .formats.trivial_baselines import read_floor
+from .heldout import analysis_lines, score_top
+from .jsonio import sha256_file, write_text_atomic
+from .layout import (ASSETS, BEST_CKPT, EVAL_SCORE, EVAL_SCRIPT, LEADERBOARD_CSV, SPEC, TRIVIAL_BASELINES,
+                     Project, is_inside, version_id)
+from .leaderboard import EXTERNAL, Ranking, Row, build_leaderboard, fmt, with_test_columns
+from .lock import writer_lock
+from .report_html import render_html as render
+from .report_pictures import render_pictures
+from .rules import resolve
+from .scores import FRESH, TAMPERED, UNKNOWN, provenance
+from .stages import ACTION_DOC, ANALYSIS_DOC, locked_dataset_id
 
 TAIL_LINES = 6
 
@@ -82,10 +93,6 @@ class ReportResult:
 
 def build_report(project: Project, progress=None, now: datetime | None = None,
                  lock_timeout: float | None = None) -> ReportResult:
-    from .lock import writer_lock
-    from .rules import resolve
-    from .stages import locked_dataset_id
-
     progress = progress or (lambda message: None)
     rules = resolve(project)
     if rules.findings.problems:
@@ -112,7 +119,7 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
                               "evaluate with `python 03_eval.py --version vNNN` first.")
         for vid in project.versions():
             if vid not in {r.name for r in ranking.rows} and vid not in excluded \
-                    and not (project.artifact_dir(vid) / "best.ckpt").is_file():
+                    and not (project.artifact_dir(vid) / BEST_CKPT).is_file():
                 warnings.append(f"{vid}: not trained (no best.ckpt) and not evaluated; it is not on the leaderboard.")
         if ranking.missing_primary:
             names = ", ".join(r.name for r in ranking.missing_primary)
@@ -128,7 +135,7 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
             csv_text = add_test_columns(csv_text, held, ranking.primary)
             text = final_analysis(project, rules, ranking, floors, best, reevaluated, warnings, none_beat,
                                   dataset_id, name, held=held, pictures=pictures, noise=noise)
-            write_text_atomic(tmp / "leaderboard.csv", csv_text)
+            write_text_atomic(tmp / LEADERBOARD_CSV, csv_text)
             write_text_atomic(tmp / "final-analysis.md", text)
             write_text_atomic(tmp / "report.html", render_html(
                 name=name, dataset_id=dataset_id, ranking=ranking, floors=floors, best=best, held=held,
@@ -149,23 +156,16 @@ def build_report(project: Project, progress=None, now: datetime | None = None,
 def report_extras(project: Project, rules, dataset_id: str, ranking: Ranking, floors: dict, best: Row,
                   report_dir: Path, progress):
     """The held-out test scores of the top 3 (when test_ratio is set) and the pictures."""
-    from .heldout import score_top
-    from .report_pictures import render_pictures
-
     held = score_top(project, rules, dataset_id, ranking, report_dir, progress)
     progress("drawing the report's pictures")
     return held, render_pictures(project, rules, ranking, floors, best, held, report_dir)
 
 
 def render_html(**kwargs) -> str:
-    from .report_html import render_html as render
-
     return render(**kwargs)
 
 
 def add_test_columns(csv_text: str, held, primary: str) -> str:
-    from .leaderboard import with_test_columns
-
     return with_test_columns(csv_text, held, primary)
 
 
@@ -208,8 +208,8 @@ def refresh_versions(project: Project, rules, dataset_id: str, progress, warning
     plan = []
     for _, folder in project.version_dirs():
         vid = folder.name
-        score_path = folder / "eval_score.json"
-        has_ckpt = (folder / "best.ckpt").is_file()
+        score_path = folder / EVAL_SCORE
+        has_ckpt = (folder / BEST_CKPT).is_file()
         if not score_path.exists():
             if has_ckpt:
                 plan.append((vid, "never evaluated"))
@@ -247,7 +247,7 @@ def refresh_versions(project: Project, rules, dataset_id: str, progress, warning
 
 def _keep_old_scores(project: Project, vid: str) -> None:
     folder = project.artifact_dir(vid)
-    old = [folder / name for name in ("eval_score.json", "trivial_baselines.json") if (folder / name).is_file()]
+    old = [folder / name for name in (EVAL_SCORE, TRIVIAL_BASELINES) if (folder / name).is_file()]
     if not old:
         return
     aside = project.trash_root / f"{vid}-eval-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
@@ -272,7 +272,7 @@ def evaluate_version(project: Project, vid: str, reason: str, counter: str, prog
     if proc.returncode != 0:
         raise MlloopError(f"{vid}: `{command}` failed (exit {proc.returncode}); the report was not built. "
                           f"Last lines of its output:\n{_tail(proc)}")
-    path = project.artifact_dir(vid) / "eval_score.json"
+    path = project.artifact_dir(vid) / EVAL_SCORE
     found = Findings()
     score = read_eval_score(project, path, vid, findings=found) if path.is_file() else None
     if score is None:
@@ -294,7 +294,7 @@ def load_externals(project: Project, rules, dataset_id: str, progress, warnings:
         if not is_inside(project.root, folder):
             warnings.append(f"{rel}: a link that leaves the project; skipped.")
             continue
-        score_path = folder / "eval_score.json"
+        score_path = folder / EVAL_SCORE
         if not score_path.exists():
             if not (folder / "evaluation.py").is_file():
                 warnings.append(f"{rel}: neither eval_score.json nor evaluation.py; skipped.")
@@ -323,7 +323,7 @@ def evaluate_external(project: Project, folder: Path, rules, dataset_id: str, pr
     if proc.returncode != 0:
         raise MlloopError(f"{folder.name}: `python {rel}/evaluation.py` failed (exit {proc.returncode}); "
                           f"the report was not built. Last lines of its output:\n{_tail(proc)}")
-    if not (folder / "eval_score.json").is_file():
+    if not (folder / EVAL_SCORE).is_file():
         raise MlloopError(f"{folder.name}: `python {rel}/evaluation.py` exited 0 but wrote no {rel}/eval_score.json.")
 
 
@@ -332,13 +332,13 @@ def evaluate_external(project: Project, folder: Path, rules, dataset_id: str, pr
 def copy_best(project: Project, best: Row, dest: Path) -> None:
     """best.ckpt, spec.json and additional_assets/ as regular files; links may not leave the project."""
     dest.mkdir(parents=True)
-    for name in ("best.ckpt", "spec.json"):
+    for name in (BEST_CKPT, SPEC):
         src = best.folder / name
         if src.exists() or src.is_symlink():
             _copy_file(project, src, dest / name)
-    assets = best.folder / "additional_assets"
+    assets = best.folder / ASSETS
     if assets.exists() or assets.is_symlink():
-        _copy_tree(project, assets, dest / "additional_assets", set())
+        _copy_tree(project, assets, dest / ASSETS, set())
 
 
 def _refuse_escape(project: Project, src: Path) -> None:
@@ -360,8 +360,6 @@ def _copy_file(project: Project, src: Path, dst: Path) -> None:
 
 def _refuse_unsafe_checkpoint(project: Project, src: Path) -> None:
     """The report hands its checkpoint to whoever loads it next: only a weights-only one goes."""
-    from .ckpt import inspect_checkpoint
-
     found = inspect_checkpoint(src)
     if found:
         raise MlloopError(f"{project.rel(src)}: {found[0].message}; the report copies only checkpoints that load "
@@ -391,9 +389,6 @@ def _relative_link(project: Project, path: Path) -> str:
 def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best: Row,
                    reevaluated, warnings, none_beat: bool, dataset_id: str, name: str, *, held=None,
                    pictures=(), noise=None) -> str:
-    from .analysis import read_text_quiet, version_parent
-    from .stages import ACTION_DOC, ANALYSIS_DOC
-
     primary = ranking.primary
     direction = "higher is better" if ranking.higher_is_better else "lower is better"
     out = []
@@ -430,8 +425,6 @@ def final_analysis(project: Project, rules, ranking: Ranking, floors: dict, best
     out += [f"- {tie.sentence(primary)}" for tie in ranking.ties]
     out += noise.lines if noise else []
     if held is not None:
-        from .heldout import analysis_lines
-
         out += [""] + analysis_lines(held, ranking)
     if pictures:
         out += ["", "## Pictures", "", "All of them, with the leaderboard, in [report.html](report.html).", ""]

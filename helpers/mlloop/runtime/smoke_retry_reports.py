@@ -1,5 +1,6 @@
-"""Writers for the training side's documents (docs/contracts.md): ``spec.json``, the smoke
-test report (``_tests/baseline_smoke_test_report.md``) and the retry history.
+"""Writers for the training side's markdown documents (docs/contracts.md): the smoke test report
+(``_tests/baseline_smoke_test_report.md``) and the retry history. ``spec.json`` is
+``mlloop.formats.spec``.
 
 All writes are atomic (``mlloop.jsonio``); JSON never holds NaN. Markdown keeps the machine-read
 lines as ``- key: value`` bullets.
@@ -14,45 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..formats import retry_report, smoke_report
-from ..jsonio import to_jsonable, write_json_atomic, write_text_atomic
-from ..scores import sha256_file
-
-SPEC_REQUIRED = ("version_id", "dataset_id", "parent", "seed", "task_type", "best_checkpoint", "additional_assets")
+from ..jsonio import to_jsonable, write_text_atomic
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-# ---- spec.json ------------------------------------------------------------------------------
-
-def write_spec(path: Path, *, version_id: str, dataset_id: str, parent: str | None, seed: int, task_type: str,
-               mode: str, script: Path, model: dict, training: dict, best_checkpoint: dict,
-               additional_assets: list[str] | str, steps: dict, libraries: dict, device: str,
-               device_name: str, num_devices: int, num_nodes: int, strategy: str, precision: str,
-               wall_time_s: float, peak_memory_mb: float, peak_memory_source: str, artifact_bytes: dict,
-               settings: dict | None = None, extra: dict | None = None) -> dict:
-    """Write ``spec.json`` (everything needed to reproduce the run) and return it."""
-    doc = {
-        "version_id": version_id, "dataset_id": dataset_id, "parent": parent, "seed": int(seed),
-        "task_type": task_type, "mode": mode, "script": script.name, "script_sha256": sha256_file(script),
-        "model": model, "training": training, "best_checkpoint": best_checkpoint,
-        "additional_assets": additional_assets, "steps": steps, "libraries": libraries,
-        "device": device, "device_name": device_name, "num_devices": int(num_devices), "num_nodes": int(num_nodes),
-        "strategy": strategy, "precision": precision, "wall_time_s": round(float(wall_time_s), 3),
-        "peak_memory_mb": round(float(peak_memory_mb), 1), "peak_memory_source": peak_memory_source,
-        "artifact_bytes": artifact_bytes, "created_at": now_iso(),
-    }
-    if settings is not None:
-        doc["settings"] = settings
-    doc.update(extra or {})
-    doc = to_jsonable(doc)
-    write_json_atomic(path, doc)
-    return doc
-
-
 # ---- retry history --------------------------------------------------------------------------
-
 
 
 @dataclass
