@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from ..errors import MlloopError
+from ..formats import boxes
 from ..formats.eval_samples import write_eval_samples
 from ..formats.eval_score import OUTPUT_HASHES, score_digest
 from ..formats.sample_meta import write_sample_meta
@@ -380,8 +381,6 @@ def _trivial(module: ModuleType, project: Project, prepdata: Path, records: list
 def _box_prior(prepdata: Path, records: list[dict], field: str | None) -> dict:
     """``box_prior`` (fit on the train split's label files) and the validation ``image_sizes`` for the
     detection floor; {} when a record lacks the label path, width or height (then only no_boxes)."""
-    from ..formats import boxes
-
     field = field or "label_path"
     train = read_index(prepdata, "train")
     if not all(r.get(field) and r.get("width") and r.get("height") for r in [*train, *records]):
