@@ -47,6 +47,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from mlloop.bundle import template
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from template_steps import step_gaps  # noqa: E402  (one definition of a step's time for both benchmarks)
 TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before main() sets --threads
 
 
@@ -66,16 +68,6 @@ def make_model(tpl, backbone: str, image: int, classes: int = 10):
 def make_data(n: int, image: int, classes: int = 10, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return TensorDataset(torch.randn(n, 3, image, image, generator=g), torch.randint(0, classes, (n,), generator=g))
-
-
-def step_gaps(stamps: list[float], steps_per_epoch: int, skip: int) -> list[float]:
-    """Gaps between consecutive step ends inside an epoch, after ``skip`` warm-up steps."""
-    gaps = []
-    for i in range(1, len(stamps)):
-        if i % steps_per_epoch == 0 or i % steps_per_epoch < skip:
-            continue  # straddles an epoch boundary (validation, checkpoint) or is warming up
-        gaps.append(stamps[i] - stamps[i - 1])
-    return gaps
 
 
 # ---- 1. template vs plain ---------------------------------------------------------------------
