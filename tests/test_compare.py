@@ -187,7 +187,7 @@ def test_interval_covers_the_true_delta_about_95_percent_of_the_time():
 
 @pytest.mark.parametrize("name", ["accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1",
                                   "precision", "recall", "exact_match", "loss", "cer", "wer", "mse", "rmse",
-                                  "mae", "mape", "r2", "bleu"])
+                                  "mae", "mape", "r2", "bleu", "roc_auc", "roc_auc-binary", "roc_auc-multilabel"])
 def test_each_resample_is_the_metric_recomputed_on_the_resampled_rows(name):
     rnd = random.Random(3)
     n = 30
@@ -209,6 +209,16 @@ def test_each_resample_is_the_metric_recomputed_on_the_resampled_rows(name):
     elif name in ("mse", "rmse", "mae", "mape", "r2"):
         rows = [{"id": i, "prediction": rnd.uniform(-2, 2), "target": rnd.choice([0.0, rnd.uniform(-2, 2)]),
                  "loss": 0.1} for i in range(n)]
+    elif name.startswith("roc_auc"):  # scores rounded to 0.1: many ties; 3 classes in 30 records, often one missing
+        labels = ["a", "b"] if name.endswith("binary") else ["a", "b", "c", "d"]
+        rows = []
+        for i in range(n):
+            raw = [round(rnd.random(), 1) + 0.05 for _ in labels]
+            target = (sorted(rnd.sample(labels, 2)) if name.endswith("multilabel")
+                      else rnd.choice(labels if len(labels) == 2 else labels[:3]))
+            rows.append({"id": i, "prediction": labels[0], "target": target, "loss": 0.1,
+                         "scores": {c: v / sum(raw) for c, v in zip(labels, raw)}})
+        name = "roc_auc"
     else:
         labels = [0, 1, 2, 3]  # 4 classes in 30 records: resamples often miss one
         rows = [{"id": i, "prediction": rnd.choice(labels), "target": rnd.choice(labels[:3]),
@@ -216,7 +226,8 @@ def test_each_resample_is_the_metric_recomputed_on_the_resampled_rows(name):
     kernel = _kernel(name, rows)
     assert kernel is not None
     idx = np.random.default_rng(0).integers(0, n, size=(20, n))
-    values = kernel.finish(_weights(np, idx, n) @ kernel.columns)
+    weights = _weights(np, idx, n)
+    values = kernel.finish(weights if kernel.per_record else weights @ kernel.columns)
     for r in range(20):
         resampled = [rows[i] for i in idx[r]]
         want = compute_metrics(resampled, [{"name": name, "higher_is_better": True}]).values[0]["value"]

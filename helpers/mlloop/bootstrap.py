@@ -6,7 +6,7 @@ A corpus metric is recomputed on each resample, never averaged from per-sample v
 metric with a kernel below is a function of weighted sums of per-record columns (edits and
 reference lengths for CER/WER, per-class tp/fp/fn for F1, clipped n-gram counts for BLEU, ...),
 so one matrix product ``weights @ columns`` gives all resamples of a block at once. A metric
-without a kernel (chrF, and whatever the metric registry adds: ROC AUC, mAP, ...) is recomputed
+without a kernel (chrF, and whatever the metric registry adds: mAP, log loss, ...) is recomputed
 through ``mlloop.runtime.metrics.compute_metrics`` on each resample's rows. The vectorised value
 on all records must equal the recorded eval_score.json value, else the metric is recomputed too;
 if that disagrees as well, the records and the score do not belong together: refused.
@@ -125,7 +125,14 @@ def paired_bootstrap(rows_a: list[dict], rows_b: list[dict], specs: list[dict], 
             sums_a, sums_b = sums[:, :split], sums[:, split:]
         else:
             sums_a, sums_b = weights_a @ cols_a, _weights(np, idx_b, n) @ cols_b
+        weights_b = weights_a if paired else None
         for j, (i, (ka, kb)) in enumerate(fast):
+            if ka.per_record:
+                if weights_b is None:
+                    weights_b = _weights(np, idx_b, n)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    deltas[start:start + c, i] = kb.finish(weights_b) - ka.finish(weights_a)
+                continue
             wa, wb = ka.columns.shape[1], kb.columns.shape[1]
             with np.errstate(divide="ignore", invalid="ignore"):
                 deltas[start:start + c, i] = (kb.finish(sums_b[:, at_b[j]:at_b[j] + wb])
@@ -194,10 +201,12 @@ def bootstrap_intervals(rows: list[dict], specs: list[dict], *, seed: int, resam
     columns, at = _stack(np, [k for _, k in fast], n)
     samples = np.full((resamples, len(specs)), np.nan)
     for start, c, idx, _ in _draws(np, n, resamples, seed) if n else ():
-        sums = _weights(np, idx, n) @ columns
+        weights = _weights(np, idx, n)
+        sums = weights @ columns
         for j, (i, kernel) in enumerate(fast):
             with np.errstate(divide="ignore", invalid="ignore"):
-                samples[start:start + c, i] = kernel.finish(sums[:, at[j]:at[j] + kernel.columns.shape[1]])
+                samples[start:start + c, i] = (kernel.finish(weights) if kernel.per_record else
+                                               kernel.finish(sums[:, at[j]:at[j] + kernel.columns.shape[1]]))
         for i in slow:
             for r in range(c):
                 samples[start + r, i] = _resample_value(rows, idx[r], specs[i])
@@ -250,6 +259,9 @@ def _stack(np, kernels: list, n: int):
     serve every F1 / precision / recall / accuracy), and each kernel's offset into it."""
     blocks, offsets, where, width = [], [], {}, 0
     for kernel in kernels:
+        if kernel.per_record:  # reads the weights, not column sums
+            offsets.append(None)
+            continue
         if kernel.key not in where:
             where[kernel.key] = width
             blocks.append(kernel.columns)
@@ -267,6 +279,8 @@ def _weights(np, idx, n: int):
 
 def full_value(kernel: "Kernel") -> float:
     """The kernel's metric on all records, each once (weight 1)."""
+    if kernel.per_record:
+        return float(kernel.finish(kernel.columns[None, :, 0] * 0 + 1)[0])
     return float(kernel.finish(kernel.columns.sum(axis=0, keepdims=True))[0])
 
 
@@ -323,6 +337,7 @@ class Kernel:
     columns: object                          # numpy array, records × m
     finish: Callable                         # (resamples × m weighted sums) -> resamples values
     rel_tol: float = 1e-9                    # how closely it must give the recorded value
+    per_record: bool = False                 # finish takes the weights themselves (resamples × records)
 
 
 def is_number(v) -> bool:
@@ -349,7 +364,7 @@ def _quiet():
 MEAN_OF_FIELD = ("loss",)
 REGRESSION = ("mse", "rmse", "mae", "mape")
 CONFUSION = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1", "precision", "recall")
-VECTORISED = MEAN_OF_FIELD + ("exact_match",) + REGRESSION + ("r2", "cer", "wer", "bleu") + CONFUSION
+VECTORISED = MEAN_OF_FIELD + ("exact_match",) + REGRESSION + ("r2", "cer", "wer", "bleu") + CONFUSION + ("roc_auc",)
 
 
 def _kernel(name: str, rows: list[dict]) -> Kernel | None:
@@ -384,6 +399,8 @@ def _kernel(name: str, rows: list[dict]) -> Kernel | None:
         return _bleu(np, rows)
     if name in CONFUSION:
         return _confusion(np, name, rows)
+    if name == "roc_auc":
+        return _roc_auc(np, rows)
     return None
 
 
@@ -473,6 +490,49 @@ def _confusion(np, name: str, rows: list[dict]) -> Kernel | None:
         used = (tp + fp + fn) > 0  # macro: classes with no target and no prediction are left out
         return (per_class * used).sum(axis=1) / used.sum(axis=1)
     return Kernel("confusion", columns, finish)
+
+
+def _roc_auc(np, rows: list[dict]) -> Kernel | None:
+    """ROC AUC as runtime.metric_compute defines it (binary: the last class in sorted order is
+    positive; else the macro mean of one-vs-rest AUCs over the classes with both positive and
+    negative targets), from the weights: per class, the weighted Mann-Whitney count of
+    (positive, negative) pairs that the scores order right, ties counting half."""
+    from .runtime.metric_compute import _score_matrix
+
+    if not rows or not all(isinstance(r.get("scores"), dict) and r["scores"] for r in rows):
+        return None
+    try:
+        classes, P, Y = _score_matrix(rows)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if Y.ndim == 1 and len(classes) == 2:
+        pairs = [((Y == 1), P[:, 1])]
+    else:
+        indicator = Y.astype(bool) if Y.ndim == 2 else np.eye(len(classes), dtype=bool)[Y]
+        pairs = [(indicator[:, c], P[:, c]) for c in range(len(classes))]
+    plans = []
+    for positive, score in pairs:
+        order = np.argsort(score, kind="mergesort")
+        ranked = score[order]
+        starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # one group per distinct score
+        plans.append((order, starts, positive[order]))
+
+    def finish(w):
+        aucs = []
+        for order, starts, positive in plans:
+            ranked = w[:, order]
+            pos = np.add.reduceat(ranked * positive, starts, axis=1)
+            neg = np.add.reduceat(ranked * ~positive, starts, axis=1)
+            below = np.cumsum(neg, axis=1) - neg
+            aucs.append(_ratio(np, (pos * (below + 0.5 * neg)).sum(axis=1), pos.sum(axis=1) * neg.sum(axis=1))
+                        + np.where(pos.sum(axis=1) * neg.sum(axis=1) > 0, 0.0, np.nan))
+        stacked = np.stack(aucs, axis=1)
+        defined = np.isfinite(stacked)
+        # the mean over the classes defined in each resample; none defined: nan, an undefined resample
+        return _ratio(np, np.where(defined, stacked, 0.0).sum(axis=1), defined.sum(axis=1).astype(np.float64)) \
+            + np.where(defined.any(axis=1), 0.0, np.nan)
+    # scikit-learn integrates the ROC curve with the trapezoid rule: the same number to float error
+    return Kernel("roc_auc", np.zeros((len(rows), 1)), finish, rel_tol=1e-7, per_record=True)
 
 
 def _r2(np, s, n: int):
