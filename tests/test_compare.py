@@ -280,4 +280,13 @@ def test_a_recomputation_over_the_time_budget_gives_no_interval_and_says_why(mon
     [m] = paired_bootstrap(rows, rows, [{"name": "chrf", "higher_is_better": True}], seed=42)
     assert (m.low, m.high, m.verdict, m.method) == (None, None, "undefined", "not resampled")
     assert m.note.startswith("no interval: recomputing chrf through compute_metrics 2000 times would take about ")
-    assert m.note.endswith(" min here (over the 0 s budget)")
+    assert m.note.endswith(" here (over the 0 s budget of one comparison)")
+
+
+def test_the_budget_is_shared_by_the_recomputed_metrics_of_one_comparison():
+    import mlloop.bootstrap as bootstrap
+
+    notes = bootstrap._over_budget({"chrf": 20.0, "map": 20.0, "map_50": 5.0}, 2000)
+    assert list(notes) == ["map"]  # chrf fits, map would pass 30 s after it, map_50 still fits
+    assert notes["map"] == ("no interval: recomputing map through compute_metrics 2000 times would take about 20 s "
+                            "here, after 20 s for the metrics before it (over the 30 s budget of one comparison)")
