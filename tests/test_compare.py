@@ -187,7 +187,8 @@ def test_interval_covers_the_true_delta_about_95_percent_of_the_time():
 
 @pytest.mark.parametrize("name", ["accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1",
                                   "precision", "recall", "exact_match", "loss", "cer", "wer", "mse", "rmse",
-                                  "mae", "mape", "r2", "bleu", "roc_auc", "roc_auc-binary", "roc_auc-multilabel"])
+                                  "mae", "mape", "r2", "bleu", "roc_auc", "roc_auc-binary", "roc_auc-multilabel",
+                                  "mase@2", "smape-forecast", "mae-forecast", "rmse-forecast"])
 def test_each_resample_is_the_metric_recomputed_on_the_resampled_rows(name):
     rnd = random.Random(3)
     n = 30
@@ -209,6 +210,15 @@ def test_each_resample_is_the_metric_recomputed_on_the_resampled_rows(name):
     elif name in ("mse", "rmse", "mae", "mape", "r2"):
         rows = [{"id": i, "prediction": rnd.uniform(-2, 2), "target": rnd.choice([0.0, rnd.uniform(-2, 2)]),
                  "loss": 0.1} for i in range(n)]
+    elif name.startswith("mase") or name.endswith("-forecast"):  # forecasts of varying horizons
+        name = name.removesuffix("-forecast")
+        rows = []
+        for i in range(n):
+            horizon = rnd.choice([2, 3, 5])
+            target = [rnd.uniform(1, 5) for _ in range(horizon)]
+            rows.append({"id": i, "prediction": [t + rnd.gauss(0, 0.5) for t in target], "target": target,
+                         "history": [rnd.uniform(1, 5) for _ in range(8)], "loss": 0.1})
+        rows = compute_metrics_rows(rows, name)
     elif name.startswith("roc_auc"):  # scores rounded to 0.1: many ties; 3 classes in 30 records, often one missing
         labels = ["a", "b"] if name.endswith("binary") else ["a", "b", "c", "d"]
         rows = []

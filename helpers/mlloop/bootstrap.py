@@ -374,7 +374,8 @@ def _quiet():
 MEAN_OF_FIELD = ("loss",)
 REGRESSION = ("mse", "rmse", "mae", "mape")
 CONFUSION = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "f1", "precision", "recall")
-VECTORISED = MEAN_OF_FIELD + ("exact_match",) + REGRESSION + ("r2", "cer", "wer", "bleu") + CONFUSION + ("roc_auc",)
+VECTORISED = (MEAN_OF_FIELD + ("exact_match",) + REGRESSION + ("r2", "cer", "wer", "bleu") + CONFUSION
+              + ("roc_auc", "smape"))
 
 
 def _kernel(name: str, rows: list[dict]) -> Kernel | None:
@@ -390,6 +391,13 @@ def _kernel(name: str, rows: list[dict]) -> Kernel | None:
     if name == "exact_match":
         hits = np.asarray([r.get("prediction") == r.get("target") for r in rows], dtype=np.float64)
         return Kernel(name, hits[:, None], lambda s: s[:, 0] / n)
+    if name.startswith("mase"):  # the mean of the per-record MASE (runtime.metric_compute.mase)
+        values = [r.get(name) for r in rows]
+        if not all(is_number(v) for v in values):
+            return None
+        return Kernel(f"field:{name}", np.asarray(values, dtype=np.float64)[:, None], lambda s: s[:, 0] / n)
+    if name in REGRESSION + ("smape",) and any(isinstance(r.get("prediction"), list) for r in rows):
+        return _per_element(np, name, rows)
     if name in REGRESSION + ("r2",):
         pairs = [(r.get("prediction"), r.get("target")) for r in rows]
         if not all(is_number(p) and is_number(t) for p, t in pairs):
@@ -412,6 +420,20 @@ def _kernel(name: str, rows: list[dict]) -> Kernel | None:
     if name == "roc_auc":
         return _roc_auc(np, rows)
     return None
+
+
+def _per_element(np, name: str, rows: list[dict]) -> Kernel | None:
+    """A regression metric over the elements of list predictions (forecasts): torchmetrics takes
+    the mean over all elements, so it is the per-record value weighted by the record's length."""
+    columns = []
+    for r in rows:
+        value, target = r.get(name), r.get("target")
+        if not is_number(value) or not isinstance(target, list) or not target:
+            return None
+        square = value * value if name == "rmse" else value  # a record's rmse: the root of its mean square
+        columns.append([square * len(target), len(target)])
+    finish = (lambda s: np.sqrt(s[:, 0] / s[:, 1])) if name == "rmse" else (lambda s: s[:, 0] / s[:, 1])
+    return Kernel(f"elements:{name}", np.asarray(columns, dtype=np.float64), finish, rel_tol=1e-7)
 
 
 def _error_rate(np, name: str, rows: list[dict]) -> Kernel | None:
