@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import MlloopError
+from .runtime.metric_compute import _score_matrix
 from .runtime.metrics import MetricError, compute_metrics
 
 RESAMPLES = 2000
@@ -529,8 +530,6 @@ def _roc_auc(np, rows: list[dict]) -> Kernel | None:
     positive; else the macro mean of one-vs-rest AUCs over the classes with both positive and
     negative targets), from the weights: per class, the weighted Mann-Whitney count of
     (positive, negative) pairs that the scores order right, ties counting half."""
-    from .runtime.metric_compute import _score_matrix
-
     if not rows or not all(isinstance(r.get("scores"), dict) and r["scores"] for r in rows):
         return None
     try:
