@@ -100,6 +100,81 @@ def test_missing_monitor_is_a_clear_error(tmp_path):
         training.fit(tmp_path, NoVal({"lr": 0.1}), TinyData(), epochs=1, devices=CPU, precision="32-true")
 
 
+class Quiet(Tiny):
+    """Returns its loss without logging it, as the templates do; remembers each step's loss."""
+
+    def __init__(self, hparams: dict):
+        super().__init__(hparams)
+        self.losses: list[list[float]] = []
+
+    def on_train_epoch_start(self):
+        self.losses.append([])
+
+    def training_step(self, batch, batch_idx):
+        loss = nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+        self.losses[-1].append(float(loss.detach()))
+        return loss
+
+
+def metric_rows(folder: Path, column: str) -> list[tuple[int, int, float]]:
+    """(epoch, step, value) of each metrics.csv row that has ``column``."""
+    import csv
+
+    with open(folder / "logs/version_0/metrics.csv", newline="") as fh:
+        return [(int(r["epoch"]), int(r["step"]), float(r[column])) for r in csv.DictReader(fh) if r.get(column)]
+
+
+@pytest.mark.slow  # trains
+def test_the_harness_logs_the_returned_loss_per_logged_step_and_as_the_epoch_mean(tmp_path):
+    module = Quiet({"lr": 0.05})
+    training.fit(tmp_path, module, TinyData(), epochs=2, devices=CPU, precision="32-true", steps_per_epoch=3,
+                 log_every_n_steps=2)
+    losses = [x for epoch in module.losses for x in epoch]
+    assert len(losses) == 6
+    # Lightning writes every second step (global steps 2, 4, 6; its step column counts from 0)
+    assert metric_rows(tmp_path, "train_loss_step") == [
+        (0, 1, pytest.approx(losses[1])), (1, 3, pytest.approx(losses[3])), (1, 5, pytest.approx(losses[5]))]
+    assert [(e, v) for e, _, v in metric_rows(tmp_path, "train_loss_epoch")] == [
+        (e, pytest.approx(sum(xs) / len(xs))) for e, xs in enumerate(module.losses)]
+
+
+@pytest.mark.slow  # trains
+def test_the_logged_loss_is_not_divided_by_gradient_accumulation(tmp_path):
+    module = Quiet({"lr": 0.05})
+    training.fit(tmp_path, module, TinyData(), epochs=1, devices=CPU, precision="32-true", steps_per_epoch=3,
+                 log_every_n_steps=1, accumulate_grad_batches=3)
+    assert [v for _, _, v in metric_rows(tmp_path, "train_loss_epoch")] == [
+        pytest.approx(sum(module.losses[0]) / 3)]
+
+
+@pytest.mark.slow  # trains
+def test_a_script_that_logs_train_loss_itself_keeps_its_own_values(tmp_path):
+    class Own(Quiet):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("train_loss", 2 * loss, on_step=True, on_epoch=True)  # not what it returns
+            return loss
+
+    module = Own({"lr": 0.05})
+    training.fit(tmp_path, module, TinyData(), epochs=2, devices=CPU, precision="32-true", steps_per_epoch=3,
+                 log_every_n_steps=1)
+    losses = [x for epoch in module.losses for x in epoch]
+    assert [(s, v) for _, s, v in metric_rows(tmp_path, "train_loss_step")] == [
+        (i, pytest.approx(2 * x)) for i, x in enumerate(losses)]
+    assert [v for _, _, v in metric_rows(tmp_path, "train_loss_epoch")] == [
+        pytest.approx(2 * sum(xs) / len(xs)) for xs in module.losses]
+
+
+def test_checkpoint_callbacks_keep_lightnings_state_key_and_compute_it_once():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    args = dict(dirpath="/nowhere", filename="best", monitor="val_loss", mode="min")
+    once, plain = training.keyed_once(ModelCheckpoint)(**args), ModelCheckpoint(**args)
+    assert once.state_key == plain.state_key and once.state_key.startswith("ModelCheckpoint{")
+    once.mode = "max"  # not a change Lightning makes after __init__: shows the key is not formatted again
+    assert once.state_key == plain.state_key
+
+
 def test_devices_and_precision():
     assert training.resolve_devices(0) == Devices("cpu", 1, 1, "auto")
     assert training.resolve_devices(None).accelerator == ("gpu" if torch.cuda.is_available() else "cpu")

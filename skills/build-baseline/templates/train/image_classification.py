@@ -131,9 +131,8 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
-        self.log("train_loss", loss, on_step=True, on_epoch=True)  # the one per-step scalar
-        return loss
+        # the returned loss is logged by mlloop as train_loss_step / train_loss_epoch
+        return F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

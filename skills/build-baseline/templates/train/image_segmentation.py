@@ -185,9 +185,8 @@ class Segmenter(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.loss(self(x), y)
-        self.log("train_loss", loss, on_step=True, on_epoch=True)  # the one per-step scalar
-        return loss
+        # the returned loss is logged by mlloop as train_loss_step / train_loss_epoch
+        return self.loss(self(x), y)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

@@ -212,9 +212,8 @@ class CenterNet(L.LightningModule):
         return out
 
     def training_step(self, batch, batch_idx):
-        loss = self.losses(self(batch["images"]), batch).mean()
-        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(batch["boxes"]))
-        return loss
+        # the returned loss is logged by mlloop as train_loss_step / train_loss_epoch
+        return self.losses(self(batch["images"]), batch).mean()
 
     def validation_step(self, batch, batch_idx):  # mAP needs every image at once: 03_eval.py computes it
         loss = self.losses(self(batch["images"]), batch).mean()

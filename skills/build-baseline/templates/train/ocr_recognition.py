@@ -167,9 +167,8 @@ class CTCRecognizer(L.LightningModule):
         return out
 
     def training_step(self, batch, batch_idx):
-        loss = self.ctc(self(batch["images"]), batch)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=len(batch["texts"]))
-        return loss
+        # the returned loss is logged by mlloop as train_loss_step / train_loss_epoch
+        return self.ctc(self(batch["images"]), batch)
 
     def validation_step(self, batch, batch_idx):
         log_probs = self(batch["images"])

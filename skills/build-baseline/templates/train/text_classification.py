@@ -179,9 +179,8 @@ class TextClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         ids, y = batch
-        loss = F.cross_entropy(self(ids), y, label_smoothing=self.hparams.label_smoothing)
-        self.log("train_loss", loss, on_step=True, on_epoch=True)  # the one per-step scalar
-        return loss
+        # the returned loss is logged by mlloop as train_loss_step / train_loss_epoch
+        return F.cross_entropy(self(ids), y, label_smoothing=self.hparams.label_smoothing)
 
     def validation_step(self, batch, batch_idx):
         ids, y = batch

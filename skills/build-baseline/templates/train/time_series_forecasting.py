@@ -153,9 +153,8 @@ class Forecaster(L.LightningModule):
         return F.mse_loss(self.forward_scaled((x - mean) / std), (y - mean) / std, reduction=reduction)
 
     def training_step(self, batch, batch_idx):
-        loss = self.loss(*batch)
-        self.log("train_loss", loss, on_step=True, on_epoch=True)  # the one per-step scalar
-        return loss
+        # the returned loss is logged by mlloop as train_loss_step / train_loss_epoch
+        return self.loss(*batch)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
