@@ -54,7 +54,8 @@ def feature_stats(records):
     stats = {}
     for name in names:
         values = [(r.get("features") or {}).get(name) for r in records]
-        present = [v for v in values if v is not None]
+        # NaN and inf are missing values, as encode() treats them: one would make the mean NaN
+        present = [v for v in values if v is not None and not (isinstance(v, float) and not math.isfinite(v))]
         if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
             mean = sum(present) / len(present)
             std = math.sqrt(sum((v - mean) ** 2 for v in present) / len(present))
