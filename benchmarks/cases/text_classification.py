@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 TEMPLATE = "text_classification.py"
-BATCH, STEPS, VOCAB, MAX_LENGTH, CLASSES = 32, 24, 2000, 64, 3
+# BATCH: the rules' default max_batch_size, what the template trains with once the data gives enough steps
+BATCH, STEPS, VOCAB, MAX_LENGTH, CLASSES = 128, 24, 2000, 64, 3
 
 
 def texts(n, seed):
