@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mlloop.errors import MlloopError
 from mlloop.layout import Project
-from mlloop.runtime import artifacts, config, smoke_retry_reports, training
+from mlloop.runtime import artifacts, callbacks, config, smoke_retry_reports, training
 from mlloop.runtime.training import Devices, count_steps, derive_train_batch_size
 from train_fixture import one_thread  # noqa: F401  (a fixture: one torch thread)
 
@@ -169,7 +169,7 @@ def test_checkpoint_callbacks_keep_lightnings_state_key_and_compute_it_once():
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     args = dict(dirpath="/nowhere", filename="best", monitor="val_loss", mode="min")
-    once, plain = training.keyed_once(ModelCheckpoint)(**args), ModelCheckpoint(**args)
+    once, plain = callbacks.keyed_once(ModelCheckpoint)(**args), ModelCheckpoint(**args)
     assert once.state_key == plain.state_key and once.state_key.startswith("ModelCheckpoint{")
     once.mode = "max"  # not a change Lightning makes after __init__: shows the key is not formatted again
     assert once.state_key == plain.state_key

@@ -23,7 +23,8 @@ from . import batch_search, checkpoint, contract, metrics, probe, smoke_retry_re
 from .evaluation import _plain_value
 from .loader import train_loader
 from .seeding import seed_everything
-from .training import count_steps, fit as fit_once, resolve_devices, step_timer, torch_device
+from .callbacks import step_timer
+from .training import count_steps, fit as fit_once, resolve_devices, torch_device
 
 # Under DDP, Lightning re-runs the script for ranks 1..N-1; they take rank 0's batch size from here
 # instead of searching again (the search ran once, before the processes were started).
